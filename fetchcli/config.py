@@ -1,0 +1,256 @@
+"""Settings: frozen value objects built once from the flags (or the library call), then passed down.
+
+Each group is shaped for the module that consumes it: `fetch.py` takes a `RetryPolicy` and
+`Timeouts`, `limits.py` takes `Limits`, and so on. `Settings.create()` is the one place where
+values are validated; it raises `UsageError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+from fetchcli import __version__
+from fetchcli.errors import UsageError
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "RETRY_STATUSES",
+    "HttpOptions",
+    "InputOptions",
+    "Limits",
+    "OutputOptions",
+    "RetryPolicy",
+    "Settings",
+    "Timeouts",
+    "parse_size",
+]
+
+DEFAULT_CONCURRENCY = 16
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 30.0
+DEFAULT_RETRIES = 3
+DEFAULT_BACKOFF = 0.5
+DEFAULT_BACKOFF_MAX = 60.0
+DEFAULT_MAX_REDIRECTS = 10
+DEFAULT_USER_AGENT = f"fetchcli/{__version__}"
+
+# Statuses worth another attempt: the server said "not now", not "no".
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Statuses whose Retry-After pauses the whole host, not just the one URL.
+HOST_PAUSE_STATUSES = frozenset({429, 503})
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputOptions:
+    """Where URLs come from and how lines are treated."""
+
+    sources: tuple[str, ...] = ("-",)
+    dedupe: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """How much runs at once, overall and per host, and how fast requests start."""
+
+    concurrency: int = DEFAULT_CONCURRENCY
+    workers: int = DEFAULT_CONCURRENCY
+    per_host: int = 0  # 0: no per-host limit
+    rate: float = 0.0  # requests started per second over the whole run; 0: no limit
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeouts:
+    """Limits on one attempt (None: no limit) and on the whole run."""
+
+    total: float | None = DEFAULT_TIMEOUT
+    connect: float | None = DEFAULT_CONNECT_TIMEOUT
+    read: float | None = DEFAULT_READ_TIMEOUT
+    deadline: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """Which failures are retried, how often, and how long to wait between attempts."""
+
+    retries: int = DEFAULT_RETRIES
+    backoff: float = DEFAULT_BACKOFF
+    backoff_max: float = DEFAULT_BACKOFF_MAX
+    statuses: frozenset[int] = RETRY_STATUSES
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpOptions:
+    """What each request looks like and which responses are accepted."""
+
+    headers: tuple[tuple[str, str], ...] = ()
+    user_agent: str = DEFAULT_USER_AGENT
+    method: str = "GET"
+    http2: bool = False
+    proxy: str | None = None
+    verify: bool = True
+    follow_redirects: bool = True
+    max_redirects: int = DEFAULT_MAX_REDIRECTS
+    max_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputOptions:
+    """Where bodies and records go, and what the terminal shows."""
+
+    output_dir: Path = Path()
+    save: bool = True
+    skip_existing: bool = False
+    jsonl: str | None = None  # "-" is stdout
+    resume: bool = False
+    quiet: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything a run needs, validated."""
+
+    input: InputOptions = field(default_factory=InputOptions)
+    limits: Limits = field(default_factory=Limits)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    http: HttpOptions = field(default_factory=HttpOptions)
+    output: OutputOptions = field(default_factory=OutputOptions)
+    debug: bool = False
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        sources: tuple[str, ...] = ("-",),
+        dedupe: bool = True,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        workers: int | None = None,
+        per_host: int = 0,
+        rate: float = 0.0,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        deadline: float | None = None,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+        backoff_max: float = DEFAULT_BACKOFF_MAX,
+        output_dir: str | Path = ".",
+        save: bool = True,
+        skip_existing: bool = False,
+        jsonl: str | None = None,
+        resume: bool = False,
+        quiet: bool = False,
+        headers: tuple[str, ...] | list[str] = (),
+        user_agent: str = DEFAULT_USER_AGENT,
+        method: str = "GET",
+        http2: bool = False,
+        proxy: str | None = None,
+        insecure: bool = False,
+        max_redirects: int = DEFAULT_MAX_REDIRECTS,
+        follow_redirects: bool = True,
+        max_bytes: int | str | None = None,
+        debug: bool = False,
+    ) -> Settings:
+        """Validate raw option values (as the flags name them) and build the settings."""
+        _at_least("concurrency", concurrency, 1)
+        _at_least("workers", concurrency if workers is None else workers, 1)
+        _at_least("per-host", per_host, 0)
+        _at_least("rate", rate, 0)
+        for name, value in (
+            ("timeout", timeout),
+            ("connect-timeout", connect_timeout),
+            ("read-timeout", read_timeout),
+        ):
+            _at_least(name, value, 0)
+        if deadline is not None and not deadline > 0:
+            _fail(f"deadline must be more than 0 seconds (got {deadline})")
+        _at_least("retries", retries, 0)
+        _at_least("backoff", backoff, 0)
+        _at_least("backoff-max", backoff_max, 0)
+        _at_least("max-redirects", max_redirects, 0)
+        if resume and not jsonl:
+            _fail("--resume needs --jsonl PATH: the records say what is already done")
+        if resume and jsonl == "-":
+            _fail("--resume cannot read records back from stdout; give --jsonl a file")
+        method = method.upper()
+        if method not in ("GET", "HEAD"):
+            _fail(f"method must be GET or HEAD (got {method})")
+        if proxy is not None and not re.match(r"^https?://[^/\s]+", proxy, re.IGNORECASE):
+            _fail(f"proxy must be an http:// or https:// URL (got {proxy!r})")
+        return cls(
+            input=InputOptions(sources=tuple(sources) or ("-",), dedupe=dedupe),
+            limits=Limits(
+                concurrency=concurrency,
+                workers=concurrency if workers is None else workers,
+                per_host=per_host,
+                rate=float(rate),
+            ),
+            timeouts=Timeouts(
+                total=timeout or None,
+                connect=connect_timeout or None,
+                read=read_timeout or None,
+                deadline=deadline,
+            ),
+            retry=RetryPolicy(retries=retries, backoff=backoff, backoff_max=backoff_max),
+            http=HttpOptions(
+                headers=tuple(parse_header(h) for h in headers),
+                user_agent=user_agent,
+                method=method,
+                http2=http2,
+                proxy=proxy,
+                verify=not insecure,
+                follow_redirects=follow_redirects,
+                max_redirects=max_redirects,
+                max_bytes=None if max_bytes is None else parse_size(max_bytes),
+            ),
+            output=OutputOptions(
+                output_dir=Path(output_dir),
+                save=save,
+                skip_existing=skip_existing,
+                jsonl=jsonl,
+                resume=resume,
+                quiet=quiet,
+            ),
+            debug=debug,
+        )
+
+
+def parse_header(raw: str) -> tuple[str, str]:
+    """Parse `"Name: value"` as curl's -H does; raise UsageError when it is malformed."""
+    name, sep, value = raw.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not _HEADER_NAME.match(name):
+        _fail(f"header must look like 'Name: value' (got {raw!r})")
+    if any(c in value for c in "\r\n\0"):
+        _fail(f"header value of {name!r} contains a line break or NUL")
+    return name, value
+
+
+def parse_size(raw: int | str) -> int:
+    """Parse a byte count such as `1048576`, `500k`, `10M` or `2GiB` (powers of 1024)."""
+    if isinstance(raw, int):
+        if raw < 0:
+            _fail(f"size must not be negative (got {raw})")
+        return raw
+    match = _SIZE.match(raw)
+    if not match:
+        _fail(f"size must be a number of bytes with an optional k/M/G suffix (got {raw!r})")
+    return int(match[1]) * _SIZE_UNITS[match[2].lower()]
+
+
+def _at_least(name: str, value: float, minimum: float) -> None:
+    if math.isnan(value) or value < minimum:
+        _fail(f"{name} must be at least {minimum} (got {value})")
+
+
+def _fail(message: str) -> NoReturn:
+    raise UsageError(message)

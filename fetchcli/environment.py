@@ -1,0 +1,26 @@
+"""The process's surroundings, injected so that tests can swap them: streams, terminal, RNG."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import BinaryIO, TextIO
+
+__all__ = ["Environment"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Environment:
+    """Where input comes from and output goes; whether a person is watching."""
+
+    stdin: BinaryIO = field(default_factory=lambda: sys.stdin.buffer)
+    stdout: BinaryIO = field(default_factory=lambda: sys.stdout.buffer)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    stdin_isatty: bool = field(default_factory=lambda: sys.stdin.isatty())
+    stderr_isatty: bool = field(default_factory=lambda: sys.stderr.isatty())
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    no_color: bool = field(default_factory=lambda: bool(os.environ.get("NO_COLOR")))
+    random: random.Random = field(default_factory=random.Random)

@@ -1,0 +1,144 @@
+"""Exit statuses and the exception hierarchy, classified by what the caller does with each.
+
+    FetchcliError                  anything fetchcli raises on purpose
+    ├── UsageError                 bad flag, value or source: exit 2, one line
+    ├── OutputError                the record file cannot be written: the run stops, exit 1
+    ├── Interrupted                SIGINT/SIGTERM ended the run: exit 130/143
+    └── FetchError                 one URL failed; it gets a record and the run goes on
+        ├── TransientError         worth another attempt (resets, timeouts, 429/503 ...)
+        └── PermanentError         final at once (404, too large, redirect loop ...)
+
+Library errors are translated once, at the boundary, by `map_transport_error()`.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from enum import IntEnum, unique
+
+import httpx
+
+__all__ = [
+    "ExitStatus",
+    "FetchError",
+    "FetchcliError",
+    "Interrupted",
+    "OutputError",
+    "PermanentError",
+    "TransientError",
+    "UsageError",
+    "map_transport_error",
+]
+
+
+@unique
+class ExitStatus(IntEnum):
+    """The process exit codes of the interface contract."""
+
+    OK = 0
+    FAILURES = 1
+    USAGE = 2
+    INTERRUPTED = 130  # 128 + SIGINT
+    TERMINATED = 143  # 128 + SIGTERM
+
+
+class FetchcliError(Exception):
+    """Base of every error fetchcli raises on purpose."""
+
+
+class UsageError(FetchcliError):
+    """Raised when a flag, a value or a source is unusable; the run does not start."""
+
+
+class OutputError(FetchcliError):
+    """Raised when records cannot be written (disk full, closed pipe); the run stops."""
+
+
+class Interrupted(FetchcliError):
+    """Raised by the pipeline after a signal stopped the run and cleanup is done."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+
+
+class FetchError(FetchcliError):
+    """Raised when one attempt at one URL fails.
+
+    `kind` is a short stable word for summaries and the JSONL `error_kind` field;
+    `status` is the HTTP status when there was a response.
+    """
+
+    def __init__(self, kind: str, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+
+
+class TransientError(FetchError):
+    """Raised when another attempt may succeed; `retry_after` is the server's wish, in seconds."""
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(kind, message, status=status)
+        self.retry_after = retry_after
+
+
+class PermanentError(FetchError):
+    """Raised when retrying cannot help; the URL fails at once."""
+
+
+def map_transport_error(exc: httpx.TransportError | httpx.DecodingError) -> FetchError:
+    """Translate an httpx error into the most specific fetchcli error."""
+    message = str(exc) or type(exc).__name__
+    match exc:
+        case httpx.ConnectTimeout():
+            return TransientError("timeout", f"connect timeout: {message}")
+        case httpx.TimeoutException():
+            return TransientError("timeout", f"timeout: {message}")
+        case httpx.UnsupportedProtocol():
+            return PermanentError("invalid_url", message)
+        case httpx.ProxyError():
+            return TransientError("proxy", f"proxy error: {message}")
+        case httpx.ConnectError() if _caused_by(exc, ssl.SSLCertVerificationError):
+            # A certificate that fails verification will fail again: do not retry it.
+            return PermanentError("tls", f"TLS verification failed: {message}")
+        case httpx.ConnectError() if _is_unknown_host(exc):
+            return PermanentError("dns", f"host not found: {message}")
+        case httpx.ConnectError():
+            return TransientError("connect", f"connection failed: {message}")
+        case httpx.RemoteProtocolError():
+            return TransientError("protocol", message)
+        case httpx.NetworkError():
+            return TransientError("network", f"network error: {message}")
+        case httpx.DecodingError():
+            return PermanentError("decoding", f"cannot decode body: {message}")
+        case httpx.LocalProtocolError():
+            return PermanentError("protocol", message)
+    return TransientError("network", message)
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _is_unknown_host(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, socket.gaierror):
+            # EAI_AGAIN is a temporary resolver failure; the others mean "no such name".
+            return seen.errno != socket.EAI_AGAIN
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -1,0 +1,347 @@
+"""Fetch one URL: attempts with per-attempt timeouts, redirects, body checks, and retries.
+
+A slot from the `Limiter` is held only during an attempt; the backoff sleep holds none.
+`backoff_delay()` is a pure function of the attempt number, the policy and a random draw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import itertools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import httpx
+
+from fetchcli.config import HOST_PAUSE_STATUSES, HttpOptions, RetryPolicy, Settings, Timeouts
+from fetchcli.decoding import decoder_for
+from fetchcli.errors import FetchError, PermanentError, TransientError, map_transport_error
+from fetchcli.limits import Limiter
+from fetchcli.models import Job, Record
+from fetchcli.paths import relative_path
+from fetchcli.sink import Body, Saver
+from fetchcli.sources import url_key
+from fetchcli.stats import RunStats, Transfer
+
+__all__ = ["Fetcher", "backoff_delay", "parse_retry_after"]
+
+# Headers that carry credentials: never sent to another origin after a redirect.
+SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+ERROR_BODY_DRAIN = 64 * 1024
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def backoff_delay(
+    attempt: int,
+    policy: RetryPolicy,
+    random: Callable[[], float],
+    retry_after: float | None = None,
+) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based).
+
+    Exponential with "equal jitter": half of `backoff * 2**(attempt-1)` for sure, the other
+    half drawn at random, so a crowd of clients does not come back in step. A server's
+    `Retry-After` replaces it. Both are capped by `backoff_max`.
+    """
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), policy.backoff_max)
+    try:
+        ceiling = min(policy.backoff * 2.0 ** (attempt - 1), policy.backoff_max)
+    except OverflowError:
+        ceiling = policy.backoff_max
+    return ceiling / 2 + random() * ceiling / 2
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header (delay-seconds or HTTP-date); None when unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    status: int
+    path: str | None
+    size: int
+    sha256: str | None
+    final_url: str
+    content_type: str | None
+
+
+class Fetcher:
+    """Fetches jobs into records: owns the retry loop and one attempt's anatomy."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        settings: Settings,
+        limiter: Limiter,
+        saver: Saver,
+        stats: RunStats,
+        random: Callable[[], float],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._http: HttpOptions = settings.http
+        self._timeouts: Timeouts = settings.timeouts
+        self._retry: RetryPolicy = settings.retry
+        self._skip_existing = settings.output.skip_existing
+        self._limiter = limiter
+        self._saver = saver
+        self._stats = stats
+        self._random = random
+        self._clock = clock
+        self._ids = itertools.count()
+        self._headers = httpx.Headers(
+            [("User-Agent", settings.http.user_agent), *settings.http.headers]
+        )
+
+    async def fetch(self, job: Job, deadline: float | None = None) -> Record:
+        """Fetch one job, retrying transient failures; never raises for a failed URL.
+
+        `deadline` is an event-loop time: past it, the URL is recorded as unfinished.
+        """
+        started = self._clock()
+        relpath = relative_path(job.parsed) if self._saver.save else None
+        attempts = 0
+        try:
+            async with asyncio.timeout_at(deadline):
+                if self._skip_existing and relpath is not None:
+                    size = await self._saver.existing_size(relpath)
+                    if size is not None:
+                        return self._skipped_existing(job, relpath, size)
+                host = job.parsed.netloc.decode("ascii")
+                while True:
+                    attempts += 1
+                    try:
+                        async with self._limiter.slot(host):
+                            fetched = await self._counted_attempt(job, relpath)
+                    except TransientError as exc:
+                        if attempts > self._retry.retries:
+                            return self._failed(job, exc, attempts, started)
+                        await self._wait_before_retry(host, attempts, exc)
+                    except PermanentError as exc:
+                        return self._failed(job, exc, attempts, started)
+                    else:
+                        return self._succeeded(job, fetched, attempts, started)
+        except TimeoutError:
+            error = TransientError("deadline", "deadline exceeded")
+            return self._failed(job, error, attempts, started)
+
+    async def _wait_before_retry(self, host: str, attempts: int, exc: TransientError) -> None:
+        delay = backoff_delay(attempts, self._retry, self._random, exc.retry_after)
+        if exc.retry_after is not None and exc.status in HOST_PAUSE_STATUSES:
+            self._limiter.pause_host(host, delay)
+        self._stats.retries += 1
+        self._stats.retrying += 1
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self._stats.retrying -= 1
+
+    async def _counted_attempt(self, job: Job, relpath: PurePosixPath | None) -> _Fetched:
+        self._stats.in_flight += 1
+        try:
+            return await self._attempt(job, relpath)
+        finally:
+            self._stats.in_flight -= 1
+
+    async def _attempt(self, job: Job, relpath: PurePosixPath | None) -> _Fetched:
+        body: Body | None = None
+        transfer_id = next(self._ids)
+        try:
+            async with asyncio.timeout(self._timeouts.total):
+                response = await self._send(job.parsed)
+                try:
+                    if not 200 <= response.status_code < 300:
+                        await _drain(response)
+                        self._raise_for_status(response)
+                    if self._http.method == "HEAD":
+                        return self._fetched(response, None, 0, None)
+                    body = self._saver.body(relpath)
+                    self._stats.transfers[transfer_id] = Transfer(
+                        job.url, _content_length(response), body
+                    )
+                    await self._read_body(response, body)
+                    path, digest = await body.finish()
+                    size, body = body.size, None
+                    return self._fetched(response, path, size, digest)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            msg = f"no complete response within {self._timeouts.total:g}s"
+            raise TransientError("timeout", msg) from None
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            raise map_transport_error(exc) from exc
+        finally:
+            self._stats.transfers.pop(transfer_id, None)
+            if body is not None:
+                await body.discard()
+
+    async def _send(self, url: httpx.URL) -> httpx.Response:
+        """Send the request, following redirects ourselves to bound and police them."""
+        headers = self._headers
+        seen = {url_key(url)}
+        for hop in itertools.count():
+            request = self._client.build_request(self._http.method, url, headers=headers)
+            response = await self._client.send(request, stream=True)
+            location = response.headers.get("location")
+            if (
+                not self._http.follow_redirects
+                or response.status_code not in REDIRECT_STATUSES
+                or location is None
+            ):
+                return response
+            await _drain(response)
+            await response.aclose()
+            try:
+                target = url.join(location)
+            except httpx.InvalidURL as exc:
+                msg = f"redirect to an invalid URL {location!r}"
+                raise PermanentError("redirect", msg, status=response.status_code) from exc
+            if target.scheme not in ("http", "https"):
+                msg = f"redirect to unsupported scheme {target.scheme!r}"
+                raise PermanentError("redirect", msg, status=response.status_code)
+            if hop >= self._http.max_redirects:
+                msg = f"more than {self._http.max_redirects} redirects"
+                raise PermanentError("redirect", msg, status=response.status_code)
+            key = url_key(target)
+            if key in seen:
+                msg = f"redirect loop back to {target}"
+                raise PermanentError("redirect", msg, status=response.status_code)
+            seen.add(key)
+            if _origin(target) != _origin(url):
+                headers = httpx.Headers(
+                    [(k, v) for k, v in headers.multi_items() if k not in SENSITIVE_HEADERS]
+                )
+            url = target
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _raise_for_status(self, response: httpx.Response) -> None:
+        status = response.status_code
+        reason = response.reason_phrase
+        message = f"HTTP {status} {reason}".strip()
+        if status in self._retry.statuses:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            raise TransientError("http", message, status=status, retry_after=retry_after)
+        if 300 <= status < 400:
+            if not self._http.follow_redirects:
+                message += " (redirects not followed)"
+            raise PermanentError("redirect", message, status=status)
+        raise PermanentError("http", message, status=status)
+
+    async def _read_body(self, response: httpx.Response, body: Body) -> None:
+        max_bytes = self._http.max_bytes
+        expected = _content_length(response)
+        encoding = response.headers.get("content-encoding")
+        if max_bytes is not None and not encoding and expected is not None and expected > max_bytes:
+            msg = f"body of {expected} bytes is over --max-bytes {max_bytes}"
+            raise PermanentError("too_large", msg)
+        decoder = decoder_for(encoding)
+        received = 0
+        async for chunk in response.aiter_raw():
+            received += len(chunk)
+            for piece in decoder.decode(chunk):
+                if body.feed(piece):
+                    await body.spill()
+                if max_bytes is not None and body.size > max_bytes:
+                    msg = f"body over --max-bytes {max_bytes} (after decoding)"
+                    raise PermanentError("too_large", msg)
+        for piece in decoder.flush():
+            body.feed(piece)
+        if max_bytes is not None and body.size > max_bytes:
+            msg = f"body over --max-bytes {max_bytes} (after decoding)"
+            raise PermanentError("too_large", msg)
+        if expected is not None and received < expected:
+            msg = f"body incomplete: {received} of {expected} bytes"
+            raise TransientError("truncated", msg)
+
+    def _fetched(
+        self, response: httpx.Response, path: str | None, size: int, digest: str | None
+    ) -> _Fetched:
+        return _Fetched(
+            status=response.status_code,
+            path=path,
+            size=size,
+            sha256=digest,
+            final_url=str(response.request.url),
+            content_type=response.headers.get("content-type"),
+        )
+
+    def _succeeded(self, job: Job, fetched: _Fetched, attempts: int, started: float) -> Record:
+        return Record(
+            url=job.url,
+            ok=True,
+            status=fetched.status,
+            path=fetched.path,
+            bytes=fetched.size,
+            sha256=fetched.sha256,
+            elapsed=self._clock() - started,
+            attempts=attempts,
+            final_url=fetched.final_url,
+            content_type=fetched.content_type,
+            source=job.source,
+            line=job.line,
+        )
+
+    def _failed(self, job: Job, exc: FetchError, attempts: int, started: float) -> Record:
+        return Record(
+            url=job.url,
+            ok=False,
+            status=exc.status,
+            elapsed=self._clock() - started,
+            attempts=attempts,
+            error=str(exc),
+            error_kind=exc.kind,
+            source=job.source,
+            line=job.line,
+        )
+
+    def _skipped_existing(self, job: Job, relpath: PurePosixPath, size: int) -> Record:
+        return Record(
+            url=job.url,
+            ok=True,
+            path=str(self._saver.root / relpath),
+            bytes=size,
+            skipped="exists",
+            source=job.source,
+            line=job.line,
+        )
+
+
+async def _drain(response: httpx.Response) -> None:
+    """Read a small unwanted body (error page, redirect), so its connection can be reused."""
+    expected = _content_length(response)
+    if expected is not None and expected > ERROR_BODY_DRAIN:
+        return
+    received = 0
+    async for chunk in response.aiter_raw():
+        received += len(chunk)
+        if received > ERROR_BODY_DRAIN:
+            return
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length")
+    if value is None or not value.isdigit():
+        return None
+    return int(value)
+
+
+def _origin(url: httpx.URL) -> tuple[bytes, bytes, int | None]:
+    return url.raw_scheme, url.raw_host, url.port

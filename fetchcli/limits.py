@@ -1,0 +1,100 @@
+"""What may run, and when: the global concurrency Semaphore, per-host limits and pauses,
+and the request-rate limiter.
+
+A caller holds a slot only for the duration of one attempt; waiting out a backoff or a
+host pause holds nothing, so one slow host cannot starve the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fetchcli.config import Limits
+
+__all__ = ["Limiter", "RateLimiter"]
+
+
+class RateLimiter:
+    """Spaces request starts at least `1 / rate` seconds apart, over the whole run."""
+
+    def __init__(self, rate: float, clock: Callable[[], float]) -> None:
+        self._interval = 1.0 / rate
+        self._clock = clock
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        """Return when the next request may start."""
+        now = self._clock()
+        start = max(now, self._next)
+        self._next = start + self._interval
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
+class _Host:
+    __slots__ = ("paused_until", "semaphore", "users")
+
+    def __init__(self, per_host: int) -> None:
+        self.semaphore = asyncio.Semaphore(per_host) if per_host else None
+        self.paused_until = 0.0
+        self.users = 0
+
+
+class Limiter:
+    """Hands out request slots: host pause, then per-host limit, then rate, then global limit."""
+
+    def __init__(self, limits: Limits, clock: Callable[[], float] | None = None) -> None:
+        self._clock = clock or asyncio.get_running_loop().time
+        self._global = asyncio.Semaphore(limits.concurrency)
+        self._per_host = limits.per_host
+        self._rate = RateLimiter(limits.rate, self._clock) if limits.rate else None
+        self._hosts: dict[str, _Host] = {}
+        self.in_flight = 0
+
+    @asynccontextmanager
+    async def slot(self, host: str) -> AsyncIterator[None]:
+        """Hold one request slot for `host` for the duration of the block."""
+        state = self._hosts.get(host)
+        if state is None:
+            state = self._hosts[host] = _Host(self._per_host)
+        state.users += 1
+        try:
+            # A pause may be extended while we sleep, so look again after each nap.
+            while (delay := state.paused_until - self._clock()) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(delay)
+            if state.semaphore is None:
+                async with self._started():
+                    yield
+            else:
+                async with state.semaphore, self._started():
+                    yield
+        finally:
+            state.users -= 1
+            if state.users == 0 and state.paused_until <= self._clock():
+                # Forget idle hosts, so a list of a million hosts does not grow a million entries.
+                del self._hosts[host]
+
+    def pause_host(self, host: str, seconds: float) -> None:
+        """Start no new request to `host` for `seconds` (a Retry-After on 429/503)."""
+        state = self._hosts.get(host)
+        if state is None:
+            state = self._hosts[host] = _Host(self._per_host)
+        state.paused_until = max(state.paused_until, self._clock() + seconds)
+
+    def host_pause(self, host: str) -> float:
+        """Seconds until `host` may be contacted again (0 when it is not paused)."""
+        state = self._hosts.get(host)
+        return max(0.0, state.paused_until - self._clock()) if state else 0.0
+
+    @asynccontextmanager
+    async def _started(self) -> AsyncIterator[None]:
+        if self._rate is not None:
+            await self._rate.wait()
+        async with self._global:
+            self.in_flight += 1
+            try:
+                yield
+            finally:
+                self.in_flight -= 1

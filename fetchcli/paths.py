@@ -1,0 +1,106 @@
+"""URL -> a safe relative path `host/path` under the output directory; a pure function.
+
+Every path component is decoded, then sanitized on its own: separators, control bytes,
+characters Windows forbids, `.`/`..`, reserved device names, trailing dots and over-long
+names are replaced. A name that had to change (or that carries a query) gets `~` and a short
+hash of the original, so two different URLs never map to one file. Names that come through
+unchanged never contain `~` plus ten hex digits, so they cannot collide with a hashed one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import PurePosixPath
+from urllib.parse import quote, unquote
+
+import httpx
+
+__all__ = ["INDEX_NAME", "relative_path"]
+
+INDEX_NAME = "index.html"
+HASH_CHARS = 10
+MAX_NAME_BYTES = 200  # room for "~hash", a temp-file prefix and suffix within 255 bytes
+MAX_PATH_BYTES = 1024  # PATH_MAX is 4096 on Linux; stay well inside it with any DIR
+
+_UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]')
+_HASH_LIKE = re.compile(rf"~[0-9a-f]{{{HASH_CHARS}}}")
+_HOST = re.compile(r"[a-z0-9.-]+")
+_UNSAFE_HOST_CHARS = re.compile(r"[^a-z0-9.-]")
+# RFC 3986 pchar minus "%": what a segment may hold unescaped.
+_PATH_SAFE = "!$&'()*+,;=:@-._~"
+_EXTENSION = re.compile(r"(\.[A-Za-z0-9]{1,10})$")
+_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL"]
+    + [f"COM{i}" for i in range(1, 10)]
+    + [f"LPT{i}" for i in range(1, 10)]
+)
+
+
+def relative_path(url: httpx.URL) -> PurePosixPath:
+    """Map a URL to `host[_port]/dir/.../name`, never absolute and never containing `..`."""
+    host = _host_name(url.raw_host.decode("ascii"))
+    if url.port is not None:
+        host = f"{host}_{url.port}"
+    *dirs, last = url.raw_path.split(b"?", 1)[0].decode("ascii").split("/")[1:] or [""]
+    names = [_name(part) for part in dirs]
+    names.append(_file_name(last, url.query))
+    path = PurePosixPath(host, *names)
+    if len(str(path).encode()) > MAX_PATH_BYTES:
+        name = "~" + _digest(str(url.copy_with(fragment=None)), 2 * HASH_CHARS)
+        path = PurePosixPath(host, name + _extension(names[-1]))
+    return path
+
+
+def _host_name(host: str) -> str:
+    clean = host.lower()
+    if _HOST.fullmatch(clean):
+        return clean
+    # IPv6 literals, underscores: "_" must stay free for the port suffix.
+    return _with_hash(_UNSAFE_HOST_CHARS.sub("_", clean), host)
+
+
+def _file_name(part: str, query: bytes) -> str:
+    if part == "":
+        name = INDEX_NAME
+    elif part == INDEX_NAME:
+        # "/" already means index.html: the literal one gets a name of its own.
+        name = _with_hash(part, part)
+    else:
+        name = _name(part)
+    if query:
+        name = _with_hash(name, f"{part}?{query.decode('ascii')}")
+    return name
+
+
+def _name(part: str) -> str:
+    """One percent-encoded path segment -> a safe, readable file or directory name."""
+    decoded = unquote(part, errors="replace")
+    clean = _UNSAFE_CHARS.sub("_", decoded)
+    clean = clean.rstrip(". ") or "_"  # Windows drops trailing dots and spaces; "", ".", ".."
+    if clean.split(".", 1)[0].upper() in _RESERVED:
+        clean = "_" + clean
+    if len(clean.encode()) > MAX_NAME_BYTES:
+        clean = clean.encode()[: MAX_NAME_BYTES - 40].decode(errors="ignore")
+    # Unchanged names must map back to exactly one segment: "%62" and "b" differ as URLs.
+    canonical = quote(decoded, safe=_PATH_SAFE) == part
+    if clean != decoded or not canonical or _HASH_LIKE.search(decoded):
+        clean = _with_hash(clean, part)
+    return clean
+
+
+def _with_hash(name: str, original: str) -> str:
+    """`name.ext` -> `name~<hash of original>.ext` (the extension stays last, for file types)."""
+    ext = _extension(name)
+    return f"{name[: len(name) - len(ext)]}~{_digest(original, HASH_CHARS)}{ext}"
+
+
+def _extension(name: str) -> str:
+    match = _EXTENSION.search(name)
+    if not match or match.start() == 0:
+        return ""
+    return match[1]
+
+
+def _digest(text: str, chars: int) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:chars]

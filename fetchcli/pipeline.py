@@ -1,0 +1,295 @@
+"""The async lifecycle of a run, in one place: open, produce, fetch, record, drain, clean up.
+
+    sources ─▶ producer ─▶ bounded Queue ─▶ N workers ─▶ Fetcher ─▶ records
+                                                              │
+                                        JSONL batcher ◀───────┤
+                                        display     ◀─────────┘
+
+Every task is a child of one TaskGroup, so a failing child cancels its siblings. The
+producer ends with one sentinel per worker. SIGINT/SIGTERM cancel the run's task; cleanup
+(temporary files, the records already finished) runs in `finally` blocks and threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.cookiejar
+import signal
+import ssl
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+from rich.console import Console
+
+from fetchcli.batching import Batcher
+from fetchcli.config import Settings
+from fetchcli.decoding import ACCEPT_ENCODING
+from fetchcli.environment import Environment
+from fetchcli.errors import Interrupted
+from fetchcli.fetch import Fetcher
+from fetchcli.limits import Limiter
+from fetchcli.models import Job, Record
+from fetchcli.progress import Display, NullDisplay, PlainDisplay, RichDisplay
+from fetchcli.records import RecordLog, load_done
+from fetchcli.sink import Saver
+from fetchcli.sources import (
+    BadLine,
+    FingerprintSet,
+    Source,
+    open_sources,
+    parse_line,
+    read_lines,
+    url_key,
+)
+from fetchcli.stats import RunStats
+from fetchcli.transport import AiohttpTransport
+
+__all__ = ["make_client", "run"]
+
+QUEUE_PER_WORKER = 2
+
+
+async def run(settings: Settings, env: Environment) -> RunStats:
+    """Run the whole job; return its stats. Raises UsageError, OutputError or Interrupted."""
+    sources = await asyncio.to_thread(
+        open_sources, settings.input.sources, env.stdin, env.stdin_isatty
+    )
+    output = settings.output
+    done = (
+        await asyncio.to_thread(load_done, output.jsonl) if output.resume and output.jsonl else None
+    )
+    log = None
+    if output.jsonl:
+        log = await asyncio.to_thread(
+            RecordLog.open, output.jsonl, append=output.resume, stdout=env.stdout
+        )
+    stats = RunStats()
+    display = make_display(settings, env, stats)
+    saver = Saver(output.output_dir, save=output.save)
+
+    def emit(record: Record) -> None:
+        stats.add(record)
+        if log is not None:
+            log.add(record)
+        display.on_record(record)
+
+    with _signals_cancel_this_task() as caught:
+        try:
+            try:
+                display.start(settings.input.sources)
+                async with make_client(settings) as client:
+                    limiter = Limiter(settings.limits)
+                    fetcher = Fetcher(client, settings, limiter, saver, stats, env.random.random)
+                    await _fetch_all(settings, sources, fetcher, saver, log, emit, stats, done)
+            except BaseExceptionGroup as group:
+                raise _sole_error(group) from None
+            finally:
+                stats.finish()
+                # In a thread that a second Ctrl-C cannot stop: asyncio.run() waits for it.
+                await asyncio.shield(asyncio.ensure_future(asyncio.to_thread(saver.sweep)))
+                if log is not None:
+                    await asyncio.to_thread(log.close)
+                await display.aclose(interrupted=bool(caught))
+        except asyncio.CancelledError:
+            if not caught:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            raise Interrupted(caught[0]) from None
+    return stats
+
+
+async def _fetch_all(
+    settings: Settings,
+    sources: list[Source],
+    fetcher: Fetcher,
+    saver: Saver,
+    log: RecordLog | None,
+    emit: Callable[[Record], None],
+    stats: RunStats,
+    done: FingerprintSet | None,
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = None
+    if settings.timeouts.deadline is not None:
+        deadline = loop.time() + settings.timeouts.deadline
+    workers = settings.limits.workers
+    queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=QUEUE_PER_WORKER * workers)
+    seen = FingerprintSet() if settings.input.dedupe else None
+    writers: list[Batcher[Any, Any]] = [saver.small_files, saver.sizes]
+    if log is not None:
+        writers.append(log.writer)
+    async with asyncio.TaskGroup() as group:
+        for writer in writers:
+            group.create_task(writer.run())
+        try:
+            async with asyncio.TaskGroup() as work:
+                work.create_task(
+                    _produce(sources, queue, workers, emit, stats, seen, done, deadline)
+                )
+                for _ in range(workers):
+                    work.create_task(_consume(queue, fetcher, emit, deadline))
+        finally:
+            for writer in writers:
+                writer.close()
+
+
+async def _produce(
+    sources: list[Source],
+    queue: asyncio.Queue[Job | None],
+    workers: int,
+    emit: Callable[[Record], None],
+    stats: RunStats,
+    seen: FingerprintSet | None,
+    done: FingerprintSet | None,
+    deadline: float | None,
+) -> None:
+    """Read every source into the queue; then one sentinel per worker."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            for source in sources:
+                async for batch in read_lines(source):
+                    for number, raw in batch:
+                        item = parse_line(source.name, number, raw)
+                        if item is None:
+                            continue
+                        stats.lines += 1
+                        if isinstance(item, BadLine):
+                            emit(_invalid(item))
+                        elif done is not None and item.url.encode() in done:
+                            stats.resumed += 1
+                        elif seen is not None and not seen.add(url_key(item.parsed)):
+                            emit(_duplicate(item))
+                        else:
+                            await queue.put(item)
+    except TimeoutError:
+        pass  # the deadline: stop reading; what is queued is recorded as unfinished
+    for _ in range(workers):
+        await queue.put(None)
+
+
+async def _consume(
+    queue: asyncio.Queue[Job | None],
+    fetcher: Fetcher,
+    emit: Callable[[Record], None],
+    deadline: float | None,
+) -> None:
+    """Fetch jobs from the queue until a sentinel arrives."""
+    while (job := await queue.get()) is not None:
+        emit(await fetcher.fetch(job, deadline))
+
+
+def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error inside a TaskGroup's group, when there is one (the usual case)."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        else:
+            leaves.append(error)
+    return leaves[0] if len(leaves) == 1 else group
+
+
+def _invalid(line: BadLine) -> Record:
+    return Record(
+        url=line.text,
+        ok=False,
+        error=line.reason,
+        error_kind="invalid_url",
+        source=line.source,
+        line=line.line,
+    )
+
+
+def _duplicate(job: Job) -> Record:
+    return Record(
+        url=job.url,
+        ok=True,
+        error=None,
+        skipped="duplicate",
+        source=job.source,
+        line=job.line,
+    )
+
+
+@contextlib.asynccontextmanager
+async def make_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The one AsyncClient of a run, over the aiohttp transport (HTTP/2 over httpcore)."""
+    options = settings.http
+    timeouts = settings.timeouts
+    ssl_context = httpx.create_ssl_context(verify=options.verify)
+    if not options.verify:
+        ssl_context.check_hostname = False
+        ssl_context.verify_mode = ssl.CERT_NONE
+    transport = AiohttpTransport(ssl_context=ssl_context, proxy=options.proxy)
+    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
+    if options.http2:
+        # aiohttp speaks HTTP/1.1 only; HTTP/2 is negotiated over TLS, so https goes to httpcore.
+        mounts["https://"] = httpx.AsyncHTTPTransport(
+            http2=True,
+            verify=ssl_context,
+            proxy=options.proxy,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
+        )
+    client = httpx.AsyncClient(
+        transport=transport,
+        mounts=mounts,
+        headers={"Accept-Encoding": ACCEPT_ENCODING},
+        timeout=httpx.Timeout(None, connect=timeouts.connect, read=timeouts.read),
+        follow_redirects=False,
+        # The proxy environment is read by the transports; cookies are not kept between URLs.
+        trust_env=False,
+        cookies=http.cookiejar.CookieJar(_NoCookies()),
+    )
+    async with client:
+        yield client
+
+
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """Like curl: a cookie set by one URL is not sent to the next."""
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: urllib.request.Request) -> bool:
+        return False
+
+
+def make_display(settings: Settings, env: Environment, stats: RunStats) -> Display:
+    """The display for where stderr goes: nothing, one summary line, or a live view."""
+    if settings.output.quiet:
+        return NullDisplay()
+    if not env.stderr_isatty:
+        return PlainDisplay(stats, env.stderr)
+    console = Console(file=env.stderr, force_terminal=True, no_color=env.no_color)
+    return RichDisplay(stats, console)
+
+
+@contextlib.contextmanager
+def _signals_cancel_this_task() -> Iterator[list[int]]:
+    """On SIGINT or SIGTERM, cancel the current task; yield the list of signals caught."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    caught: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        caught.append(signum)
+        if task is not None:
+            # A second signal cancels again: cleanup that waits on the network is cut short.
+            task.cancel()
+
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue  # not the main thread, or Windows: Ctrl-C still raises KeyboardInterrupt
+        installed.append(signum)
+    try:
+        yield caught
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,110 @@
+"""The JSONL record file: written in batches off the event loop, read back for --resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Sequence
+from typing import BinaryIO
+
+from fetchcli.batching import Batcher
+from fetchcli.errors import OutputError
+from fetchcli.models import Record
+from fetchcli.sources import FingerprintSet
+
+__all__ = ["RecordLog", "load_done"]
+
+
+class RecordLog:
+    """Appends records as JSON lines; each batch is one write, flushed at once.
+
+    A failed write is cut back to the last whole line, so the file stays valid JSONL, and
+    stops the run (there is no point fetching what cannot be recorded).
+    """
+
+    def __init__(self, stream: BinaryIO, name: str, *, owned: bool) -> None:
+        self._stream = stream
+        self._name = name
+        self._owned = owned
+        self._lock = threading.Lock()  # a cancelled run's last write may overlap a hop
+        self.writer: Batcher[Record, None] = Batcher(self._write)
+
+    @classmethod
+    def open(cls, path: str, *, append: bool, stdout: BinaryIO) -> RecordLog:
+        """Open `path` ("-": stdout) for records; blocking, call it in a thread."""
+        if path == "-":
+            return cls(stdout, "stdout", owned=False)
+        try:
+            stream = open(path, "ab" if append else "wb", buffering=0)  # noqa: SIM115
+        except OSError as exc:
+            msg = f"cannot write records to {path}: {exc.strerror or exc}"
+            raise OutputError(msg) from exc
+        return cls(stream, path, owned=True)
+
+    def add(self, record: Record) -> None:
+        """Queue one record for writing."""
+        self.writer.submit_nowait(record)
+
+    def close(self) -> None:
+        """Close the file (not stdout); blocking."""
+        if self._owned:
+            self._stream.close()
+
+    def _write(self, records: Sequence[Record]) -> list[Exception | None]:
+        with self._lock:
+            return self._write_locked(records)
+
+    def _write_locked(self, records: Sequence[Record]) -> list[Exception | None]:
+        data = "".join([record.to_json() + "\n" for record in records]).encode()
+        start = self._stream.tell() if self._owned else None
+        try:
+            view = memoryview(data)
+            while view:
+                written = self._stream.write(view)
+                view = view[written or 0 :]
+            self._stream.flush()
+        except OSError as exc:
+            if start is not None:
+                # Cut a partly written batch back to the last whole line.
+                os.ftruncate(self._stream.fileno(), start)
+            msg = f"cannot write records to {self._name}: {exc.strerror or exc}"
+            return [OutputError(msg)] * len(records)
+        return [None] * len(records)
+
+
+def load_done(path: str) -> FingerprintSet:
+    """The URLs (as written in the input) that `path` records as fetched ok; blocking.
+
+    A last line cut short by a crash is removed, so appending starts on a fresh line.
+    """
+    done = FingerprintSet()
+    try:
+        stream = open(path, "r+b")  # noqa: SIM115
+    except FileNotFoundError:
+        return done
+    except OSError as exc:
+        msg = f"cannot read records from {path}: {exc.strerror or exc}"
+        raise OutputError(msg) from exc
+    with stream:
+        good_end = 0
+        for line in stream:
+            if not line.endswith(b"\n"):
+                break
+            good_end += len(line)
+            if b'"ok":true' not in line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if (
+                isinstance(record, dict)
+                and record.get("ok") is True
+                and record.get("skipped") in (None, "exists")
+            ):
+                url = record.get("url")
+                if isinstance(url, str):
+                    done.add(url.encode())
+        stream.truncate(good_end)
+    return done

@@ -1,0 +1,257 @@
+"""URL sources: files and stdin streamed line by line, validated, deduplicated.
+
+Reading happens on one daemon thread per source, never on the event loop and never on the
+default executor: a read of a pipe cannot be cancelled, and asyncio.run() would wait for an
+executor thread blocked in it forever. The thread hands over chunks as soon as they arrive,
+so the first URL of a slow pipe is fetched while the rest is still being written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import re
+import threading
+from array import array
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import httpx
+
+from fetchcli.errors import UsageError
+from fetchcli.models import Job
+
+__all__ = [
+    "MAX_LINE_BYTES",
+    "BadLine",
+    "FingerprintSet",
+    "Source",
+    "open_sources",
+    "parse_line",
+    "read_lines",
+    "url_key",
+]
+
+MAX_LINE_BYTES = 8 * 1024
+READ_SIZE = 64 * 1024
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BAD_HOST = re.compile(r"[^A-Za-z0-9._:~-]")
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """An input line that is not a usable http(s) URL; it gets an error record."""
+
+    source: str
+    line: int
+    text: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """An opened input: its name as the user gave it ("-" for stdin) and its byte stream."""
+
+    name: str
+    stream: BinaryIO
+
+
+def open_sources(names: tuple[str, ...], stdin: BinaryIO, stdin_isatty: bool) -> list[Source]:
+    """Open every source up front, so a missing one is a usage error before any fetch."""
+    sources = []
+    for name in names:
+        if name == "-":
+            if stdin_isatty:
+                msg = "no URLs: give a file of URLs, or pipe them on stdin"
+                raise UsageError(msg)
+            sources.append(Source("-", stdin))
+            continue
+        try:
+            sources.append(Source(name, open(name, "rb")))  # noqa: SIM115 - closed by read_lines
+        except OSError as exc:
+            for source in sources:
+                if source.name != "-":
+                    source.stream.close()
+            msg = f"cannot read {name}: {exc.strerror or exc}"
+            raise UsageError(msg) from exc
+    return sources
+
+
+async def read_lines(source: Source) -> AsyncIterator[list[tuple[int, bytes | None]]]:
+    """Yield batches of `(line number, raw line)`; an over-long line comes as `None`."""
+    number = 0
+    pending = b""
+    overlong = False
+    try:
+        async for chunk in _read_chunks(source.stream):
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            batch: list[tuple[int, bytes | None]] = []
+            for line in lines:
+                number += 1
+                batch.append((number, None if overlong or len(line) > MAX_LINE_BYTES else line))
+                overlong = False
+            if len(pending) > MAX_LINE_BYTES:
+                # Keep memory flat on a line that never ends: drop it, remember it was there.
+                overlong, pending = True, b""
+            yield batch
+        if pending or overlong:
+            yield [(number + 1, None if overlong else pending)]
+    finally:
+        if source.name != "-":
+            source.stream.close()
+
+
+async def _read_chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[bytes | BaseException] = asyncio.Queue(maxsize=4)
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                chunk = _read1(stream)
+                if not _hand_over(chunk):
+                    return
+                if not chunk:
+                    return
+        except (OSError, ValueError) as exc:
+            _hand_over(exc)
+
+    def _hand_over(item: bytes | BaseException) -> bool:
+        future = asyncio.run_coroutine_threadsafe(chunks.put(item), loop)
+        while not stop.is_set():
+            try:
+                future.result(timeout=0.5)
+                return True
+            except concurrent.futures.TimeoutError:
+                continue
+        future.cancel()
+        return False
+
+    thread = threading.Thread(target=reader, name="fetchcli-source", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = await chunks.get()
+            if isinstance(item, BaseException):
+                msg = f"reading input failed: {item}"
+                raise UsageError(msg) from item
+            if not item:
+                return
+            yield item
+    finally:
+        stop.set()
+
+
+def _read1(stream: BinaryIO) -> bytes:
+    # read1 returns whatever has arrived (at least one byte) instead of waiting for a full block.
+    read1 = getattr(stream, "read1", None)
+    return read1(READ_SIZE) if read1 is not None else stream.read(READ_SIZE)
+
+
+def parse_line(source: str, number: int, raw: bytes | None) -> Job | BadLine | None:
+    """Turn one raw input line into a Job, a BadLine, or None for blanks and comments."""
+    if raw is None:
+        return BadLine(source, number, "", f"line longer than {MAX_LINE_BYTES // 1024} KiB")
+    raw = raw.strip()
+    if not raw or raw.startswith(b"#"):
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return BadLine(source, number, raw.decode("utf-8", "replace"), "not valid UTF-8")
+    problem, url = _check_url(text)
+    if url is None:
+        return BadLine(source, number, _CONTROL.sub("\ufffd", text), problem)
+    return Job(source, number, text, url)
+
+
+def _check_url(text: str) -> tuple[str, httpx.URL | None]:
+    if _CONTROL.search(text):
+        return "contains control characters", None
+    scheme, sep, _ = text.partition("://")
+    if not sep:
+        return "not a URL: it must start with http:// or https://", None
+    if scheme.lower() not in ("http", "https"):
+        return f"unsupported scheme {scheme[:20]!r}: only http and https are fetched", None
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL as exc:
+        return f"invalid URL: {exc}", None
+    host = url.raw_host.decode("ascii", "replace")
+    if not host:
+        return "invalid URL: no host", None
+    if _BAD_HOST.search(host):
+        return f"invalid URL: bad host {host[:60]!r}", None
+    if url.port is not None and not 0 < url.port < 65536:
+        return f"invalid URL: port {url.port} out of range", None
+    return "", url
+
+
+def url_key(url: httpx.URL) -> bytes:
+    """The identity of a URL for dedupe and resume: normalised, without the fragment."""
+    return b"%s://%s%s" % (url.raw_scheme, url.netloc, url.raw_path)
+
+
+class FingerprintSet:
+    """A set of 64-bit fingerprints in a flat array: 16 bytes a member, not ~70 as in a set().
+
+    A million URLs cost 16 MiB. Two different URLs share a fingerprint with a probability
+    of about n**2 / 2**65: one in a few thousand runs of ten million distinct URLs.
+    """
+
+    def __init__(self, capacity: int = 1 << 16) -> None:
+        self._slots = array("Q", bytes(8 * capacity))
+        self._mask = capacity - 1
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, key: bytes) -> bool:
+        """Add `key`; return False when it was already there."""
+        fingerprint = _fingerprint(key)
+        slots, mask = self._slots, self._mask
+        index = fingerprint & mask
+        while (found := slots[index]) != 0:
+            if found == fingerprint:
+                return False
+            index = (index + 1) & mask
+        slots[index] = fingerprint
+        self._count += 1
+        if self._count * 2 > mask:
+            self._grow()
+        return True
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, bytes):
+            return False
+        fingerprint = _fingerprint(key)
+        slots, mask = self._slots, self._mask
+        index = fingerprint & mask
+        while (found := slots[index]) != 0:
+            if found == fingerprint:
+                return True
+            index = (index + 1) & mask
+        return False
+
+    def _grow(self) -> None:
+        old = self._slots
+        self._slots = array("Q", bytes(16 * len(old)))
+        self._mask = 2 * len(old) - 1
+        slots, mask = self._slots, self._mask
+        for fingerprint in old:
+            if fingerprint:
+                index = fingerprint & mask
+                while slots[index]:
+                    index = (index + 1) & mask
+                slots[index] = fingerprint
+
+
+def _fingerprint(key: bytes) -> int:
+    # Zero marks an empty slot, so a (vanishingly rare) zero digest is nudged to one.
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") or 1

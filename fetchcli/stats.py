@@ -1,0 +1,76 @@
+"""Live counters of one run: what the display shows and what the summary reports."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from fetchcli.models import Record
+from fetchcli.sink import Body
+
+__all__ = ["RunStats", "Transfer"]
+
+
+@dataclass(slots=True)
+class Transfer:
+    """A body being received now; the display reads `body.size` when it redraws."""
+
+    url: str
+    expected: int | None
+    body: Body
+
+
+@dataclass(slots=True)
+class RunStats:
+    """Counters updated as the run goes; cheap enough to touch once per event."""
+
+    started: float = field(default_factory=time.monotonic)
+    total: int | None = None  # input lines, when known ahead
+    lines: int = 0  # input lines read so far (blank and comment lines excluded)
+    done: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    retries: int = 0
+    retrying: int = 0
+    in_flight: int = 0
+    resumed: int = 0  # lines skipped because the records of an earlier run say ok
+    ended: float | None = None
+    by_outcome: Counter[str] = field(default_factory=Counter)
+    error_examples: dict[str, tuple[str, str]] = field(default_factory=dict)
+    transfers: dict[int, Transfer] = field(default_factory=dict)
+
+    def add(self, record: Record) -> None:
+        """Count one finished record."""
+        self.done += 1
+        self.bytes += record.bytes
+        if record.skipped:
+            self.skipped += 1
+            self.by_outcome[f"skipped ({record.skipped})"] += 1
+        elif record.ok:
+            self.ok += 1
+            self.by_outcome["ok"] += 1
+        else:
+            self.failed += 1
+            outcome = _outcome(record)
+            self.by_outcome[outcome] += 1
+            if outcome not in self.error_examples:
+                self.error_examples[outcome] = (record.url, record.error or "")
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the run started (until it ended)."""
+        return (self.ended or time.monotonic()) - self.started
+
+    def finish(self) -> None:
+        """Stop the clock."""
+        self.ended = time.monotonic()
+
+
+def _outcome(record: Record) -> str:
+    """A failed record's row in the summary: its status class, or its error kind."""
+    if record.error_kind == "http" and record.status is not None:
+        return f"HTTP {record.status // 100}xx"
+    return record.error_kind or "error"
