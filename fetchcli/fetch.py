@@ -11,7 +11,7 @@ import email.utils
 import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -94,7 +94,9 @@ class Fetcher:
         saver: Saver,
         stats: RunStats,
         random: Callable[[], float],
+        *,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._client = client
         self._http: HttpOptions = settings.http
@@ -106,6 +108,7 @@ class Fetcher:
         self._stats = stats
         self._random = random
         self._clock = clock
+        self._sleep = sleep
         self._ids = itertools.count()
         self._headers = httpx.Headers(
             [("User-Agent", settings.http.user_agent), *settings.http.headers]
@@ -150,7 +153,7 @@ class Fetcher:
         self._stats.retries += 1
         self._stats.retrying += 1
         try:
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
         finally:
             self._stats.retrying -= 1
 

@@ -8,7 +8,7 @@ host pause holds nothing, so one slow host cannot starve the others.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fetchcli.config import Limits
@@ -19,9 +19,15 @@ __all__ = ["Limiter", "RateLimiter"]
 class RateLimiter:
     """Spaces request starts at least `1 / rate` seconds apart, over the whole run."""
 
-    def __init__(self, rate: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._interval = 1.0 / rate
         self._clock = clock
+        self._sleep = sleep
         self._next = 0.0
 
     async def wait(self) -> None:
@@ -30,7 +36,7 @@ class RateLimiter:
         start = max(now, self._next)
         self._next = start + self._interval
         if start > now:
-            await asyncio.sleep(start - now)
+            await self._sleep(start - now)
 
 
 class _Host:

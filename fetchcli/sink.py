@@ -19,6 +19,7 @@ import stat
 import threading
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 from fetchcli.batching import Batcher
 from fetchcli.errors import PermanentError
@@ -32,6 +33,14 @@ WRITE_THREADS = 1
 O_BINARY = getattr(os, "O_BINARY", 0)  # Windows would translate newlines without it
 
 SmallFile = tuple[PurePosixPath, bytes]
+
+
+class TempFile(NamedTuple):
+    """An open temporary file and the target it becomes when complete."""
+
+    fd: int
+    path: str
+    target: Path
 
 
 class Saver:
@@ -89,45 +98,46 @@ class Saver:
         results: list[str | Exception] = []
         for relpath, data in files:
             try:
-                fd, temp = self.open_temp(relpath)
+                temp = self.open_temp(relpath)
                 try:
                     try:
-                        _write_all(fd, [data])
+                        _write_all(temp.fd, [data])
                     finally:
-                        os.close(fd)
+                        os.close(temp.fd)
                     results.append(self.place(temp, relpath))
                 except BaseException:
-                    self.drop_temp(temp)
+                    self.drop_temp(temp.path)
                     raise
             except OSError as exc:
                 results.append(_write_error(self.root / relpath, exc))
         return results
 
-    def open_temp(self, relpath: PurePosixPath) -> tuple[int, str]:
-        """Create and register a temporary file beside the target; return (fd, its path)."""
-        directory = self._make_dirs((self.root / relpath).parent, relpath)
-        temp = str(directory / f".{relpath.name}.{self._token}-{next(self._serial)}{TEMP_SUFFIX}")
+    def open_temp(self, relpath: PurePosixPath) -> TempFile:
+        """Create and register a temporary file beside the target of `relpath`."""
+        target = self._target(relpath)
+        temp = f"{target.parent}/.{target.name}.{self._token}-{next(self._serial)}{TEMP_SUFFIX}"
         with self._lock:
             if self._closed:
                 msg = "the run is shutting down"
                 raise OSError(msg)
             self._temps.add(temp)
         try:
-            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_BINARY, 0o666), temp
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_BINARY, 0o666)
         except BaseException:
             self._forget(temp)
             raise
+        return TempFile(fd, temp, target)
 
-    def place(self, temp: str, relpath: PurePosixPath) -> str:
+    def place(self, temp: TempFile, relpath: PurePosixPath) -> str:
         """Rename a finished temporary file to its target; return the final path."""
-        target = Path(temp).parent / relpath.name
+        target = temp.target
         try:
-            os.replace(temp, target)
+            os.replace(temp.path, target)
         except IsADirectoryError:
             # Another URL needed this name as a directory ("/a" after "/a/b").
             target = self.root / _clash_path(relpath)
-            os.replace(temp, target)
-        self._forget(temp)
+            os.replace(temp.path, target)
+        self._forget(temp.path)
         return str(target)
 
     def drop_temp(self, temp: str) -> None:
@@ -139,20 +149,23 @@ class Saver:
         with self._lock:
             self._temps.discard(temp)
 
-    def _make_dirs(self, directory: Path, relpath: PurePosixPath) -> Path:
-        key = str(directory)
-        if key not in self._known_dirs:
-            try:
-                os.makedirs(directory, exist_ok=True)
-            except (FileExistsError, NotADirectoryError):
-                # A file holds a name this path needs as a directory ("/a/b" after "/a").
-                directory = (self.root / _clash_path(relpath)).parent
-                os.makedirs(directory, exist_ok=True)
-                return directory
-            if len(self._known_dirs) > 100_000:
-                self._known_dirs.clear()
-            self._known_dirs.add(key)
-        return directory
+    def _target(self, relpath: PurePosixPath) -> Path:
+        """The file for `relpath`, its directories made; moved aside if a file blocks them."""
+        target = self.root / relpath
+        directory = str(target.parent)
+        if directory in self._known_dirs:
+            return target
+        try:
+            os.makedirs(target.parent, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            # A file holds a name this path needs as a directory ("/a/b" after "/a").
+            target = self.root / _clash_path(relpath)
+            os.makedirs(target.parent, exist_ok=True)
+            return target
+        if len(self._known_dirs) > 100_000:
+            self._known_dirs.clear()
+        self._known_dirs.add(directory)
+        return target
 
 
 class Body:
@@ -165,8 +178,8 @@ class Body:
         self._hash = hashlib.sha256()
         self._chunks: list[bytes] = []
         self._buffered = 0
-        self._fd: int | None = None
-        self._temp: str | None = None
+        self._temp: TempFile | None = None
+        self._open = False
         self._spill: asyncio.Future[None] | None = None
 
     def feed(self, data: bytes) -> bool:
@@ -210,37 +223,39 @@ class Body:
     # The methods below run in worker threads.
 
     def _write(self, chunks: list[bytes]) -> None:
-        if self._relpath is not None and self._fd is None:
+        if self._relpath is not None and self._temp is None:
             try:
-                self._fd, self._temp = self._saver.open_temp(self._relpath)
+                self._temp = self._saver.open_temp(self._relpath)
             except OSError as exc:
                 raise _write_error(self._saver.root / self._relpath, exc) from exc
+            self._open = True
         for chunk in chunks:
             self._hash.update(chunk)
-        if self._fd is not None:
+        if self._temp is not None:
             try:
-                _write_all(self._fd, chunks)
+                _write_all(self._temp.fd, chunks)
             except OSError as exc:
-                raise _write_error(Path(self._temp or ""), exc) from exc
+                raise _write_error(self._temp.target, exc) from exc
 
     def _write_last(self, chunks: list[bytes]) -> str | None:
         self._write(chunks)
-        if self._fd is None or self._temp is None or self._relpath is None:
+        if self._temp is None or self._relpath is None:
             return None
         try:
-            fd, self._fd = self._fd, None
-            os.close(fd)
+            self._open = False
+            os.close(self._temp.fd)
             return self._saver.place(self._temp, self._relpath)
         except OSError as exc:
-            raise _write_error(self._saver.root / self._relpath, exc) from exc
+            raise _write_error(self._temp.target, exc) from exc
 
     def _drop(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        if self._temp is not None:
-            self._saver.drop_temp(self._temp)
-            self._temp = None
+        if self._temp is None:
+            return
+        if self._open:
+            self._open = False
+            os.close(self._temp.fd)
+        self._saver.drop_temp(self._temp.path)
+        self._temp = None
 
 
 def _clash_path(relpath: PurePosixPath) -> PurePosixPath:

@@ -77,6 +77,10 @@ def _env_proxies(environ: Mapping[str, str] | None) -> dict[str, str]:
     return proxies
 
 
+def _http_version(version: aiohttp.HttpVersion | None) -> bytes:
+    return b"HTTP/%d.%d" % (version.major, version.minor) if version else b"HTTP/1.1"
+
+
 def _root_message(exc: BaseException) -> str:
     while exc.__cause__ is not None:
         exc = exc.__cause__
@@ -155,7 +159,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             stream=_ResponseStream(response),
             request=request,
             extensions={
-                "http_version": b"HTTP/%d.%d" % (response.version.major, response.version.minor),
+                "http_version": _http_version(response.version),
                 "reason_phrase": (response.reason or "").encode("latin-1", "replace"),
             },
         )

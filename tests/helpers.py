@@ -1,0 +1,129 @@
+"""Test helpers: a Fetcher wired to a respx router, jobs from URLs, an in-process CLI run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import respx
+
+from fetchcli.cli import run_cli
+from fetchcli.config import Settings
+from fetchcli.environment import Environment
+from fetchcli.fetch import Fetcher
+from fetchcli.limits import Limiter
+from fetchcli.models import Job
+from fetchcli.sink import Saver
+from fetchcli.sources import parse_line
+from fetchcli.stats import RunStats
+
+
+def job(url: str, line: int = 1) -> Job:
+    parsed = parse_line("-", line, url.encode())
+    assert isinstance(parsed, Job), parsed
+    return parsed
+
+
+class RawStream(httpx.AsyncByteStream):
+    """A body that arrives as raw bytes, in two pieces, like a network delivers it."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        half = len(self._raw) // 2
+        for piece in (self._raw[:half], self._raw[half:]):
+            if piece:
+                yield piece
+
+
+@dataclass
+class FetchRig:
+    """A Fetcher and what it touches, for assertions."""
+
+    fetcher: Fetcher
+    limiter: Limiter
+    stats: RunStats
+    sleeps: list[float] = field(default_factory=list)
+    pauses: list[float] = field(default_factory=list)  # example.com's pause as each wait began
+
+
+@contextlib.asynccontextmanager
+async def fetch_rig(
+    router: respx.MockRouter, output_dir: Path | None = None, **options: Any
+) -> AsyncIterator[FetchRig]:
+    """A Fetcher over `router`, zero backoff unless asked, saving under `output_dir`."""
+    options.setdefault("backoff", 0)
+    settings = Settings.create(
+        save=output_dir is not None, output_dir=output_dir or Path(), **options
+    )
+    saver = Saver(settings.output.output_dir, save=settings.output.save)
+    now = [1000.0]
+    limiter = Limiter(settings.limits, clock=lambda: now[0])
+    stats = RunStats()
+    sleeps: list[float] = []
+    pauses: list[float] = []
+
+    async def record_sleep(seconds: float) -> None:
+        # Time passes at once, for the limiter too: a test of a 7 s wait takes no 7 s.
+        sleeps.append(seconds)
+        pauses.append(limiter.host_pause("example.com"))
+        now[0] += seconds
+
+    async def as_network_would(request: httpx.Request) -> httpx.Response:
+        # httpx reads a bytes body at once (decoded); a network streams it raw.
+        response = await router.async_handler(request)
+        if response.is_stream_consumed:
+            raw = b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
+            response = httpx.Response(
+                response.status_code, headers=response.headers, stream=RawStream(raw)
+            )
+        return response
+
+    transport = httpx.MockTransport(as_network_would)
+    async with httpx.AsyncClient(transport=transport) as client, asyncio.TaskGroup() as group:
+        group.create_task(saver.small_files.run())
+        group.create_task(saver.sizes.run())
+        fetcher = Fetcher(
+            client, settings, limiter, saver, stats, random.Random(7).random, sleep=record_sleep
+        )
+        try:
+            yield FetchRig(fetcher, limiter, stats, sleeps, pauses)
+        finally:
+            saver.small_files.close()
+            saver.sizes.close()
+
+
+@dataclass
+class CliResult:
+    """What an in-process CLI run left behind."""
+
+    exit_code: int
+    stdout: bytes
+    stderr: str
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stdout.decode().splitlines()]
+
+
+def cli(*args: str, stdin: bytes = b"", stdin_isatty: bool = False) -> CliResult:
+    """Run the CLI in this process with captured streams (no terminal)."""
+    stdout, stderr = io.BytesIO(), io.StringIO()
+    env = Environment(
+        stdin=io.BytesIO(stdin),
+        stdout=stdout,
+        stderr=stderr,
+        stdin_isatty=stdin_isatty,
+        stderr_isatty=False,
+        environ={},
+    )
+    code = run_cli(list(args), env)
+    return CliResult(code, stdout.getvalue(), stderr.getvalue())

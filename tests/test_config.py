@@ -1,0 +1,67 @@
+"""Settings are validated once, with one-line messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fetchcli.config import Settings, parse_header, parse_size
+from fetchcli.errors import UsageError
+
+
+def test_defaults_follow_the_contract():
+    settings = Settings.create()
+    assert settings.limits.concurrency == 16 and settings.limits.workers == 16
+    assert settings.limits.per_host == 0 and settings.limits.rate == 0
+    assert settings.timeouts.total == 30 and settings.timeouts.connect == 10
+    assert settings.timeouts.read == 30 and settings.timeouts.deadline is None
+    assert settings.retry.retries == 3 and settings.retry.backoff == 0.5
+    assert settings.retry.backoff_max == 60
+    assert settings.http.max_redirects == 10 and settings.http.user_agent.startswith("fetchcli/")
+    assert settings.output.output_dir == Path(".") and settings.output.save
+
+
+def test_workers_default_to_concurrency_and_zero_means_no_limit():
+    settings = Settings.create(concurrency=64, timeout=0, read_timeout=0)
+    assert settings.limits.workers == 64
+    assert settings.timeouts.total is None and settings.timeouts.read is None
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"concurrency": 0}, "concurrency must be at least 1 (got 0)"),
+        ({"workers": 0}, "workers must be at least 1 (got 0)"),
+        ({"per_host": -1}, "per-host must be at least 0 (got -1)"),
+        ({"rate": -2.0}, "rate must be at least 0 (got -2.0)"),
+        ({"timeout": -1.0}, "timeout must be at least 0 (got -1.0)"),
+        ({"retries": -1}, "retries must be at least 0 (got -1)"),
+        ({"deadline": 0.0}, "deadline must be more than 0 seconds (got 0.0)"),
+        ({"resume": True}, "--resume needs --jsonl PATH"),
+        ({"resume": True, "jsonl": "-"}, "--resume cannot read records back from stdout"),
+        ({"method": "POST"}, "method must be GET or HEAD (got POST)"),
+        ({"proxy": "socks5://h:1"}, "proxy must be an http:// or https:// URL"),
+        ({"headers": ["NoColon"]}, "header must look like 'Name: value'"),
+        ({"max_bytes": "lots"}, "size must be a number of bytes"),
+        ({"backoff": float("nan")}, "backoff must be at least 0 (got nan)"),
+    ],
+)
+def test_bad_values_are_usage_errors(options, message):
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Settings.create(**options)
+
+
+@pytest.mark.parametrize(
+    ("raw", "size"),
+    [("0", 0), ("1024", 1024), ("500k", 512_000), ("10M", 10 << 20), ("2GiB", 2 << 30), (7, 7)],
+)
+def test_sizes(raw, size):
+    assert parse_size(raw) == size
+
+
+def test_headers_are_parsed_like_curl():
+    assert parse_header("X-Token:  abc def ") == ("X-Token", "abc def")
+    assert parse_header("Empty:") == ("Empty", "")
+    with pytest.raises(UsageError):
+        parse_header("Bad Name: x")

@@ -1,0 +1,367 @@
+"""The Fetcher against a mocked transport (respx): retries, timeouts, redirects, bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import random
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+
+from fetchcli.config import RETRY_STATUSES, RetryPolicy
+from fetchcli.fetch import backoff_delay, parse_retry_after
+from fetchcli.sink import SPILL_BYTES
+from tests.helpers import fetch_rig, job
+
+pytestmark = pytest.mark.anyio
+
+URL = "http://example.com/file.txt"
+
+
+async def test_503_then_200_is_retried_and_every_attempt_counted(respx_mock: respx.MockRouter):
+    route = respx_mock.get(URL).mock(
+        side_effect=[httpx.Response(503), httpx.Response(503), httpx.Response(200, text="hi")]
+    )
+    async with fetch_rig(respx_mock) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert record.ok and record.status == 200 and record.attempts == 3
+    assert route.call_count == 3
+    assert rig.stats.retries == 2
+    assert record.sha256 == hashlib.sha256(b"hi").hexdigest()
+
+
+async def test_connect_error_is_retried(respx_mock: respx.MockRouter):
+    route = respx_mock.get(URL).mock(
+        side_effect=[httpx.ConnectError("refused"), httpx.Response(200, text="ok")]
+    )
+    async with fetch_rig(respx_mock) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert record.ok and record.attempts == 2 and route.call_count == 2
+
+
+async def test_404_is_final_at_once(respx_mock: respx.MockRouter):
+    route = respx_mock.get(URL).mock(return_value=httpx.Response(404))
+    async with fetch_rig(respx_mock, retries=5) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert not record.ok
+    assert (record.status, record.attempts, record.error_kind) == (404, 1, "http")
+    assert record.error == "HTTP 404 Not Found"
+    assert route.call_count == 1
+    assert rig.sleeps == []
+
+
+async def test_retries_run_out(respx_mock: respx.MockRouter):
+    route = respx_mock.get(URL).mock(return_value=httpx.Response(503))
+    async with fetch_rig(respx_mock, retries=2) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert not record.ok and record.status == 503 and record.attempts == 3
+    assert route.call_count == 3
+
+
+@pytest.mark.parametrize("status", sorted(RETRY_STATUSES))
+async def test_transient_statuses_are_retried(respx_mock: respx.MockRouter, status: int):
+    respx_mock.get(URL).mock(side_effect=[httpx.Response(status), httpx.Response(200)])
+    async with fetch_rig(respx_mock) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert record.ok and record.attempts == 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 410, 451, 501, 505])
+async def test_other_error_statuses_are_not_retried(respx_mock: respx.MockRouter, status: int):
+    route = respx_mock.get(URL).mock(return_value=httpx.Response(status))
+    async with fetch_rig(respx_mock) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert not record.ok and record.attempts == 1 and route.call_count == 1
+
+
+async def test_retry_after_seconds_is_honoured_and_pauses_the_host(respx_mock: respx.MockRouter):
+    respx_mock.get(URL).mock(
+        side_effect=[httpx.Response(429, headers={"Retry-After": "7"}), httpx.Response(200)]
+    )
+    async with fetch_rig(respx_mock) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert record.ok and record.attempts == 2
+    assert rig.sleeps == [7.0]
+    assert rig.pauses == [7.0]  # the whole host waits, not only this URL
+
+
+async def test_retry_after_is_capped_by_backoff_max(respx_mock: respx.MockRouter):
+    respx_mock.get(URL).mock(
+        side_effect=[httpx.Response(503, headers={"Retry-After": "3600"}), httpx.Response(200)]
+    )
+    async with fetch_rig(respx_mock, backoff_max=5) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert record.ok and rig.sleeps == [5.0]
+
+
+async def test_a_500_with_retry_after_does_not_pause_the_host(respx_mock: respx.MockRouter):
+    respx_mock.get(URL).mock(
+        side_effect=[httpx.Response(500, headers={"Retry-After": "9"}), httpx.Response(200)]
+    )
+    async with fetch_rig(respx_mock) as rig:
+        await rig.fetcher.fetch(job(URL))
+    assert rig.sleeps == [9.0] and rig.pauses == [0.0]
+
+
+async def test_backoff_grows_between_attempts(respx_mock: respx.MockRouter):
+    respx_mock.get(URL).mock(return_value=httpx.Response(502))
+    async with fetch_rig(respx_mock, retries=4, backoff=1, backoff_max=100) as rig:
+        await rig.fetcher.fetch(job(URL))
+    assert len(rig.sleeps) == 4
+    for attempt, slept in enumerate(rig.sleeps, start=1):
+        ceiling = 2.0 ** (attempt - 1)
+        assert ceiling / 2 <= slept <= ceiling
+
+
+async def test_a_read_timeout_is_a_clean_transient_error(respx_mock: respx.MockRouter):
+    route = respx_mock.get(URL).mock(side_effect=httpx.ReadTimeout("slow"))
+    async with fetch_rig(respx_mock, retries=1) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert not record.ok and record.error_kind == "timeout" and record.attempts == 2
+    assert route.call_count == 2
+
+
+async def test_the_attempt_timeout_cuts_a_response_that_never_comes(respx_mock: respx.MockRouter):
+    async def never(request: httpx.Request) -> httpx.Response:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    respx_mock.get(URL).mock(side_effect=never)
+    async with fetch_rig(respx_mock, retries=0, timeout=0.05) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert not record.ok and record.error_kind == "timeout"
+    assert record.error == "no complete response within 0.05s"
+
+
+async def test_the_deadline_records_the_url_as_unfinished(respx_mock: respx.MockRouter):
+    async def never(request: httpx.Request) -> httpx.Response:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    respx_mock.get(URL).mock(side_effect=never)
+    async with fetch_rig(respx_mock) as rig:
+        deadline = asyncio.get_running_loop().time() + 0.05
+        record = await rig.fetcher.fetch(job(URL), deadline)
+    assert not record.ok and record.error == "deadline exceeded" and record.attempts == 1
+
+
+async def test_redirects_are_followed_and_the_final_url_recorded(respx_mock: respx.MockRouter):
+    respx_mock.get("http://example.com/a").mock(
+        return_value=httpx.Response(301, headers={"Location": "/b"})
+    )
+    respx_mock.get("http://example.com/b").mock(
+        return_value=httpx.Response(302, headers={"Location": "http://example.com/c"})
+    )
+    respx_mock.get("http://example.com/c").mock(return_value=httpx.Response(200, text="end"))
+    async with fetch_rig(respx_mock) as rig:
+        record = await rig.fetcher.fetch(job("http://example.com/a"))
+    assert record.ok and record.final_url == "http://example.com/c" and record.bytes == 3
+
+
+async def test_a_redirect_loop_ends_with_a_clear_error(respx_mock: respx.MockRouter):
+    respx_mock.get("http://example.com/a").mock(
+        return_value=httpx.Response(302, headers={"Location": "/b"})
+    )
+    respx_mock.get("http://example.com/b").mock(
+        return_value=httpx.Response(302, headers={"Location": "/a"})
+    )
+    async with fetch_rig(respx_mock, retries=3) as rig:
+        record = await rig.fetcher.fetch(job("http://example.com/a"))
+    assert not record.ok and record.error_kind == "redirect" and record.attempts == 1
+    assert record.error == "redirect loop back to http://example.com/a"
+
+
+async def test_max_redirects_holds(respx_mock: respx.MockRouter):
+    for n in range(5):
+        respx_mock.get(f"http://example.com/{n}").mock(
+            return_value=httpx.Response(302, headers={"Location": f"/{n + 1}"})
+        )
+    respx_mock.get("http://example.com/5").mock(return_value=httpx.Response(200))
+    async with fetch_rig(respx_mock, max_redirects=4) as rig:
+        too_many = await rig.fetcher.fetch(job("http://example.com/0"))
+    async with fetch_rig(respx_mock, max_redirects=5) as rig:
+        enough = await rig.fetcher.fetch(job("http://example.com/0"))
+    assert not too_many.ok and too_many.error == "more than 4 redirects"
+    assert enough.ok
+
+
+async def test_no_follow_records_the_redirect_as_a_failure(respx_mock: respx.MockRouter):
+    respx_mock.get(URL).mock(return_value=httpx.Response(301, headers={"Location": "/x"}))
+    async with fetch_rig(respx_mock, follow_redirects=False) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert not record.ok and record.status == 301 and record.path is None
+
+
+@pytest.mark.parametrize("name", ["Authorization", "Cookie", "Proxy-Authorization"])
+async def test_credentials_are_not_sent_to_another_origin(respx_mock: respx.MockRouter, name):
+    respx_mock.get("http://example.com/a").mock(
+        return_value=httpx.Response(302, headers={"Location": "http://other.test/b"})
+    )
+    other = respx_mock.get("http://other.test/b").mock(return_value=httpx.Response(200))
+    async with fetch_rig(respx_mock, headers=[f"{name}: secret", "X-Plain: kept"]) as rig:
+        record = await rig.fetcher.fetch(job("http://example.com/a"))
+    assert record.ok
+    sent = other.calls.last.request.headers
+    assert name not in sent and sent["X-Plain"] == "kept"
+
+
+async def test_credentials_stay_on_a_same_origin_redirect(respx_mock: respx.MockRouter):
+    respx_mock.get("http://example.com/a").mock(
+        return_value=httpx.Response(302, headers={"Location": "/b"})
+    )
+    same = respx_mock.get("http://example.com/b").mock(return_value=httpx.Response(200))
+    async with fetch_rig(respx_mock, headers=["Authorization: Bearer t"]) as rig:
+        await rig.fetcher.fetch(job("http://example.com/a"))
+    assert same.calls.last.request.headers["Authorization"] == "Bearer t"
+
+
+async def test_a_body_shorter_than_its_content_length_is_retried(respx_mock: respx.MockRouter):
+    short = httpx.Response(200, headers={"Content-Length": "100"}, content=b"x" * 40)
+    respx_mock.get(URL).mock(side_effect=[short, httpx.Response(200, content=b"x" * 100)])
+    async with fetch_rig(respx_mock) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert record.ok and record.attempts == 2 and record.bytes == 100
+
+
+async def test_max_bytes_by_content_length_fails_without_reading(respx_mock: respx.MockRouter):
+    respx_mock.get(URL).mock(return_value=httpx.Response(200, content=b"x" * 2000))
+    async with fetch_rig(respx_mock, max_bytes=1000) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert not record.ok and record.error_kind == "too_large" and record.attempts == 1
+
+
+async def test_max_bytes_counts_decoded_bytes(respx_mock: respx.MockRouter, tmp_path: Path):
+    bomb = gzip.compress(b"\0" * 5_000_000)
+    respx_mock.get(URL).mock(
+        return_value=httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=bomb)
+    )
+    async with fetch_rig(respx_mock, tmp_path, max_bytes="1M") as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert len(bomb) < 1_000_000
+    assert not record.ok and record.error == "body over --max-bytes 1048576 (after decoding)"
+    assert list(tmp_path.rglob("*")) == [] or all(p.is_dir() for p in tmp_path.rglob("*"))
+
+
+async def test_a_gzip_body_is_saved_decoded(respx_mock: respx.MockRouter, tmp_path: Path):
+    respx_mock.get(URL).mock(
+        return_value=httpx.Response(
+            200, headers={"Content-Encoding": "gzip"}, content=gzip.compress(b"hello " * 100)
+        )
+    )
+    async with fetch_rig(respx_mock, tmp_path) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert record.ok and record.bytes == 600
+    assert (tmp_path / "example.com" / "file.txt").read_bytes() == b"hello " * 100
+
+
+async def test_a_small_body_is_saved_with_its_hash(respx_mock: respx.MockRouter, tmp_path: Path):
+    respx_mock.get(URL).mock(
+        return_value=httpx.Response(200, content=b"abc", headers={"Content-Type": "text/plain"})
+    )
+    async with fetch_rig(respx_mock, tmp_path) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    target = tmp_path / "example.com" / "file.txt"
+    assert record.path == str(target) and target.read_bytes() == b"abc"
+    assert record.sha256 == hashlib.sha256(b"abc").hexdigest()
+    assert record.content_type == "text/plain"
+
+
+async def test_a_large_body_is_spilled_in_pieces(respx_mock: respx.MockRouter, tmp_path: Path):
+    body = random.Random(1).randbytes(5 * SPILL_BYTES + 123)
+
+    async def chunks():
+        for start in range(0, len(body), 10_000):
+            yield body[start : start + 10_000]
+
+    respx_mock.get(URL).mock(return_value=httpx.Response(200, content=chunks()))
+    async with fetch_rig(respx_mock, tmp_path) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert record.ok and record.bytes == len(body)
+    assert (tmp_path / "example.com" / "file.txt").read_bytes() == body
+    assert record.sha256 == hashlib.sha256(body).hexdigest()
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".fetchcli-part")]
+
+
+async def test_a_failed_large_body_leaves_no_file(respx_mock: respx.MockRouter, tmp_path: Path):
+    async def broken():
+        yield b"x" * (3 * SPILL_BYTES)
+        raise httpx.ReadError("connection reset")
+
+    respx_mock.get(URL).mock(return_value=httpx.Response(200, content=broken()))
+    async with fetch_rig(respx_mock, tmp_path, retries=0) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert not record.ok and record.error_kind == "network"
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+async def test_head_saves_nothing(respx_mock: respx.MockRouter, tmp_path: Path):
+    route = respx_mock.head(URL).mock(return_value=httpx.Response(200))
+    async with fetch_rig(respx_mock, tmp_path, method="head") as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert record.ok and record.path is None and route.called
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+async def test_skip_existing_does_not_fetch(respx_mock: respx.MockRouter, tmp_path: Path):
+    route = respx_mock.get(URL).mock(return_value=httpx.Response(200, content=b"new"))
+    (tmp_path / "example.com").mkdir()
+    (tmp_path / "example.com" / "file.txt").write_bytes(b"old!")
+    async with fetch_rig(respx_mock, tmp_path, skip_existing=True) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert record.ok and record.skipped == "exists" and record.bytes == 4
+    assert not route.called
+
+
+def policy(**changes: float) -> RetryPolicy:
+    return RetryPolicy(**{"backoff": 0.5, "backoff_max": 60.0, **changes})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("attempt", "low", "high"), [(1, 0.25, 0.5), (2, 0.5, 1), (4, 2, 4)])
+def test_backoff_is_exponential_with_equal_jitter(attempt: int, low: float, high: float):
+    assert backoff_delay(attempt, policy(), lambda: 0.0) == low
+    assert backoff_delay(attempt, policy(), lambda: 1.0) == high
+
+
+def test_backoff_is_capped_even_for_huge_attempt_numbers():
+    assert backoff_delay(10_000, policy(backoff_max=30), lambda: 1.0) == 30
+    assert backoff_delay(10_000, policy(backoff_max=30), lambda: 0.0) == 15
+
+
+def test_backoff_jitter_spreads_a_crowd():
+    rng = random.Random(3)
+    delays = {round(backoff_delay(3, policy(), rng.random), 3) for _ in range(50)}
+    assert len(delays) > 40 and min(delays) >= 1.0 and max(delays) <= 2.0
+
+
+def test_retry_after_replaces_backoff_and_is_capped():
+    assert backoff_delay(1, policy(), lambda: 1.0, retry_after=12) == 12
+    assert backoff_delay(1, policy(backoff_max=5), lambda: 1.0, retry_after=12) == 5
+    assert backoff_delay(1, policy(), lambda: 1.0, retry_after=-3) == 0
+
+
+def test_zero_backoff_means_no_wait():
+    assert backoff_delay(5, policy(backoff=0), lambda: 1.0) == 0
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("5", 5.0),
+        (" 2.5 ", 2.5),
+        ("0", 0.0),
+        ("-4", 0.0),
+        ("Wed, 25 Nov 2026 10:00:30 GMT", 30.0),
+        ("Wed, 25 Nov 2026 09:59:00 GMT", 0.0),
+        ("soon", None),
+        ("", None),
+        (None, None),
+        ("inf", None),
+    ],
+)
+def test_parse_retry_after(header: str | None, expected: float | None):
+    now = 1795600800.0  # Wed, 25 Nov 2026 10:00:00 GMT
+    assert parse_retry_after(header, now=now) == expected

@@ -1,0 +1,138 @@
+"""URL -> path: readable when it can be, safe always, and never two URLs on one file."""
+
+from __future__ import annotations
+
+import posixpath
+import string
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fetchcli.paths import MAX_NAME_BYTES, MAX_PATH_BYTES, relative_path
+from fetchcli.sources import url_key
+
+
+def path_of(url: str) -> str:
+    return str(relative_path(httpx.URL(url)))
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://example.com/", "example.com/index.html"),
+        ("http://example.com", "example.com/index.html"),
+        ("http://Example.COM/a/b.txt", "example.com/a/b.txt"),
+        ("http://example.com/a/b/", "example.com/a/b/index.html"),
+        ("http://example.com:8080/x", "example.com_8080/x"),
+        ("https://example.com:443/x", "example.com/x"),
+        ("http://example.com/%E4%B8%AD.html", "example.com/中.html"),
+        ("http://example.com/a%20b.txt", "example.com/a b.txt"),
+        ("http://example.com/~user/", "example.com/~user/index.html"),
+        ("http://example.com/x#fragment", "example.com/x"),
+    ],
+)
+def test_readable_urls_keep_their_names(url: str, expected: str) -> None:
+    assert path_of(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/a/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "http://example.com/%2e%2e",
+        "http://example.com/.%2e/x",
+        "http://example.com/a%2fb",
+        "http://example.com/a%5cb",
+        "http://example.com/%00%0a%1b",
+        "http://example.com/CON",
+        "http://example.com/nul.txt",
+        "http://example.com/LPT1.log",
+        "http://example.com/trailing.",
+        "http://example.com/" + "x" * 1000,
+        "http://example.com/a//b",
+        "http://example.com/%ff%fe",
+        "http://[::1]:8080/x",
+    ],
+)
+def test_hostile_names_are_sanitized_and_marked_with_a_hash(url: str) -> None:
+    path = path_of(url)
+    parts = path.split("/")
+    assert ".." not in parts and "." not in parts and "" not in parts
+    assert not path.startswith("/")
+    assert "~" in path  # sanitized names carry a hash of the original
+    for part in parts:
+        assert len(part.encode()) <= MAX_NAME_BYTES
+        assert not set(part) & set('\\:*?"<>|\x00\n\x1b')
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("http://example.com/a%2fb", "http://example.com/a_b"),  # sanitize to the same name
+        ("http://example.com/%62", "http://example.com/b"),  # same text, different URL
+        ("http://example.com/", "http://example.com/index.html"),
+        ("http://example.com/a//b", "http://example.com/a/b"),
+        ("http://example.com/p?x=1", "http://example.com/p?x=2"),
+        ("http://example.com/p?x=1", "http://example.com/p"),
+        ("http://example.com:8080/x", "http://example.com_8080/x"),
+        ("http://example.com/a:b", "http://example.com/a_b"),
+        ("http://example.com/" + "x" * 300, "http://example.com/" + "x" * 301),
+    ],
+)
+def test_different_urls_never_share_a_path(first: str, second: str) -> None:
+    assert path_of(first) != path_of(second)
+
+
+def test_the_same_url_always_maps_to_the_same_path() -> None:
+    url = "http://example.com/a%2fb?q=%2e%2e"
+    assert path_of(url) == path_of(url)
+
+
+def test_a_query_adds_a_hash_before_the_extension() -> None:
+    path = path_of("http://example.com/page.php?id=3")
+    assert path.startswith("example.com/page~") and path.endswith(".php")
+
+
+def test_an_over_long_path_is_folded_into_one_hashed_name() -> None:
+    url = "http://example.com/" + "/".join(["segment"] * 400) + "/file.bin"
+    path = path_of(url)
+    assert len(path.encode()) <= MAX_PATH_BYTES
+    assert path.startswith("example.com/~") and path.endswith(".bin")
+
+
+segment_chars = st.sampled_from(
+    list(string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@%/\\?#[] ")
+    + ["%2e", "%2E", "%2f", "%2F", "%00", "%5c", "..", ".", "%ff", "é", "\u202e", "CON"]
+)
+hostile_paths = st.lists(segment_chars, max_size=60).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(path=hostile_paths, query=st.one_of(st.none(), hostile_paths))
+def test_no_url_can_produce_a_path_outside_the_output_dir(path: str, query: str | None) -> None:
+    raw = "http://example.com/" + path + (f"?{query}" if query is not None else "")
+    try:
+        url = httpx.URL(raw)
+    except httpx.InvalidURL:
+        return
+    result = str(relative_path(url))
+    joined = posixpath.normpath(posixpath.join("/out", result))
+    assert joined.startswith("/out/")
+    parts = result.split("/")
+    assert parts[0] == "example.com"
+    assert all(part not in ("", ".", "..") for part in parts)
+    assert all("\x00" not in part and len(part.encode()) <= MAX_NAME_BYTES + 20 for part in parts)
+    assert len(result.encode()) <= MAX_PATH_BYTES + 64
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=hostile_paths, b=hostile_paths)
+def test_two_different_urls_map_to_different_paths(a: str, b: str) -> None:
+    try:
+        first, second = httpx.URL("http://h.test/" + a), httpx.URL("http://h.test/" + b)
+    except httpx.InvalidURL:
+        return
+    if url_key(first) != url_key(second):  # the same resource: "http://h" is "http://h/"
+        assert relative_path(first) != relative_path(second)

@@ -1,0 +1,122 @@
+"""The JSONL file: whole lines only, even after a failed write or a crash."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from fetchcli.errors import OutputError
+from fetchcli.models import Record
+from fetchcli.records import RecordLog, load_done
+
+
+def record(url: str, ok: bool = True, skipped: str | None = None) -> Record:
+    return Record(url=url, ok=ok, skipped=skipped, status=200 if ok else 404)
+
+
+def test_records_are_written_as_json_lines(tmp_path: Path):
+    path = tmp_path / "r.jsonl"
+    log = RecordLog.open(str(path), append=False, stdout=io.BytesIO())
+    assert log._write([record("http://a.test/1"), record("http://a.test/2", ok=False)]) == [
+        None,
+        None,
+    ]
+    log.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["url"], r["ok"]) for r in lines] == [
+        ("http://a.test/1", True),
+        ("http://a.test/2", False),
+    ]
+    assert set(lines[0]) >= {
+        "url",
+        "ok",
+        "status",
+        "path",
+        "bytes",
+        "sha256",
+        "elapsed",
+        "attempts",
+        "error",
+        "final_url",
+        "content_type",
+    }
+
+
+class FullDisk(io.RawIOBase):
+    """Accepts a few bytes, then fails like a full disk."""
+
+    def __init__(self, room: int) -> None:
+        self.data = bytearray()
+        self.room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if len(self.data) >= self.room:
+            raise OSError(28, "No space left on device")
+        take = bytes(data[: self.room - len(self.data)])
+        self.data += take
+        return len(take)
+
+
+def test_a_failed_write_reports_an_output_error():
+    disk = FullDisk(room=50)
+    log = RecordLog(disk, "records.jsonl", owned=False)  # type: ignore[arg-type]
+    results = log._write([record("http://a.test/" + "x" * 100)])
+    assert isinstance(results[0], OutputError)
+    assert "No space left on device" in str(results[0])
+
+
+def test_a_failed_write_is_cut_back_to_whole_lines(tmp_path: Path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"url": "http://a.test/0", "ok": True}) + "\n")
+    stream = open(path, "ab", buffering=0)  # noqa: SIM115
+
+    class Failing:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def write(self, data) -> int:
+            self.calls += 1
+            if self.calls == 1:
+                return stream.write(bytes(data[:10]))  # a partial line reaches the disk
+            raise OSError(28, "No space left on device")
+
+        def flush(self) -> None: ...
+
+        def tell(self) -> int:
+            return stream.tell()
+
+        def fileno(self) -> int:
+            return stream.fileno()
+
+    log = RecordLog(Failing(), str(path), owned=False)  # type: ignore[arg-type]
+    log._owned = True  # a real file: it may be cut back
+    assert isinstance(log._write([record("http://a.test/1")])[0], OutputError)
+    stream.close()
+    assert [json.loads(line)["url"] for line in path.read_text().splitlines()] == [
+        "http://a.test/0"
+    ]
+
+
+def test_load_done_reads_ok_records_and_drops_a_torn_last_line(tmp_path: Path):
+    path = tmp_path / "r.jsonl"
+    lines = [
+        record("http://a.test/ok").to_json(),
+        record("http://a.test/failed", ok=False).to_json(),
+        record("http://a.test/dup", skipped="duplicate").to_json(),
+        record("http://a.test/exists", skipped="exists").to_json(),
+        "not json at all",
+    ]
+    path.write_text("\n".join(lines) + "\n" + '{"url": "http://a.test/torn", "ok": tr')
+    done = load_done(str(path))
+    assert b"http://a.test/ok" in done and b"http://a.test/exists" in done
+    assert b"http://a.test/failed" not in done and b"http://a.test/dup" not in done
+    assert b"http://a.test/torn" not in done
+    assert path.read_text().endswith("not json at all\n")
+
+
+def test_load_done_of_a_missing_file_is_empty(tmp_path: Path):
+    assert len(load_done(str(tmp_path / "nothing.jsonl"))) == 0

@@ -1,0 +1,151 @@
+"""Input lines: streamed, validated, deduplicated; bad lines become reasons, not crashes."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from fetchcli.errors import UsageError
+from fetchcli.models import Job
+from fetchcli.sources import (
+    MAX_LINE_BYTES,
+    BadLine,
+    FingerprintSet,
+    Source,
+    open_sources,
+    parse_line,
+    read_lines,
+    url_key,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize("raw", [b"", b"   ", b"\r", b"# a comment", b"  # indented comment"])
+async def test_blank_and_comment_lines_are_skipped(raw: bytes):
+    assert parse_line("-", 1, raw) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "url"),
+    [
+        (b"http://example.com/a", "http://example.com/a"),
+        (b"  https://example.com/a?b=c  \r", "https://example.com/a?b=c"),
+        (b"HTTP://EXAMPLE.com/", "HTTP://EXAMPLE.com/"),
+        ("http://bücher.example/ä".encode(), "http://bücher.example/ä"),
+        (b"http://example.com/a b", "http://example.com/a b"),
+        (b"http://[::1]:8080/x", "http://[::1]:8080/x"),
+    ],
+)
+async def test_usable_urls_become_jobs(raw: bytes, url: str):
+    job = parse_line("urls.txt", 4, raw)
+    assert isinstance(job, Job)
+    assert (job.source, job.line, job.url) == ("urls.txt", 4, url)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"file:///etc/passwd", "unsupported scheme 'file': only http and https are fetched"),
+        (b"ftp://example.com/x", "unsupported scheme 'ftp': only http and https are fetched"),
+        (b"javascript:alert(1)", "not a URL: it must start with http:// or https://"),
+        (b"example.com/page", "not a URL: it must start with http:// or https://"),
+        (b"http://", "invalid URL: no host"),
+        (b"http:///path", "invalid URL: no host"),
+        (b"http://exa mple.com/", "invalid URL: bad host 'exa%20mple.com'"),
+        (b"http://example.com:99999/", "invalid URL: port 99999 out of range"),
+        (b"http://example.com/\x00x", "contains control characters"),
+        (b"http://example.com/\x1b[31m", "contains control characters"),
+        (b"http://example.com/\xff\xfe", "not valid UTF-8"),
+        (b"http://[::1/", "invalid URL: Invalid port: ':1'"),
+    ],
+)
+async def test_unusable_lines_get_a_reason(raw: bytes, reason: str):
+    bad = parse_line("-", 9, raw)
+    assert isinstance(bad, BadLine)
+    assert (bad.line, bad.reason) == (9, reason)
+
+
+async def test_an_over_long_line_is_a_bad_line():
+    bad = parse_line("-", 1, None)
+    assert isinstance(bad, BadLine) and bad.reason == "line longer than 8 KiB"
+
+
+class Trickle(io.RawIOBase):
+    """A stream that hands out a few bytes per read, like a slow pipe."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self._data, self._step = data, step
+
+    def readable(self) -> bool:
+        return True
+
+    def read1(self, size: int = -1) -> bytes:
+        piece, self._data = self._data[: self._step], self._data[self._step :]
+        return piece
+
+
+async def collect(stream) -> list[tuple[int, bytes | None]]:
+    lines = []
+    async for batch in read_lines(Source("x", stream)):
+        lines.extend(batch)
+    return lines
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, 4096, 1 << 20])
+async def test_lines_survive_any_chunking(step: int):
+    data = b"http://a.test/1\nhttp://a.test/2\r\n\n# c\nhttp://a.test/3"
+    lines = await collect(Trickle(data, step))
+    assert lines == [
+        (1, b"http://a.test/1"),
+        (2, b"http://a.test/2\r"),
+        (3, b""),
+        (4, b"# c"),
+        (5, b"http://a.test/3"),
+    ]
+
+
+async def test_an_endless_line_is_dropped_with_flat_memory_and_the_next_line_kept():
+    data = b"http://a.test/" + b"x" * (MAX_LINE_BYTES * 50) + b"\nhttp://a.test/ok\n"
+    lines = await collect(Trickle(data, 10_000))
+    assert lines == [(1, None), (2, b"http://a.test/ok")]
+
+
+async def test_an_over_long_last_line_without_newline_is_reported():
+    lines = await collect(io.BytesIO(b"http://a.test/ok\n" + b"y" * (MAX_LINE_BYTES + 1)))
+    assert lines == [(1, b"http://a.test/ok"), (2, None)]
+
+
+def test_a_missing_source_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match=r"cannot read .*nope.txt: No such file or directory"):
+        open_sources((str(tmp_path / "nope.txt"),), io.BytesIO(), stdin_isatty=False)
+
+
+def test_a_directory_is_not_a_source(tmp_path):
+    with pytest.raises(UsageError, match="Is a directory"):
+        open_sources((str(tmp_path),), io.BytesIO(), stdin_isatty=False)
+
+
+def test_stdin_from_a_terminal_is_a_usage_error():
+    with pytest.raises(UsageError, match="no URLs"):
+        open_sources(("-",), io.BytesIO(), stdin_isatty=True)
+
+
+def test_url_key_ignores_the_fragment_and_default_port():
+    def key(raw: str) -> bytes:
+        job = parse_line("-", 1, raw.encode())
+        assert isinstance(job, Job)
+        return url_key(job.parsed)
+
+    assert key("http://Example.com:80/a#x") == key("http://example.com/a#y")
+    assert key("http://example.com/a?q=1") != key("http://example.com/a?q=2")
+
+
+def test_fingerprint_set_grows_and_remembers():
+    seen = FingerprintSet(capacity=8)
+    keys = [f"http://h.test/{i}".encode() for i in range(10_000)]
+    assert all(seen.add(key) for key in keys)
+    assert not any(seen.add(key) for key in keys)
+    assert len(seen) == 10_000
+    assert keys[1234] in seen and b"http://h.test/other" not in seen
