@@ -33,7 +33,9 @@ async def test_items_submitted_together_share_a_hop():
         results = await asyncio.gather(*(batcher.submit(i) for i in range(100)))
         batcher.close()
     assert results == [i * 10 for i in range(100)]
-    assert len(write.batches) < 10 and sorted(sum(write.batches, [])) == list(range(100))
+    assert len(write.batches) < 10 and sorted(
+        [i for batch in write.batches for i in batch]
+    ) == list(range(100))
     assert threading.get_ident() not in write.threads  # never on the event loop's thread
 
 
@@ -73,7 +75,7 @@ async def test_close_writes_everything_pending():
         batcher.submit_nowait(i)
     batcher.close()
     await batcher.run()
-    assert sum(write.batches, []) == [0, 1, 2, 3, 4]
+    assert [i for batch in write.batches for i in batch] == [0, 1, 2, 3, 4]
 
 
 async def test_cancellation_still_writes_what_was_handed_over():
@@ -86,6 +88,6 @@ async def test_cancellation_still_writes_what_was_handed_over():
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert sorted(sum(write.batches, [])) == [0, 1, 2]
+    assert sorted([i for batch in write.batches for i in batch]) == [0, 1, 2]
     with pytest.raises(RuntimeError, match="stopped"):
         batcher.submit_nowait(9)

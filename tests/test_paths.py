@@ -103,8 +103,12 @@ def test_an_over_long_path_is_folded_into_one_hashed_name() -> None:
 
 
 segment_chars = st.sampled_from(
-    list(string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@%/\\?#[] ")
-    + ["%2e", "%2E", "%2f", "%2F", "%00", "%5c", "..", ".", "%ff", "é", "\u202e", "CON"]
+    [
+        *string.ascii_letters,
+        *string.digits,
+        *"-._~!$&'()*+,;=:@%/\\?#[] ",
+        *["%2e", "%2E", "%2f", "%2F", "%00", "%5c", "..", ".", "%ff", "é", "\u202e", "CON"],
+    ]
 )
 hostile_paths = st.lists(segment_chars, max_size=60).map("".join)
 
