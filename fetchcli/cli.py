@@ -37,15 +37,15 @@ TIMEOUTS = "Timeouts and retries"
 OUTPUT = "Output"
 HTTP = "HTTP"
 
-EXAMPLES = """\
-[bold]Examples[/]\n\n
-  fetchcli get urls.txt -o out/ --jsonl results.jsonl\n\n
-  cat urls.txt | fetchcli get --retries 5 --timeout 10\n\n
-  fetchcli get urls.txt -c 64 --per-host 4 --rate 200    [dim]# fast, but polite per host[/]\n\n
-  fetchcli get urls.txt --jsonl results.jsonl --resume   [dim]# finish an interrupted run[/]\n\n
-  fetchcli get urls.txt --no-save --jsonl - | jq -c 'select(.ok | not)'\n\n
-Every flag can also be set in the environment: FETCHCLI_CONCURRENCY=64, FETCHCLI_OUTPUT_DIR=out ...
-"""
+EXAMPLES = (
+    "[bold]Examples[/]\n\n"
+    "  fetchcli get urls.txt -o out/ --jsonl results.jsonl\n\n"
+    "  cat urls.txt | fetchcli get --retries 5 --timeout 10\n\n"
+    "  fetchcli get urls.txt -c 64 --per-host 4 --rate 200  [dim]# fast, but polite[/]\n\n"
+    "  fetchcli get urls.txt --jsonl results.jsonl --resume  [dim]# finish a stopped run[/]\n\n"
+    "  fetchcli get urls.txt --no-save --jsonl - | jq -c 'select(.ok | not)'\n\n"
+    "Every flag can also come from the environment: FETCHCLI_CONCURRENCY=64 ..."
+)
 
 
 app = typer.Typer(

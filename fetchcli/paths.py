@@ -42,9 +42,10 @@ def relative_path(url: httpx.URL) -> PurePosixPath:
     host = _host_name(url.raw_host.decode("ascii"))
     if url.port is not None:
         host = f"{host}_{url.port}"
-    *dirs, last = url.raw_path.split(b"?", 1)[0].decode("ascii").split("/")[1:] or [""]
+    raw_path, has_query, query = url.raw_path.decode("ascii").partition("?")
+    *dirs, last = raw_path.split("/")[1:] or [""]
     names = [_name(part) for part in dirs]
-    names.append(_file_name(last, url.query))
+    names.append(_file_name(last, query if has_query else None))
     path = PurePosixPath(host, *names)
     if len(str(path).encode()) > MAX_PATH_BYTES:
         name = "~" + _digest(str(url.copy_with(fragment=None)), 2 * HASH_CHARS)
@@ -60,7 +61,7 @@ def _host_name(host: str) -> str:
     return _with_hash(_UNSAFE_HOST_CHARS.sub("_", clean), host)
 
 
-def _file_name(part: str, query: bytes) -> str:
+def _file_name(part: str, query: str | None) -> str:
     if part == "":
         name = INDEX_NAME
     elif part == INDEX_NAME:
@@ -68,8 +69,8 @@ def _file_name(part: str, query: bytes) -> str:
         name = _with_hash(part, part)
     else:
         name = _name(part)
-    if query:
-        name = _with_hash(name, f"{part}?{query.decode('ascii')}")
+    if query is not None:  # even an empty one: "/p?" and "/p" are different URLs
+        name = _with_hash(name, f"{part}?{query}")
     return name
 
 
