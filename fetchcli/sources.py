@@ -122,13 +122,19 @@ async def _read_chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
             _hand_over(exc)
 
     def _hand_over(item: bytes | BaseException) -> bool:
-        future = asyncio.run_coroutine_threadsafe(chunks.put(item), loop)
+        """Wait until the loop has taken `item`; False when the run is over."""
+        try:
+            future = asyncio.run_coroutine_threadsafe(chunks.put(item), loop)
+        except RuntimeError:  # the loop is closed
+            return False
         while not stop.is_set():
             try:
                 future.result(timeout=0.5)
                 return True
             except concurrent.futures.TimeoutError:
                 continue
+            except concurrent.futures.CancelledError:  # the loop shut down
+                return False
         future.cancel()
         return False
 

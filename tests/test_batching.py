@@ -33,9 +33,8 @@ async def test_items_submitted_together_share_a_hop():
         results = await asyncio.gather(*(batcher.submit(i) for i in range(100)))
         batcher.close()
     assert results == [i * 10 for i in range(100)]
-    assert len(write.batches) < 10 and sorted(
-        [i for batch in write.batches for i in batch]
-    ) == list(range(100))
+    written = sorted(i for batch in write.batches for i in batch)
+    assert len(write.batches) < 10 and written == list(range(100))
     assert threading.get_ident() not in write.threads  # never on the event loop's thread
 
 
