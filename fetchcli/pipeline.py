@@ -293,3 +293,7 @@ def _signals_cancel_this_task() -> Iterator[list[int]]:
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
+            if caught:
+                # The process is on its way out with 130/143; a late Ctrl-C must not kill it
+                # with a traceback while the last thread hops (the sweep) finish.
+                signal.signal(signum, signal.SIG_IGN)

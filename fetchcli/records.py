@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -66,8 +67,9 @@ class RecordLog:
             self._stream.flush()
         except OSError as exc:
             if start is not None:
-                # Cut a partly written batch back to the last whole line.
-                os.ftruncate(self._stream.fileno(), start)
+                # Cut a partly written batch back to the last whole line (a regular file can).
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._stream.fileno(), start)
             msg = f"cannot write records to {self._name}: {exc.strerror or exc}"
             return [OutputError(msg)] * len(records)
         return [None] * len(records)

@@ -1,0 +1,120 @@
+"""Ctrl-C and SIGTERM mid-run: prompt exit, no partial files, whole records, then --resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_integration import FETCHCLI
+
+
+def start(args: list[str], urls: list[str]) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [*FETCHCLI, "get", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdin is not None
+    process.stdin.write("\n".join(urls).encode() + b"\n")
+    process.stdin.close()
+    return process
+
+
+def stop(process: subprocess.Popen[bytes], *signals: signal.Signals, gap: float = 0.0) -> float:
+    """Send the signals; return how long the process took to exit after the first."""
+    sent = time.monotonic()
+    for number in signals:
+        process.send_signal(number)
+        time.sleep(gap)
+    try:
+        process.wait(timeout=15)
+    finally:
+        process.kill()
+        if process.stderr:
+            process.stderr.close()
+    return time.monotonic() - sent
+
+
+def whole_records(path: Path) -> list[dict]:
+    text = path.read_text()
+    assert text == "" or text.endswith("\n"), "a record was cut in half"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def wait_for_lines(path: Path, count: int, timeout: float = 20) -> bool:
+    """Wait (bounded) until `path` holds `count` lines."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().count("\n") >= count:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if ".fetchcli-part" in p.name]
+
+
+@pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_run_cleanly_and_resume_finishes_it(
+    server, unique, tmp_path, signum, exit_code
+):
+    quick = [f"/ok/{unique}/q{i}" for i in range(30)]
+    slow = [f"/hang/{unique}/s{i}" for i in range(6)]
+    big = [f"/drip/{unique}/d{i}?bytes=2000000&interval=0.5" for i in range(2)]
+    urls = [server.url(t) for t in quick + slow + big]
+    out, records = tmp_path / "out", tmp_path / "r.jsonl"
+    args = ["-", "-o", str(out), "--jsonl", str(records), "-c", "40"]
+    server.reset_stats()
+    process = start(args, urls)
+    assert all(server.wait_for_hits(t, 1, timeout=20) for t in slow + big)
+    assert wait_for_lines(records, len(quick)), "finished URLs were not recorded as they finished"
+    took = stop(process, signum)
+    assert process.returncode == exit_code
+    assert took < 5, f"took {took:.1f}s to stop"
+    assert temp_files(out) == []
+    first = whole_records(records)
+    assert {r["url"] for r in first} == {server.url(t) for t in quick}  # and nothing else
+
+    # The rest, resumed, with the slow routes answering at once this time.
+    rest = [server.url(f"/ok/{unique}/after{i}") for i in range(3)]
+    process = subprocess.run(
+        [*FETCHCLI, "get", "-", "--no-save", "--jsonl", str(records), "--resume", "-q"],
+        input="\n".join(urls[: len(quick)] + rest).encode(),
+        timeout=60,
+    )
+    assert process.returncode == 0
+    assert all(server.hits(t) == 1 for t in quick)  # not fetched again
+    assert len(whole_records(records)) == len(first) + len(rest)
+
+
+def test_a_second_ctrl_c_during_cleanup_still_exits_promptly(server, unique, tmp_path):
+    slow = [f"/drip/{unique}/d{i}?bytes=5000000&interval=0.2" for i in range(8)]
+    out, records = tmp_path / "out", tmp_path / "r.jsonl"
+    process = start(["-", "-o", str(out), "--jsonl", str(records)], [server.url(t) for t in slow])
+    assert all(server.wait_for_hits(t, 1, timeout=20) for t in slow)
+    took = stop(process, signal.SIGINT, signal.SIGINT, gap=0.02)
+    assert process.returncode == 130
+    assert took < 5
+    assert temp_files(out) == []
+    whole_records(records)
+
+
+def test_large_transfers_in_flight_leave_no_partial_file(server, unique, tmp_path):
+    # Big bodies that have already spilled to temporary files when the signal arrives.
+    big = [f"/big/{unique}/b{i}?size={20 << 30}" for i in range(3)]
+    out = tmp_path / "out"
+    process = start(["-", "-o", str(out), "-q"], [server.url(t) for t in big])
+    deadline = time.monotonic() + 20
+    while not temp_files(out) and time.monotonic() < deadline:
+        time.sleep(0.05)  # waiting for a condition on disk, bounded
+    assert temp_files(out), "no transfer reached the disk"
+    stop(process, signal.SIGINT)
+    assert process.returncode == 130
+    assert temp_files(out) == [] and [p for p in out.rglob("*") if p.is_file()] == []
