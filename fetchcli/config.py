@@ -1,6 +1,6 @@
 """Settings: frozen value objects built once from the flags (or the library call), then passed down.
 
-Each group is shaped for the module that consumes it: `fetch.py` takes a `RetryPolicy` and
+Each group is shaped for the module that consumes it: `fetcher.py` takes a `RetryPolicy` and
 `Timeouts`, `limits.py` takes `Limits`, and so on. `Settings.create()` is the one place where
 values are validated; it raises `UsageError` with a one-line message.
 """

@@ -18,7 +18,7 @@ import http.cookiejar
 import signal
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -29,7 +29,7 @@ from fetchcli.config import Settings
 from fetchcli.decoding import ACCEPT_ENCODING
 from fetchcli.environment import Environment
 from fetchcli.errors import Interrupted
-from fetchcli.fetch import Fetcher
+from fetchcli.fetcher import Fetcher
 from fetchcli.limits import Limiter
 from fetchcli.models import Job, Record
 from fetchcli.progress import Display, NullDisplay, PlainDisplay, RichDisplay
@@ -38,29 +38,32 @@ from fetchcli.sink import Saver
 from fetchcli.sources import (
     BadLine,
     FingerprintSet,
-    Source,
+    Lines,
+    lines_of,
     open_sources,
     parse_line,
-    read_lines,
     url_key,
 )
 from fetchcli.stats import RunStats
 from fetchcli.transport import AiohttpTransport
 
-__all__ = ["make_client", "run"]
+__all__ = ["execute", "make_client", "run"]
 
 QUEUE_PER_WORKER = 2
 
 
 async def run(settings: Settings, env: Environment) -> RunStats:
-    """Run the whole job; return its stats. Raises UsageError, OutputError or Interrupted."""
+    """The CLI's run: sources, records file, display and signals around `execute()`.
+
+    Returns the stats; raises UsageError, OutputError or Interrupted.
+    """
     sources = await asyncio.to_thread(
         open_sources, settings.input.sources, env.stdin, env.stdin_isatty
     )
     output = settings.output
-    done = (
-        await asyncio.to_thread(load_done, output.jsonl) if output.resume and output.jsonl else None
-    )
+    done = None
+    if output.resume and output.jsonl:
+        done = await asyncio.to_thread(load_done, output.jsonl)
     log = None
     if output.jsonl:
         log = await asyncio.to_thread(
@@ -68,9 +71,8 @@ async def run(settings: Settings, env: Environment) -> RunStats:
         )
     stats = RunStats()
     display = make_display(settings, env, stats)
-    saver = Saver(output.output_dir, save=output.save)
 
-    def emit(record: Record) -> None:
+    async def emit(record: Record) -> None:
         stats.add(record)
         if log is not None:
             log.add(record)
@@ -80,16 +82,16 @@ async def run(settings: Settings, env: Environment) -> RunStats:
         try:
             try:
                 display.start(settings.input.sources)
-                async with make_client(settings) as client:
-                    limiter = Limiter(settings.limits)
-                    fetcher = Fetcher(client, settings, limiter, saver, stats, env.random.random)
-                    await _fetch_all(settings, sources, fetcher, saver, log, emit, stats, done)
-            except BaseExceptionGroup as group:
-                raise _sole_error(group) from None
+                await execute(
+                    settings,
+                    lines_of(sources),
+                    emit,
+                    stats,
+                    random=env.random.random,
+                    done=done,
+                    writers=[log.writer] if log else [],
+                )
             finally:
-                stats.finish()
-                # In a thread that a second Ctrl-C cannot stop: asyncio.run() waits for it.
-                await asyncio.shield(asyncio.ensure_future(asyncio.to_thread(saver.sweep)))
                 if log is not None:
                     await asyncio.to_thread(log.close)
                 await display.aclose(interrupted=bool(caught))
@@ -103,13 +105,48 @@ async def run(settings: Settings, env: Environment) -> RunStats:
     return stats
 
 
+async def execute(
+    settings: Settings,
+    lines: Lines,
+    emit: Callable[[Record], Awaitable[None]],
+    stats: RunStats,
+    *,
+    random: Callable[[], float],
+    done: FingerprintSet | None = None,
+    writers: Sequence[Batcher[Any, Any]] = (),
+) -> None:
+    """Fetch every line, handing each record to `emit`: the engine of the CLI and the library.
+
+    Owns the client, the output directory and every task; whatever happens, temporary files
+    are gone when it returns.
+    """
+    saver = Saver(settings.output.output_dir, save=settings.output.save)
+    try:
+        async with make_client(settings) as client:
+            fetcher = Fetcher(client, settings, Limiter(settings.limits), saver, stats, random)
+            await _fetch_all(
+                settings,
+                lines,
+                fetcher,
+                [saver.small_files, saver.sizes, *writers],
+                emit,
+                stats,
+                done,
+            )
+    except BaseExceptionGroup as group:
+        raise _sole_error(group) from None
+    finally:
+        stats.finish()
+        # In a thread that a second Ctrl-C cannot stop: asyncio.run() waits for it.
+        await asyncio.shield(asyncio.ensure_future(asyncio.to_thread(saver.sweep)))
+
+
 async def _fetch_all(
     settings: Settings,
-    sources: list[Source],
+    lines: Lines,
     fetcher: Fetcher,
-    saver: Saver,
-    log: RecordLog | None,
-    emit: Callable[[Record], None],
+    writers: list[Batcher[Any, Any]],
+    emit: Callable[[Record], Awaitable[None]],
     stats: RunStats,
     done: FingerprintSet | None,
 ) -> None:
@@ -120,17 +157,12 @@ async def _fetch_all(
     workers = settings.limits.workers
     queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=QUEUE_PER_WORKER * workers)
     seen = FingerprintSet() if settings.input.dedupe else None
-    writers: list[Batcher[Any, Any]] = [saver.small_files, saver.sizes]
-    if log is not None:
-        writers.append(log.writer)
     async with asyncio.TaskGroup() as group:
         for writer in writers:
             group.create_task(writer.run())
         try:
             async with asyncio.TaskGroup() as work:
-                work.create_task(
-                    _produce(sources, queue, workers, emit, stats, seen, done, deadline)
-                )
+                work.create_task(_produce(lines, queue, workers, emit, stats, seen, done, deadline))
                 for _ in range(workers):
                     work.create_task(_consume(queue, fetcher, emit, deadline))
         finally:
@@ -139,33 +171,32 @@ async def _fetch_all(
 
 
 async def _produce(
-    sources: list[Source],
+    lines: Lines,
     queue: asyncio.Queue[Job | None],
     workers: int,
-    emit: Callable[[Record], None],
+    emit: Callable[[Record], Awaitable[None]],
     stats: RunStats,
     seen: FingerprintSet | None,
     done: FingerprintSet | None,
     deadline: float | None,
 ) -> None:
-    """Read every source into the queue; then one sentinel per worker."""
+    """Read every line into the queue; then one sentinel per worker."""
     try:
         async with asyncio.timeout_at(deadline):
-            for source in sources:
-                async for batch in read_lines(source):
-                    for number, raw in batch:
-                        item = parse_line(source.name, number, raw)
-                        if item is None:
-                            continue
-                        stats.lines += 1
-                        if isinstance(item, BadLine):
-                            emit(_invalid(item))
-                        elif done is not None and item.url.encode() in done:
-                            stats.resumed += 1
-                        elif seen is not None and not seen.add(url_key(item.parsed)):
-                            emit(_duplicate(item))
-                        else:
-                            await queue.put(item)
+            async for source, batch in lines:
+                for number, raw in batch:
+                    item = parse_line(source, number, raw)
+                    if item is None:
+                        continue
+                    stats.lines += 1
+                    if isinstance(item, BadLine):
+                        await emit(_invalid(item))
+                    elif done is not None and item.url.encode() in done:
+                        stats.resumed += 1
+                    elif seen is not None and not seen.add(url_key(item.parsed)):
+                        await emit(_duplicate(item))
+                    else:
+                        await queue.put(item)
     except TimeoutError:
         pass  # the deadline: stop reading; what is queued is recorded as unfinished
     for _ in range(workers):
@@ -175,12 +206,12 @@ async def _produce(
 async def _consume(
     queue: asyncio.Queue[Job | None],
     fetcher: Fetcher,
-    emit: Callable[[Record], None],
+    emit: Callable[[Record], Awaitable[None]],
     deadline: float | None,
 ) -> None:
     """Fetch jobs from the queue until a sentinel arrives."""
     while (job := await queue.get()) is not None:
-        emit(await fetcher.fetch(job, deadline))
+        await emit(await fetcher.fetch(job, deadline))
 
 
 def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

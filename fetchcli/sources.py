@@ -14,7 +14,7 @@ import hashlib
 import re
 import threading
 from array import array
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -27,7 +27,10 @@ __all__ = [
     "MAX_LINE_BYTES",
     "BadLine",
     "FingerprintSet",
+    "Lines",
     "Source",
+    "lines_from",
+    "lines_of",
     "open_sources",
     "parse_line",
     "read_lines",
@@ -78,6 +81,40 @@ def open_sources(names: tuple[str, ...], stdin: BinaryIO, stdin_isatty: bool) ->
             msg = f"cannot read {name}: {exc.strerror or exc}"
             raise UsageError(msg) from exc
     return sources
+
+
+# Batches of numbered raw lines, each with the name of its source ("-" is stdin).
+Lines = AsyncIterator[tuple[str, list[tuple[int, bytes | None]]]]
+
+
+async def lines_of(sources: list[Source]) -> Lines:
+    """Every line of every source, in order, in batches."""
+    for source in sources:
+        async for batch in read_lines(source):
+            yield source.name, batch
+
+
+async def lines_from(urls: Iterable[str] | AsyncIterable[str], name: str = "fetch()") -> Lines:
+    """URLs given by a program, as numbered lines; an async iterable is taken one by one."""
+    if isinstance(urls, AsyncIterable):
+        number = 0
+        async for url in urls:
+            number += 1
+            yield name, [(number, _encoded(url))]
+        return
+    batch: list[tuple[int, bytes | None]] = []
+    for number, url in enumerate(urls, start=1):
+        batch.append((number, _encoded(url)))
+        if len(batch) == 256:
+            yield name, batch
+            batch = []
+    if batch:
+        yield name, batch
+
+
+def _encoded(url: str) -> bytes | None:
+    raw = url.encode("utf-8", "surrogateescape")
+    return None if len(raw) > MAX_LINE_BYTES else raw
 
 
 async def read_lines(source: Source) -> AsyncIterator[list[tuple[int, bytes | None]]]:

@@ -18,7 +18,7 @@ import respx
 from fetchcli.cli import run_cli
 from fetchcli.config import Settings
 from fetchcli.environment import Environment
-from fetchcli.fetch import Fetcher
+from fetchcli.fetcher import Fetcher
 from fetchcli.limits import Limiter
 from fetchcli.models import Job
 from fetchcli.sink import Saver

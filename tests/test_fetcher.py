@@ -13,7 +13,7 @@ import pytest
 import respx
 
 from fetchcli.config import RETRY_STATUSES, RetryPolicy
-from fetchcli.fetch import backoff_delay, parse_retry_after
+from fetchcli.fetcher import backoff_delay, parse_retry_after
 from fetchcli.sink import SPILL_BYTES
 from tests.helpers import fetch_rig, job
 

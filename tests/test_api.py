@@ -1,0 +1,59 @@
+"""The library API: fetchcli.fetch() as an async iterator of records."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+
+import fetchcli
+from fetchcli.errors import UsageError
+from tests.servers import body_for
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_fetch_yields_a_record_per_url(server, unique, tmp_path: Path):
+    targets = [f"/ok/{unique}/{i}.txt" for i in range(10)]
+    urls = [server.url(t) for t in targets] + ["ftp://nope/x"]
+    records = [r async for r in fetchcli.fetch(urls, concurrency=4, output_dir=tmp_path)]
+    assert len(records) == 11
+    by_url = {r.url: r for r in records}
+    for target in targets:
+        record = by_url[server.url(target)]
+        assert record.ok and record.status == 200
+        assert Path(record.path or "").read_bytes() == body_for(target)
+    assert not by_url["ftp://nope/x"].ok and by_url["ftp://nope/x"].error_kind == "invalid_url"
+
+
+async def test_fetch_takes_an_async_iterable_and_the_flags_options(server, unique):
+    async def urls():
+        for i in range(3):
+            yield server.url(f"/flaky/{unique}/{i}?fail=1")
+
+    records = [r async for r in fetchcli.fetch(urls(), save=False, retries=1, backoff=0)]
+    assert all(r.ok and r.attempts == 2 for r in records) and len(records) == 3
+
+
+async def test_leaving_early_stops_the_fetching(server, unique):
+    urls = [server.url(f"/slow/{unique}/{i}?delay=0.2") for i in range(50)]
+    async with contextlib.aclosing(fetchcli.fetch(urls, save=False, concurrency=2)) as stream:
+        async for _record in stream:
+            break
+    hits = sum(server.hits(f"/slow/{unique}/{i}?delay=0.2") for i in range(50))
+    assert hits < 10
+
+
+async def test_bad_options_raise_usage_errors():
+    with pytest.raises(UsageError, match="concurrency must be at least 1"):
+        async for _ in fetchcli.fetch([], concurrency=0):
+            pass
+    with pytest.raises(UsageError, match="not an option of fetch"):
+        async for _ in fetchcli.fetch([], jsonl="x.jsonl"):
+            pass
+
+
+def test_the_package_exports_fetch_and_record():
+    assert fetchcli.fetch.__module__ == "fetchcli.api"
+    assert fetchcli.Record.__name__ == "Record"
