@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -392,6 +393,33 @@ def get(
     )
     stats = asyncio.run(run(settings, env))
     return ExitStatus.OK if stats.failed == 0 else ExitStatus.FAILURES
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    count: Annotated[
+        int, typer.Option("--count", "-n", help="How many URLs to fetch.", min=1, max=100_000)
+    ] = 300,
+    concurrency: Annotated[
+        int, typer.Option("-c", "--concurrency", help="Requests in flight at most.", min=1)
+    ] = 16,
+    keep: Annotated[
+        Path | None,
+        typer.Option(
+            "--keep",
+            help="Keep the fetched files and results.jsonl in DIR.",
+            metavar="DIR",
+            show_default=False,
+        ),
+    ] = None,
+) -> ExitStatus:
+    """Try fetchcli offline: a local server with fast, slow, large, flaky and missing pages."""
+    from fetchcli.demo import demo as run_demo  # aiohttp's server side, only when asked for
+
+    env: Environment = ctx.obj
+    asyncio.run(run_demo(env, count=count, concurrency=concurrency, keep=keep))
+    return ExitStatus.OK
 
 
 def run_cli(argv: Sequence[str], env: Environment) -> int:

@@ -18,6 +18,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
 from rich.progress_bar import ProgressBar
+from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
@@ -87,10 +88,11 @@ class RichDisplay:
         self._live = Live(console=console, auto_refresh=False, transient=True)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
-        self._failures: deque[str] = deque()
+        self._failures: deque[Text] = deque()
         self._failures_shown = 0
         self._samples: deque[tuple[float, int, int]] = deque()
-        self._transfer_marks: dict[int, tuple[float, int]] = {}
+        self._speeds: dict[int, tuple[float, int, float]] = {}
+        self._spinner = Spinner("dots", style="cyan")
         self.error: BaseException | None = None
 
     def start(self, sources: Iterable[str]) -> None:
@@ -112,7 +114,7 @@ class RichDisplay:
         if self._failures_shown + len(self._failures) < MAX_FAILURE_LINES:
             self._failures.append(_failure_line(record))
         elif self._failures_shown + len(self._failures) == MAX_FAILURE_LINES:
-            self._failures.append("[dim]… more failures: see the summary and the records[/]")
+            self._failures.append(Text("… more failures: see the summary and the records", "dim"))
 
     async def aclose(self, *, interrupted: bool) -> None:
         # Drawing first and waiting last: a second Ctrl-C here must not leave the terminal
@@ -150,7 +152,7 @@ class RichDisplay:
 
     def _draw(self) -> None:
         while self._failures:
-            self._console.print(self._failures.popleft(), highlight=False)
+            self._console.print(self._failures.popleft())
             self._failures_shown += 1
         self._live.update(self._render(), refresh=True)
 
@@ -161,78 +163,82 @@ class RichDisplay:
     def _render(self) -> RenderableType:
         stats = self._stats
         now = time.monotonic()
-        request_rate, byte_rate = self._rates(now)
-        width = self._console.width
+        # Bytes of finished bodies and of those still arriving, so a big download shows.
+        received = stats.bytes + sum(t.body.size for t in list(stats.transfers.values()))
+        request_rate, byte_rate = self._rates(now, received)
         done = stats.done + stats.resumed
-        head = Text()
+        top = Table.grid(expand=True, padding=(0, 1))
         if stats.total:
-            head.append(f"{done:,}/{stats.total:,} ", style="bold")
-            head.append(f"{100 * done / stats.total:3.0f}% ")
+            top.add_column(ratio=1)
+            top.add_column(no_wrap=True, justify="right")
+            share = min(done / stats.total, 1.0)
+            top.add_row(
+                ProgressBar(total=stats.total, completed=done),
+                Text(f"{100 * share:3.0f}% {done:,}/{stats.total:,}", style="bold"),
+            )
         else:
-            head.append(f"{done:,} done ", style="bold")
-        head.append(f"{request_rate:,.0f} req/s  {_size(stats.bytes)} {_size(byte_rate)}/s  ")
-        head.append(_clock(stats.elapsed))
+            top.add_column(no_wrap=True)
+            top.add_row(self._spinner)
+            self._spinner.text = Text(f"{done:,} done", style="bold")
+        rates = Text(f"{request_rate:,.0f} req/s · {_size(received)} at {_size(byte_rate)}/s · ")
+        rates.append(_clock(stats.elapsed))
         if stats.total and request_rate > 0 and done < stats.total:
-            head.append(f" ETA {_clock((stats.total - done) / request_rate)}")
+            rates.append(f" · ETA {_clock((stats.total - done) / request_rate)}")
         counts = Text.assemble(
             ("ok ", "green"),
-            f"{stats.ok:,}  ",
+            f"{stats.ok:,} · ",
             ("failed ", "red"),
-            f"{stats.failed:,}  ",
+            f"{stats.failed:,} · ",
             ("retrying ", "yellow"),
-            f"{stats.retrying:,}  ",
+            f"{stats.retrying:,} · ",
             ("in flight ", "cyan"),
             f"{stats.in_flight:,}",
         )
         if stats.skipped or stats.resumed:
-            counts.append(f"  skipped {stats.skipped + stats.resumed:,}")
-        rows: list[RenderableType] = []
-        if stats.total:
-            rows.append(ProgressBar(total=stats.total, completed=done, width=max(10, width - 2)))
-        rows += [head, counts]
-        rows += self._transfer_rows(now, width)
-        return Group(*rows)
+            counts.append(f" · skipped {stats.skipped + stats.resumed:,}")
+        return Group(top, rates, counts, *self._transfer_rows(now))
 
-    def _rates(self, now: float) -> tuple[float, float]:
-        stats = self._stats
-        self._samples.append((now, stats.done, stats.bytes))
+    def _rates(self, now: float, received: int) -> tuple[float, float]:
+        """Requests and bytes per second over the last few seconds."""
+        done = self._stats.done
+        self._samples.append((now, done, received))
         while len(self._samples) > 2 and now - self._samples[0][0] > RATE_WINDOW_SECONDS:
             self._samples.popleft()
         first_time, first_done, first_bytes = self._samples[0]
         span = now - first_time
         if span <= 0:
             return 0.0, 0.0
-        return (stats.done - first_done) / span, (stats.bytes - first_bytes) / span
+        return (done - first_done) / span, (received - first_bytes) / span
 
-    def _transfer_rows(self, now: float, width: int) -> list[RenderableType]:
-        transfers = self._stats.transfers
+    def _transfer_rows(self, now: float) -> list[RenderableType]:
+        """The largest transfers in progress, each with its own bar and speed."""
         big = [
             (key, transfer)
-            for key, transfer in list(transfers.items())
+            for key, transfer in list(self._stats.transfers.items())
             if max(transfer.expected or 0, transfer.body.size) >= BIG_TRANSFER_BYTES
         ]
         big.sort(key=lambda item: -(item[1].expected or item[1].body.size))
-        marks = {}
-        rows: list[RenderableType] = []
-        name_width = max(8, min(30, width // 3))
+        speeds: dict[int, tuple[float, int, float]] = {}
+        rows = Table.grid(expand=True, padding=(0, 1))
+        rows.add_column(no_wrap=True, overflow="ellipsis", max_width=28, style="dim")
+        rows.add_column(ratio=1)
+        rows.add_column(no_wrap=True, justify="right")
         for key, transfer in big[:MAX_TRANSFER_ROWS]:
             size = transfer.body.size
-            then, then_size = self._transfer_marks.get(key, (now, size))
-            marks[key] = (then, then_size) if now - then < 1.0 else (now, size)
-            speed = (size - then_size) / (now - then) if now > then else 0.0
-            name = _short_name(transfer.url, name_width)
-            row = Table.grid(padding=(0, 1))
-            row.add_column(width=name_width, no_wrap=True)
-            row.add_column()
-            row.add_column(no_wrap=True)
+            then, then_size, speed = self._speeds.get(key, (now, size, 0.0))
+            if now - then >= 0.5:  # a smoothed speed, refreshed twice a second
+                speed = 0.5 * speed + 0.5 * (size - then_size) / (now - then)
+                then, then_size = now, size
+            speeds[key] = (then, then_size, speed)
             total = transfer.expected
-            bar_width = max(5, width - name_width - 30)
-            bar = ProgressBar(total=total or None, completed=size, width=bar_width)
             figure = f"{_size(size)}/{_size(total)}" if total else _size(size)
-            row.add_row(Text(name, style="dim"), bar, f"{figure} {_size(speed)}/s")
-            rows.append(row)
-        self._transfer_marks = marks
-        return rows
+            rows.add_row(
+                "  " + _short_name(transfer.url),
+                ProgressBar(total=total or None, completed=size),
+                f"{figure} {_size(speed)}/s",
+            )
+        self._speeds = speeds
+        return [rows] if speeds else []
 
 
 def summary_line(stats: RunStats) -> str:
@@ -278,14 +284,19 @@ def summary_table(stats: RunStats, *, interrupted: bool = False) -> RenderableTy
     return Group(table, totals)
 
 
-def _failure_line(record: Record) -> str:
+def _failure_line(record: Record) -> Text:
+    """One line per failure, cut to the terminal's width: what went wrong, then where."""
     what = str(record.status) if record.error_kind == "http" else record.error_kind or "error"
-    return f"[red]{escape(what)}[/] {escape(record.url)} [dim]{escape(record.error or '')}[/]"
+    line = Text.assemble(("✗ ", "red"), (what, "red bold"), " ", record.url)
+    if record.error and record.error_kind != "http":
+        line.append(f"  {record.error}", style="dim")
+    line.no_wrap = True
+    line.overflow = "ellipsis"
+    return line
 
 
-def _short_name(url: str, width: int) -> str:
-    name = url.rstrip("/").rsplit("/", 1)[-1] or url
-    return name if len(name) <= width else "…" + name[-(width - 1) :]
+def _short_name(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1].split("?")[0] or url
 
 
 def _size(count: float | None) -> str:

@@ -1,0 +1,28 @@
+"""`fetchcli demo` runs offline, end to end, and cleans up after itself."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+from tests.helpers import cli
+
+
+def test_the_demo_runs_and_leaves_nothing_behind():
+    before = set(Path(tempfile.gettempdir()).glob("fetchcli-demo-*"))
+    result = cli("demo", "--count", "60", "-c", "8")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("fetchcli demo: 60 URLs from a local server at http://127.0.0.1:")
+    summary = next(line for line in lines if line.startswith("fetchcli: 60 URLs"))
+    assert re.search(r"\d+ ok, \d+ failed \(HTTP 4xx \d+\)", summary)
+    assert int(re.search(r"(\d+) retries", summary)[1]) > 0  # the flaky pages recovered
+    assert set(Path(tempfile.gettempdir()).glob("fetchcli-demo-*")) == before
+
+
+def test_the_demo_can_keep_its_files(tmp_path):
+    result = cli("demo", "--count", "30", "--keep", str(tmp_path / "kept"))
+    assert result.exit_code == 0
+    assert (tmp_path / "kept" / "results.jsonl").read_text().count("\n") == 30
+    assert any(p.suffix == ".html" for p in (tmp_path / "kept").rglob("*"))
