@@ -37,6 +37,7 @@ class RecordLog:
         if path == "-":
             return cls(stdout, "stdout", owned=False)
         try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             stream = open(path, "ab" if append else "wb", buffering=0)  # noqa: SIM115
         except OSError as exc:
             msg = f"cannot write records to {path}: {exc.strerror or exc}"
