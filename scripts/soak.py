@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.servers import FaultServer  # noqa: E402 - the repo's own loopback server
+from tests.servers import FaultServer
 
 RETRIES = 2
 TIMEOUT = 1.0
