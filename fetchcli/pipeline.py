@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.cookiejar
 import signal
-import ssl
-import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
-import httpx
 from rich.console import Console
 
 from fetchcli.batching import Batcher
+from fetchcli.client import make_client
 from fetchcli.config import Settings
-from fetchcli.decoding import ACCEPT_ENCODING
 from fetchcli.environment import Environment
 from fetchcli.errors import Interrupted
 from fetchcli.fetcher import Fetcher
@@ -45,9 +41,8 @@ from fetchcli.sources import (
     url_key,
 )
 from fetchcli.stats import RunStats
-from fetchcli.transport import AiohttpTransport
 
-__all__ = ["execute", "make_client", "run"]
+__all__ = ["execute", "run"]
 
 QUEUE_PER_WORKER = 2
 
@@ -247,46 +242,6 @@ def _duplicate(job: Job) -> Record:
         source=job.source,
         line=job.line,
     )
-
-
-@contextlib.asynccontextmanager
-async def make_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The one AsyncClient of a run, over the aiohttp transport (HTTP/2 over httpcore)."""
-    options = settings.http
-    timeouts = settings.timeouts
-    ssl_context = httpx.create_ssl_context(verify=options.verify)
-    if not options.verify:
-        ssl_context.check_hostname = False
-        ssl_context.verify_mode = ssl.CERT_NONE
-    transport = AiohttpTransport(ssl_context=ssl_context, proxy=options.proxy)
-    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
-    if options.http2:
-        # aiohttp speaks HTTP/1.1 only; HTTP/2 is negotiated over TLS, so https goes to httpcore.
-        mounts["https://"] = httpx.AsyncHTTPTransport(
-            http2=True,
-            verify=ssl_context,
-            proxy=options.proxy,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
-        )
-    client = httpx.AsyncClient(
-        transport=transport,
-        mounts=mounts,
-        headers={"Accept-Encoding": ACCEPT_ENCODING},
-        timeout=httpx.Timeout(None, connect=timeouts.connect, read=timeouts.read),
-        follow_redirects=False,
-        # The proxy environment is read by the transports; cookies are not kept between URLs.
-        trust_env=False,
-        cookies=http.cookiejar.CookieJar(_NoCookies()),
-    )
-    async with client:
-        yield client
-
-
-class _NoCookies(http.cookiejar.DefaultCookiePolicy):
-    """Like curl: a cookie set by one URL is not sent to the next."""
-
-    def set_ok(self, cookie: http.cookiejar.Cookie, request: urllib.request.Request) -> bool:
-        return False
 
 
 def make_display(settings: Settings, env: Environment, stats: RunStats) -> Display:

@@ -16,6 +16,7 @@ import httpx
 import respx
 
 from fetchcli.cli import run_cli
+from fetchcli.client import Client
 from fetchcli.config import Settings
 from fetchcli.environment import Environment
 from fetchcli.fetcher import Fetcher
@@ -89,7 +90,7 @@ async def fetch_rig(
         return response
 
     transport = httpx.MockTransport(as_network_would)
-    async with httpx.AsyncClient(transport=transport) as client, asyncio.TaskGroup() as group:
+    async with Client(transport=transport) as client, asyncio.TaskGroup() as group:
         group.create_task(saver.small_files.run())
         group.create_task(saver.sizes.run())
         fetcher = Fetcher(

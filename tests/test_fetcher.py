@@ -219,6 +219,17 @@ async def test_credentials_stay_on_a_same_origin_redirect(respx_mock: respx.Mock
     assert same.calls.last.request.headers["Authorization"] == "Bearer t"
 
 
+async def test_cookies_are_not_carried_to_the_next_url(respx_mock: respx.MockRouter):
+    respx_mock.get("http://example.com/login").mock(
+        return_value=httpx.Response(200, headers={"Set-Cookie": "session=abc; Path=/"})
+    )
+    later = respx_mock.get("http://example.com/page").mock(return_value=httpx.Response(200))
+    async with fetch_rig(respx_mock) as rig:
+        await rig.fetcher.fetch(job("http://example.com/login"))
+        await rig.fetcher.fetch(job("http://example.com/page"))
+    assert "cookie" not in later.calls.last.request.headers
+
+
 async def test_a_body_shorter_than_its_content_length_is_retried(respx_mock: respx.MockRouter):
     short = httpx.Response(200, headers={"Content-Length": "100"}, content=b"x" * 40)
     respx_mock.get(URL).mock(side_effect=[short, httpx.Response(200, content=b"x" * 100)])

@@ -1,15 +1,17 @@
-"""An httpx transport backed by aiohttp's connection pool and C HTTP/1.1 parser.
+"""The HTTP client of a run: one httpx AsyncClient over a transport backed by aiohttp.
 
-httpx stays the client (requests, responses, headers, URLs); only the wire work moves.
-Measured on loopback (benchmarks/README.md): 2-3x the requests per second of httpx's default
-transport, and free of the shared-pool stall of httpcore 1.0 (encode/httpcore#822), so one
-client serves every worker. aiohttp errors are mapped to the most specific httpx error here,
-at the boundary, and `errors.map_transport_error` takes it from there.
+httpx stays the client (requests, responses, headers, URLs, HTTP/2); only the HTTP/1.1 wire
+work moves to aiohttp's connection pool and C parser. Measured on loopback
+(benchmarks/README.md): 2-3x the requests per second of httpx's default transport, and free
+of the shared-pool stall of httpcore 1.0 (encode/httpcore#822), so one client serves every
+worker. aiohttp errors are mapped to the most specific httpx error here, at the boundary,
+and `errors.map_transport_error` takes it from there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -19,7 +21,10 @@ import aiohttp
 import httpx
 import yarl
 
-__all__ = ["AiohttpTransport"]
+from fetchcli.config import Settings
+from fetchcli.decoding import ACCEPT_ENCODING
+
+__all__ = ["AiohttpTransport", "Client", "make_client"]
 
 READ_CHUNK = 256 * 1024
 
@@ -75,6 +80,14 @@ def _env_proxies(environ: Mapping[str, str] | None) -> dict[str, str]:
         if value and name.endswith("_proxy"):
             proxies[name[: -len("_proxy")]] = value
     return proxies
+
+
+def _header_items(headers: httpx.Headers) -> list[tuple[str, str]]:
+    # Faster than Headers.multi_items(), which works out the encoding again for every item.
+    try:
+        return [(name.decode("ascii"), value.decode()) for name, value in headers.raw]
+    except UnicodeDecodeError:
+        return headers.multi_items()
 
 
 def _http_version(version: aiohttp.HttpVersion | None) -> bytes:
@@ -144,7 +157,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             response = await self._session.request(
                 request.method,
                 yarl.URL(str(request.url), encoded=True),
-                headers=request.headers.multi_items(),
+                headers=_header_items(request.headers),
                 allow_redirects=False,
                 proxy=self._proxy or self._env_proxy(request.url),
                 timeout=aiohttp.ClientTimeout(
@@ -186,3 +199,57 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             await session.close()
             # Let the transports' close callbacks run before the loop goes away.
             await asyncio.sleep(0)
+
+
+class _NoCookies(httpx.Cookies):
+    def extract_cookies(self, response: httpx.Response) -> None:
+        """Keep nothing."""
+
+
+class Client(httpx.AsyncClient):
+    """An AsyncClient that keeps no cookies from one URL to the next, as curl does.
+
+    httpx parses every response's Set-Cookie into a jar through urllib's cookie machinery:
+    measured here, a third of the client's cost per request, for cookies we would not send.
+    """
+
+    _no_cookies = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        pass
+
+
+@contextlib.asynccontextmanager
+async def make_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The one client of a run: aiohttp for HTTP/1.1; httpcore for HTTP/2 over TLS."""
+    options = settings.http
+    timeouts = settings.timeouts
+    ssl_context = httpx.create_ssl_context(verify=options.verify)
+    if not options.verify:
+        ssl_context.check_hostname = False
+        ssl_context.verify_mode = ssl.CERT_NONE
+    transport = AiohttpTransport(ssl_context=ssl_context, proxy=options.proxy)
+    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
+    if options.http2:
+        # aiohttp speaks HTTP/1.1 only; HTTP/2 is negotiated over TLS, so https goes to httpcore.
+        mounts["https://"] = httpx.AsyncHTTPTransport(
+            http2=True,
+            verify=ssl_context,
+            proxy=options.proxy,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
+        )
+    client = Client(
+        transport=transport,
+        mounts=mounts,
+        headers={"Accept-Encoding": ACCEPT_ENCODING},
+        timeout=httpx.Timeout(None, connect=timeouts.connect, read=timeouts.read),
+        follow_redirects=False,
+        trust_env=False,  # the transport reads the proxy variables
+    )
+    async with client:
+        yield client
