@@ -18,17 +18,15 @@ import signal
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
-from rich.console import Console
-
 from fetchcli.batching import Batcher
 from fetchcli.client import make_client
 from fetchcli.config import Settings
+from fetchcli.display import make_display
 from fetchcli.environment import Environment
 from fetchcli.errors import Interrupted
 from fetchcli.fetcher import Fetcher
 from fetchcli.limits import Limiter
 from fetchcli.models import Job, Record
-from fetchcli.progress import Display, NullDisplay, PlainDisplay, RichDisplay
 from fetchcli.records import RecordLog, load_done
 from fetchcli.sink import Saver
 from fetchcli.sources import (
@@ -242,16 +240,6 @@ def _duplicate(job: Job) -> Record:
         source=job.source,
         line=job.line,
     )
-
-
-def make_display(settings: Settings, env: Environment, stats: RunStats) -> Display:
-    """The display for where stderr goes: nothing, one summary line, or a live view."""
-    if settings.output.quiet:
-        return NullDisplay()
-    if not env.stderr_isatty:
-        return PlainDisplay(stats, env.stderr)
-    console = Console(file=env.stderr, force_terminal=True, no_color=env.no_color)
-    return RichDisplay(stats, console)
 
 
 @contextlib.contextmanager

@@ -47,6 +47,7 @@ import logging
 import math
 import random
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -497,7 +498,8 @@ async def _refuse(writer: asyncio.StreamWriter, status: str) -> None:
 class FaultServer:
     """The fault routes above on 127.0.0.1, served by an event loop in a daemon thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._ssl = ssl_context  # serve https with this context; plain http without one
         self._cond = threading.Condition()
         self._hits: Counter[str] = Counter()
         # Fault sequencing ("first K attempts") is never reset, unlike the statistics.
@@ -560,7 +562,8 @@ class FaultServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        scheme = "https" if self._ssl else "http"
+        return f"{scheme}://127.0.0.1:{self._port}"
 
     def url(self, path: str) -> str:
         """base_url + path, verbatim: no quoting, no normalisation."""
@@ -672,7 +675,7 @@ class FaultServer:
         self._loop.set_exception_handler(self._on_loop_error)
         self._stopping = asyncio.Event()
         server = await asyncio.start_server(
-            self._serve, "127.0.0.1", 0, limit=_MAX_HEAD, backlog=4096
+            self._serve, "127.0.0.1", 0, limit=_MAX_HEAD, backlog=4096, ssl=self._ssl
         )
         self._port = server.sockets[0].getsockname()[1]
         self._ready.set()

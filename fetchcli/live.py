@@ -1,8 +1,9 @@
-"""What a person sees on stderr: a live Rich display on a terminal, one summary line otherwise.
+"""The live view on a terminal: overall progress, counts, the largest transfers, failures
+printed above, and a summary table at the end.
 
-The live display is drawn by a chain of fire-and-forget frame tasks (about 10 a second),
-kept in a strong-reference set with a done callback that surfaces a failed redraw instead
-of losing it. Events only touch counters in `RunStats`; nothing is drawn per chunk.
+It is drawn by a chain of fire-and-forget frame tasks (about 10 a second), kept in a
+strong-reference set with a done callback that surfaces a failed redraw instead of losing
+it. Events only touch counters in `RunStats`; nothing is drawn per chunk.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Coroutine, Iterable
-from typing import Any, Protocol, TextIO
+from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -22,10 +23,12 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from fetchcli.display import size as _size
+from fetchcli.environment import Environment
 from fetchcli.models import Record
 from fetchcli.stats import RunStats
 
-__all__ = ["Display", "NullDisplay", "PlainDisplay", "RichDisplay", "summary_line"]
+__all__ = ["LiveDisplay", "summary_table"]
 
 FRAME_SECONDS = 0.1
 RATE_WINDOW_SECONDS = 5.0
@@ -34,53 +37,14 @@ MAX_TRANSFER_ROWS = 3
 BIG_TRANSFER_BYTES = 1024 * 1024
 
 
-class Display(Protocol):
-    """What the pipeline tells the display."""
-
-    def start(self, sources: Iterable[str]) -> None:
-        """The run begins; `sources` are the input names (to count lines ahead)."""
-
-    def on_record(self, record: Record) -> None:
-        """A record was produced."""
-
-    async def aclose(self, *, interrupted: bool) -> None:
-        """The run ended: stop drawing and print the summary."""
-
-
-class NullDisplay:
-    """For -q: nothing at all."""
-
-    def start(self, sources: Iterable[str]) -> None:
-        pass
-
-    def on_record(self, record: Record) -> None:
-        pass
-
-    async def aclose(self, *, interrupted: bool) -> None:
-        pass
-
-
-class PlainDisplay:
-    """Not a terminal: no live display, no control codes, one summary line at the end."""
-
-    def __init__(self, stats: RunStats, stream: TextIO) -> None:
-        self._stats = stats
-        self._stream = stream
-
-    def start(self, sources: Iterable[str]) -> None:
-        pass
-
-    def on_record(self, record: Record) -> None:
-        pass
-
-    async def aclose(self, *, interrupted: bool) -> None:
-        prefix = "interrupted: " if interrupted else ""
-        self._stream.write(f"fetchcli: {prefix}{summary_line(self._stats)}\n")
-        self._stream.flush()
-
-
-class RichDisplay:
+class LiveDisplay:
     """A live display: overall progress, counts, the largest transfers, failures above."""
+
+    @classmethod
+    def on_stderr(cls, stats: RunStats, env: Environment) -> LiveDisplay:
+        """A live display on the environment's stderr (a terminal)."""
+        console = Console(file=env.stderr, force_terminal=True, no_color=env.no_color)
+        return cls(stats, console)
 
     def __init__(self, stats: RunStats, console: Console) -> None:
         self._stats = stats
@@ -241,24 +205,6 @@ class RichDisplay:
         return [rows] if speeds else []
 
 
-def summary_line(stats: RunStats) -> str:
-    """One plain line: counts, bytes, time and rates; no control codes."""
-    rate = stats.done / stats.elapsed if stats.elapsed > 0 else 0.0
-    parts = [f"{stats.done:,} URLs in {stats.elapsed:.1f}s ({rate:,.0f}/s)", f"{stats.ok:,} ok"]
-    failed = f"{stats.failed:,} failed"
-    kinds = [(k, n) for k, n in stats.by_outcome.most_common() if k != "ok" and "skipped" not in k]
-    if kinds:
-        failed += " (" + ", ".join(f"{kind} {count:,}" for kind, count in kinds[:4]) + ")"
-    parts.append(failed)
-    if stats.skipped:
-        parts.append(f"{stats.skipped:,} skipped")
-    if stats.resumed:
-        parts.append(f"{stats.resumed:,} already done")
-    parts.append(_size(stats.bytes))
-    parts.append(f"{stats.retries:,} retries")
-    return ", ".join(parts)
-
-
 def summary_table(stats: RunStats, *, interrupted: bool = False) -> RenderableType:
     """The end-of-run summary for a terminal: outcomes with an example each, then totals."""
     title = "fetchcli: interrupted" if interrupted else "fetchcli: done"
@@ -297,16 +243,6 @@ def _failure_line(record: Record) -> Text:
 
 def _short_name(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1].split("?")[0] or url
-
-
-def _size(count: float | None) -> str:
-    if count is None:
-        return "?"
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(count) < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} TB"  # pragma: no cover
 
 
 def _clock(seconds: float) -> str:

@@ -1,0 +1,100 @@
+"""What a person sees on stderr: nothing (-q), one plain summary line (not a terminal),
+or the live view of `fetchcli.live` (a terminal). Only the live view imports Rich.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol, TextIO
+
+from fetchcli.config import Settings
+from fetchcli.environment import Environment
+from fetchcli.models import Record
+from fetchcli.stats import RunStats
+
+__all__ = ["Display", "NullDisplay", "PlainDisplay", "make_display", "summary_line"]
+
+
+class Display(Protocol):
+    """What the pipeline tells the display."""
+
+    def start(self, sources: Iterable[str]) -> None:
+        """The run begins; `sources` are the input names (to count lines ahead)."""
+
+    def on_record(self, record: Record) -> None:
+        """A record was produced."""
+
+    async def aclose(self, *, interrupted: bool) -> None:
+        """The run ended: stop drawing and print the summary."""
+
+
+class NullDisplay:
+    """For -q: nothing at all."""
+
+    def start(self, sources: Iterable[str]) -> None:
+        pass
+
+    def on_record(self, record: Record) -> None:
+        pass
+
+    async def aclose(self, *, interrupted: bool) -> None:
+        pass
+
+
+class PlainDisplay:
+    """Not a terminal: no live display, no control codes, one summary line at the end."""
+
+    def __init__(self, stats: RunStats, stream: TextIO) -> None:
+        self._stats = stats
+        self._stream = stream
+
+    def start(self, sources: Iterable[str]) -> None:
+        pass
+
+    def on_record(self, record: Record) -> None:
+        pass
+
+    async def aclose(self, *, interrupted: bool) -> None:
+        prefix = "interrupted: " if interrupted else ""
+        self._stream.write(f"fetchcli: {prefix}{summary_line(self._stats)}\n")
+        self._stream.flush()
+
+
+def make_display(settings: Settings, env: Environment, stats: RunStats) -> Display:
+    """The display for where stderr goes: nothing, one summary line, or a live view."""
+    if settings.output.quiet:
+        return NullDisplay()
+    if not env.stderr_isatty:
+        return PlainDisplay(stats, env.stderr)
+    from fetchcli.live import LiveDisplay  # Rich: ~50 ms to import, only for a terminal
+
+    return LiveDisplay.on_stderr(stats, env)
+
+
+def summary_line(stats: RunStats) -> str:
+    """One plain line: counts, bytes, time and rates; no control codes."""
+    rate = stats.done / stats.elapsed if stats.elapsed > 0 else 0.0
+    parts = [f"{stats.done:,} URLs in {stats.elapsed:.1f}s ({rate:,.0f}/s)", f"{stats.ok:,} ok"]
+    failed = f"{stats.failed:,} failed"
+    kinds = [(k, n) for k, n in stats.by_outcome.most_common() if k != "ok" and "skipped" not in k]
+    if kinds:
+        failed += " (" + ", ".join(f"{kind} {count:,}" for kind, count in kinds[:4]) + ")"
+    parts.append(failed)
+    if stats.skipped:
+        parts.append(f"{stats.skipped:,} skipped")
+    if stats.resumed:
+        parts.append(f"{stats.resumed:,} already done")
+    parts.append(size(stats.bytes))
+    parts.append(f"{stats.retries:,} retries")
+    return ", ".join(parts)
+
+
+def size(count: float | None) -> str:
+    """A byte count for people: 0 B, 12.3 kB, 4.5 MB ..."""
+    if count is None:
+        return "?"
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(count) < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"  # pragma: no cover
