@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -162,11 +163,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 headers=_header_items(request.headers),
                 allow_redirects=False,
                 proxy=self._proxy or self._env_proxy(request.url),
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
-                ),
+                timeout=self._timeout(timeout.get("connect"), timeout.get("read")),
             )
         return httpx.Response(
             status_code=response.status,
@@ -178,6 +175,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 "reason_phrase": (response.reason or "").encode("latin-1", "replace"),
             },
         )
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019 - a handful of values for the run's life
+    def _timeout(self, connect: float | None, read: float | None) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
 
     def _env_proxy(self, url: httpx.URL) -> str | None:
         if not self._env_proxies:

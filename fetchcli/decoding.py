@@ -88,10 +88,13 @@ class ChainDecoder(Decoder):
             yield from self._through(index + 1, piece)
 
 
+IDENTITY = Decoder()  # stateless: one serves every identity body
+
+
 def decoder_for(content_encoding: str | None) -> Decoder:
     """The decoder for a Content-Encoding header value; PermanentError when unsupported."""
     if not content_encoding:
-        return Decoder()
+        return IDENTITY
     codings = [c.strip().lower() for c in content_encoding.split(",")]
     decoders: list[Decoder] = []
     # Encodings are listed in the order they were applied; undo them in reverse.
@@ -106,5 +109,5 @@ def decoder_for(content_encoding: str | None) -> Decoder:
             msg = f"unsupported Content-Encoding: {coding}"
             raise PermanentError("decoding", msg)
     if not decoders:
-        return Decoder()
+        return IDENTITY
     return decoders[0] if len(decoders) == 1 else ChainDecoder(decoders)

@@ -25,7 +25,7 @@ from fetchcli.models import Job, Record
 from fetchcli.paths import relative_path
 from fetchcli.sink import Body, Saver
 from fetchcli.sources import url_key
-from fetchcli.stats import RunStats, Transfer
+from fetchcli.stats import SHOWN_TRANSFER_BYTES, RunStats, Transfer
 
 __all__ = ["Fetcher", "backoff_delay", "parse_retry_after"]
 
@@ -33,7 +33,6 @@ __all__ = ["Fetcher", "backoff_delay", "parse_retry_after"]
 SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 ERROR_BODY_DRAIN = 64 * 1024
-EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
 def backoff_delay(
@@ -129,19 +128,25 @@ class Fetcher:
                     if size is not None:
                         return self._skipped_existing(job, relpath, size)
                 host = job.parsed.netloc.decode("ascii")
+                stats, limiter = self._stats, self._limiter
                 while True:
                     attempts += 1
+                    await limiter.acquire(host)
+                    stats.in_flight += 1
                     try:
-                        async with self._limiter.slot(host):
-                            fetched = await self._counted_attempt(job, relpath)
+                        fetched = await self._attempt(job, relpath)
                     except TransientError as exc:
                         if attempts > self._retry.retries:
                             return self._failed(job, exc, attempts, started)
-                        await self._wait_before_retry(host, attempts, exc)
+                        retry = exc
                     except PermanentError as exc:
                         return self._failed(job, exc, attempts, started)
                     else:
                         return self._succeeded(job, fetched, attempts, started)
+                    finally:
+                        stats.in_flight -= 1
+                        limiter.release(host)
+                    await self._wait_before_retry(host, attempts, retry)
         except TimeoutError:
             error = TransientError("deadline", "deadline exceeded")
             return self._failed(job, error, attempts, started)
@@ -157,13 +162,6 @@ class Fetcher:
         finally:
             self._stats.retrying -= 1
 
-    async def _counted_attempt(self, job: Job, relpath: PurePosixPath | None) -> _Fetched:
-        self._stats.in_flight += 1
-        try:
-            return await self._attempt(job, relpath)
-        finally:
-            self._stats.in_flight -= 1
-
     async def _attempt(self, job: Job, relpath: PurePosixPath | None) -> _Fetched:
         body: Body | None = None
         transfer_id = next(self._ids)
@@ -177,9 +175,9 @@ class Fetcher:
                     if self._http.method == "HEAD":
                         return self._fetched(response, None, 0, None)
                     body = self._saver.body(relpath)
-                    self._stats.transfers[transfer_id] = Transfer(
-                        job.url, _content_length(response), body
-                    )
+                    expected = _content_length(response)
+                    if expected is None or expected >= SHOWN_TRANSFER_BYTES:
+                        self._stats.transfers[transfer_id] = Transfer(job.url, expected, body)
                     await self._read_body(response, body)
                     path, digest = await body.finish()
                     size, body = body.size, None

@@ -57,11 +57,9 @@ class Limiter:
         self._per_host = limits.per_host
         self._rate = RateLimiter(limits.rate, self._clock) if limits.rate else None
         self._hosts: dict[str, _Host] = {}
-        self.in_flight = 0
 
-    @asynccontextmanager
-    async def slot(self, host: str) -> AsyncIterator[None]:
-        """Hold one request slot for `host` for the duration of the block."""
+    async def acquire(self, host: str) -> None:
+        """Wait for a request slot for `host`; pair it with `release(host)`."""
         state = self._hosts.get(host)
         if state is None:
             state = self._hosts[host] = _Host(self._per_host)
@@ -70,17 +68,42 @@ class Limiter:
             # A pause may be extended while we sleep, so look again after each nap.
             while (delay := state.paused_until - self._clock()) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(delay)
-            if state.semaphore is None:
-                async with self._started():
-                    yield
-            else:
-                async with state.semaphore, self._started():
-                    yield
+            if state.semaphore is not None:
+                await state.semaphore.acquire()
+            try:
+                if self._rate is not None:
+                    await self._rate.wait()
+                await self._global.acquire()
+            except BaseException:
+                if state.semaphore is not None:
+                    state.semaphore.release()
+                raise
+        except BaseException:
+            self._leave(host, state)
+            raise
+
+    def release(self, host: str) -> None:
+        """Give back the slot taken by `acquire(host)`."""
+        state = self._hosts[host]
+        self._global.release()
+        if state.semaphore is not None:
+            state.semaphore.release()
+        self._leave(host, state)
+
+    @asynccontextmanager
+    async def slot(self, host: str) -> AsyncIterator[None]:
+        """Hold one request slot for `host` for the duration of the block."""
+        await self.acquire(host)
+        try:
+            yield
         finally:
-            state.users -= 1
-            if state.users == 0 and state.paused_until <= self._clock():
-                # Forget idle hosts, so a list of a million hosts does not grow a million entries.
-                del self._hosts[host]
+            self.release(host)
+
+    def _leave(self, host: str, state: _Host) -> None:
+        state.users -= 1
+        if state.users == 0 and state.paused_until <= self._clock():
+            # Forget idle hosts, so a list of a million hosts does not grow a million entries.
+            del self._hosts[host]
 
     def pause_host(self, host: str, seconds: float) -> None:
         """Start no new request to `host` for `seconds` (a Retry-After on 429/503)."""
@@ -93,14 +116,3 @@ class Limiter:
         """Seconds until `host` may be contacted again (0 when it is not paused)."""
         state = self._hosts.get(host)
         return max(0.0, state.paused_until - self._clock()) if state else 0.0
-
-    @asynccontextmanager
-    async def _started(self) -> AsyncIterator[None]:
-        if self._rate is not None:
-            await self._rate.wait()
-        async with self._global:
-            self.in_flight += 1
-            try:
-                yield
-            finally:
-                self.in_flight -= 1

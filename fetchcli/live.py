@@ -26,7 +26,7 @@ from rich.text import Text
 from fetchcli.display import size as _size
 from fetchcli.environment import Environment
 from fetchcli.models import Record
-from fetchcli.stats import RunStats
+from fetchcli.stats import SHOWN_TRANSFER_BYTES, RunStats
 
 __all__ = ["LiveDisplay", "summary_table"]
 
@@ -34,7 +34,6 @@ FRAME_SECONDS = 0.1
 RATE_WINDOW_SECONDS = 5.0
 MAX_FAILURE_LINES = 10
 MAX_TRANSFER_ROWS = 3
-BIG_TRANSFER_BYTES = 1024 * 1024
 
 
 class LiveDisplay:
@@ -179,7 +178,7 @@ class LiveDisplay:
         big = [
             (key, transfer)
             for key, transfer in list(self._stats.transfers.items())
-            if max(transfer.expected or 0, transfer.body.size) >= BIG_TRANSFER_BYTES
+            if max(transfer.expected or 0, transfer.body.size) >= SHOWN_TRANSFER_BYTES
         ]
         big.sort(key=lambda item: -(item[1].expected or item[1].body.size))
         speeds: dict[int, tuple[float, int, float]] = {}

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from fetchcli.models import Record
 from fetchcli.sink import Body
 
-__all__ = ["RunStats", "Transfer"]
+__all__ = ["SHOWN_TRANSFER_BYTES", "RunStats", "Transfer"]
+
+SHOWN_TRANSFER_BYTES = 1024 * 1024  # transfers from this size get a row in the live display
 
 
 @dataclass(slots=True)
