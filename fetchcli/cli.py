@@ -190,7 +190,7 @@ def get(
         float,
         typer.Option(
             "--backoff",
-            help="Base delay: retry k waits about S * 2**k, with jitter.",
+            help="Base delay: retry k waits S * 2**k plus random jitter (up to half again).",
             envvar=_env("backoff"),
             rich_help_panel=TIMEOUTS,
         ),

@@ -43,17 +43,17 @@ def backoff_delay(
 ) -> float:
     """Seconds to wait after failed attempt number `attempt` (1-based).
 
-    Exponential with "equal jitter": half of `backoff * 2**(attempt-1)` for sure, the other
-    half drawn at random, so a crowd of clients does not come back in step. A server's
-    `Retry-After` replaces it. Both are capped by `backoff_max`.
+    Retry k (from 0) waits `backoff * 2**k` plus up to half as much again at random, so a
+    crowd of clients does not come back in step. A server's `Retry-After` replaces it. Both
+    are capped by `backoff_max`.
     """
     if retry_after is not None:
         return min(max(retry_after, 0.0), policy.backoff_max)
     try:
-        ceiling = min(policy.backoff * 2.0 ** (attempt - 1), policy.backoff_max)
+        base = min(policy.backoff * 2.0 ** (attempt - 1), policy.backoff_max)
     except OverflowError:
-        ceiling = policy.backoff_max
-    return ceiling / 2 + random() * ceiling / 2
+        base = policy.backoff_max
+    return min(base + random() * base / 2, policy.backoff_max)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
