@@ -33,6 +33,7 @@ from fetchcli.sources import (
     BadLine,
     FingerprintSet,
     Lines,
+    close_sources,
     lines_of,
     open_sources,
     parse_line,
@@ -50,51 +51,52 @@ async def run(settings: Settings, env: Environment) -> RunStats:
 
     Returns the stats; raises UsageError, OutputError or Interrupted.
     """
-    sources = await asyncio.to_thread(
-        open_sources, settings.input.sources, env.stdin, env.stdin_isatty
-    )
-    output = settings.output
-    done = None
-    if output.resume and output.jsonl:
-        done = await asyncio.to_thread(load_done, output.jsonl)
-    log = None
-    if output.jsonl:
-        log = await asyncio.to_thread(
-            RecordLog.open, output.jsonl, append=output.resume, stdout=env.stdout
+    async with contextlib.AsyncExitStack() as opened:
+        sources = await asyncio.to_thread(
+            open_sources, settings.input.sources, env.stdin, env.stdin_isatty
         )
-    stats = RunStats()
-    display = make_display(settings, env, stats)
+        opened.push_async_callback(asyncio.to_thread, close_sources, sources)
+        output = settings.output
+        done = None
+        if output.resume and output.jsonl:
+            done = await asyncio.to_thread(load_done, output.jsonl)
+        log = None
+        if output.jsonl:
+            log = await asyncio.to_thread(
+                RecordLog.open, output.jsonl, append=output.resume, stdout=env.stdout
+            )
+            opened.push_async_callback(asyncio.to_thread, log.close)
+        stats = RunStats()
+        display = make_display(settings, env, stats)
 
-    async def emit(record: Record) -> None:
-        stats.add(record)
-        if log is not None:
-            log.add(record)
-        display.on_record(record)
+        async def emit(record: Record) -> None:
+            stats.add(record)
+            if log is not None:
+                log.add(record)
+            display.on_record(record)
 
-    with _signals_cancel_this_task() as caught:
-        try:
+        with _signals_cancel_this_task() as caught:
             try:
-                display.start(settings.input.sources)
-                await execute(
-                    settings,
-                    lines_of(sources),
-                    emit,
-                    stats,
-                    random=env.random.random,
-                    done=done,
-                    writers=[log.writer] if log else [],
-                )
-            finally:
-                if log is not None:
-                    await asyncio.to_thread(log.close)
-                await display.aclose(interrupted=bool(caught))
-        except asyncio.CancelledError:
-            if not caught:
-                raise
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            raise Interrupted(caught[0]) from None
+                try:
+                    display.start(settings.input.sources)
+                    await execute(
+                        settings,
+                        lines_of(sources),
+                        emit,
+                        stats,
+                        random=env.random.random,
+                        done=done,
+                        writers=[log.writer] if log else [],
+                    )
+                finally:
+                    await display.aclose(interrupted=bool(caught))
+            except asyncio.CancelledError:
+                if not caught:
+                    raise
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                raise Interrupted(caught[0]) from None
     return stats
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "FingerprintSet",
     "Lines",
     "Source",
+    "close_sources",
     "lines_from",
     "lines_of",
     "open_sources",
@@ -75,12 +76,17 @@ def open_sources(names: tuple[str, ...], stdin: BinaryIO, stdin_isatty: bool) ->
         try:
             sources.append(Source(name, open(name, "rb")))  # noqa: SIM115 - closed by read_lines
         except OSError as exc:
-            for source in sources:
-                if source.name != "-":
-                    source.stream.close()
+            close_sources(sources)
             msg = f"cannot read {name}: {exc.strerror or exc}"
             raise UsageError(msg) from exc
     return sources
+
+
+def close_sources(sources: list[Source]) -> None:
+    """Close every opened file (not stdin); idempotent."""
+    for source in sources:
+        if source.name != "-":
+            source.stream.close()
 
 
 # Batches of numbered raw lines, each with the name of its source ("-" is stdin).
@@ -138,8 +144,7 @@ async def read_lines(source: Source) -> AsyncIterator[list[tuple[int, bytes | No
         if pending or overlong:
             yield [(number + 1, None if overlong else pending)]
     finally:
-        if source.name != "-":
-            source.stream.close()
+        close_sources([source])
 
 
 async def _read_chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
