@@ -138,6 +138,16 @@ def get(
             rich_help_panel=CONCURRENCY,
         ),
     ] = 0.0,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "-P",
+            "--processes",
+            help="Engine processes, each with its own event loop (0: one per core, up to 4).",
+            envvar=_env("processes"),
+            rich_help_panel=CONCURRENCY,
+        ),
+    ] = 0,
     timeout: Annotated[
         float,
         typer.Option(
@@ -367,6 +377,7 @@ def get(
         workers=workers,
         per_host=per_host,
         rate=rate,
+        processes=processes,
         timeout=timeout,
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,

@@ -65,6 +65,7 @@ class Limits:
     workers: int = DEFAULT_CONCURRENCY
     per_host: int = 0  # 0: no per-host limit
     rate: float = 0.0  # requests started per second over the whole run; 0: no limit
+    processes: int = 1  # engine processes; 0: one per core (see processes.engine_count)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,6 +137,7 @@ class Settings:
         workers: int | None = None,
         per_host: int = 0,
         rate: float = 0.0,
+        processes: int = 0,
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
@@ -165,6 +167,7 @@ class Settings:
         _at_least("workers", concurrency if workers is None else workers, 1)
         _at_least("per-host", per_host, 0)
         _at_least("rate", rate, 0)
+        _at_least("processes", processes, 0)
         for name, value in (
             ("timeout", timeout),
             ("connect-timeout", connect_timeout),
@@ -193,6 +196,7 @@ class Settings:
                 workers=concurrency if workers is None else workers,
                 per_host=per_host,
                 rate=float(rate),
+                processes=processes,
             ),
             timeouts=Timeouts(
                 total=timeout or None,

@@ -29,6 +29,7 @@ __all__ = [
     "TransientError",
     "UsageError",
     "map_transport_error",
+    "sole_error",
 ]
 
 
@@ -142,3 +143,16 @@ def _is_unknown_host(exc: BaseException) -> bool:
             return seen.errno != socket.EAI_AGAIN
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error inside a TaskGroup's group, when there is one (the usual case)."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        else:
+            leaves.append(error)
+    return leaves[0] if len(leaves) == 1 else group

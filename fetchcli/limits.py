@@ -51,7 +51,14 @@ class _Host:
 class Limiter:
     """Hands out request slots: host pause, then per-host limit, then rate, then global limit."""
 
-    def __init__(self, limits: Limits, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        clock: Callable[[], float] | None = None,
+        on_pause: Callable[[str, float], None] | None = None,
+    ) -> None:
+        # on_pause hears of every pause this limiter starts, so other engines can follow.
+        self._on_pause = on_pause
         self._clock = clock or asyncio.get_running_loop().time
         self._global = asyncio.Semaphore(limits.concurrency)
         self._per_host = limits.per_host
@@ -105,8 +112,10 @@ class Limiter:
             # Forget idle hosts, so a list of a million hosts does not grow a million entries.
             del self._hosts[host]
 
-    def pause_host(self, host: str, seconds: float) -> None:
+    def pause_host(self, host: str, seconds: float, *, announce: bool = True) -> None:
         """Start no new request to `host` for `seconds` (a Retry-After on 429/503)."""
+        if announce and self._on_pause is not None:
+            self._on_pause(host, seconds)
         state = self._hosts.get(host)
         if state is None:
             state = self._hosts[host] = _Host(self._per_host)

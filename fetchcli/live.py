@@ -127,7 +127,7 @@ class LiveDisplay:
         stats = self._stats
         now = time.monotonic()
         # Bytes of finished bodies and of those still arriving, so a big download shows.
-        received = stats.bytes + sum(t.body.size for t in list(stats.transfers.values()))
+        received = stats.bytes + sum(t.progress.size for t in list(stats.transfers.values()))
         request_rate, byte_rate = self._rates(now, received)
         done = stats.done + stats.resumed
         top = Table.grid(expand=True, padding=(0, 1))
@@ -178,16 +178,16 @@ class LiveDisplay:
         big = [
             (key, transfer)
             for key, transfer in list(self._stats.transfers.items())
-            if max(transfer.expected or 0, transfer.body.size) >= SHOWN_TRANSFER_BYTES
+            if max(transfer.expected or 0, transfer.progress.size) >= SHOWN_TRANSFER_BYTES
         ]
-        big.sort(key=lambda item: -(item[1].expected or item[1].body.size))
+        big.sort(key=lambda item: -(item[1].expected or item[1].progress.size))
         speeds: dict[int, tuple[float, int, float]] = {}
         rows = Table.grid(expand=True, padding=(0, 1))
         rows.add_column(no_wrap=True, overflow="ellipsis", max_width=28, style="dim")
         rows.add_column(ratio=1)
         rows.add_column(no_wrap=True, justify="right")
         for key, transfer in big[:MAX_TRANSFER_ROWS]:
-            size = transfer.body.size
+            size = transfer.progress.size
             then, then_size, speed = self._speeds.get(key, (now, size, 0.0))
             if now - then >= 0.5:  # a smoothed speed, refreshed twice a second
                 speed = 0.5 * speed + 0.5 * (size - then_size) / (now - then)

@@ -23,10 +23,11 @@ from fetchcli.client import make_client
 from fetchcli.config import Settings
 from fetchcli.display import make_display
 from fetchcli.environment import Environment
-from fetchcli.errors import Interrupted
+from fetchcli.errors import Interrupted, sole_error
 from fetchcli.fetcher import Fetcher
 from fetchcli.limits import Limiter
 from fetchcli.models import Job, Record
+from fetchcli.processes import engine_count, execute_in_processes
 from fetchcli.records import RecordLog, load_done
 from fetchcli.sink import Saver
 from fetchcli.sources import (
@@ -79,15 +80,29 @@ async def run(settings: Settings, env: Environment) -> RunStats:
             try:
                 try:
                     display.start(settings.input.sources)
-                    await execute(
-                        settings,
-                        lines_of(sources),
-                        emit,
-                        stats,
-                        random=env.random.random,
-                        done=done,
-                        writers=[log.writer] if log else [],
-                    )
+                    writers = [log.writer] if log else []
+                    count = engine_count(settings)
+                    if count > 1:
+                        await execute_in_processes(
+                            settings,
+                            count,
+                            lines_of(sources),
+                            emit,
+                            stats,
+                            done=done,
+                            writers=writers,
+                            produce=produce,
+                        )
+                    else:
+                        await execute(
+                            settings,
+                            lines_of(sources),
+                            emit,
+                            stats,
+                            random=env.random.random,
+                            done=done,
+                            writers=writers,
+                        )
                 finally:
                     await display.aclose(interrupted=bool(caught))
             except asyncio.CancelledError:
@@ -109,6 +124,7 @@ async def execute(
     random: Callable[[], float],
     done: FingerprintSet | None = None,
     writers: Sequence[Batcher[Any, Any]] = (),
+    limiter: Limiter | None = None,
 ) -> None:
     """Fetch every line, handing each record to `emit`: the engine of the CLI and the library.
 
@@ -118,7 +134,8 @@ async def execute(
     saver = Saver(settings.output.output_dir, save=settings.output.save)
     try:
         async with make_client(settings) as client:
-            fetcher = Fetcher(client, settings, Limiter(settings.limits), saver, stats, random)
+            limiter = limiter or Limiter(settings.limits)
+            fetcher = Fetcher(client, settings, limiter, saver, stats, random)
             await _fetch_all(
                 settings,
                 lines,
@@ -129,7 +146,7 @@ async def execute(
                 done,
             )
     except BaseExceptionGroup as group:
-        raise _sole_error(group) from None
+        raise sole_error(group) from None
     finally:
         stats.finish()
         # In a thread that a second Ctrl-C cannot stop: asyncio.run() waits for it.
@@ -157,7 +174,9 @@ async def _fetch_all(
             group.create_task(writer.run())
         try:
             async with asyncio.TaskGroup() as work:
-                work.create_task(_produce(lines, queue, workers, emit, stats, seen, done, deadline))
+                work.create_task(
+                    _feed_workers(lines, queue, workers, emit, stats, seen, done, deadline)
+                )
                 for _ in range(workers):
                     work.create_task(_consume(queue, fetcher, emit, deadline))
         finally:
@@ -165,7 +184,7 @@ async def _fetch_all(
                 writer.close()
 
 
-async def _produce(
+async def _feed_workers(
     lines: Lines,
     queue: asyncio.Queue[Job | None],
     workers: int,
@@ -175,7 +194,22 @@ async def _produce(
     done: FingerprintSet | None,
     deadline: float | None,
 ) -> None:
-    """Read every line into the queue; then one sentinel per worker."""
+    """The producer: every job into the bounded queue, then one sentinel per worker."""
+    await produce(lines, queue.put, emit, stats, seen, done, deadline)
+    for _ in range(workers):
+        await queue.put(None)
+
+
+async def produce(
+    lines: Lines,
+    handoff: Callable[[Job], Awaitable[None]],
+    emit: Callable[[Record], Awaitable[None]],
+    stats: RunStats,
+    seen: FingerprintSet | None,
+    done: FingerprintSet | None,
+    deadline: float | None,
+) -> None:
+    """Turn lines into jobs for `handoff`; bad lines and duplicates into records at once."""
     try:
         async with asyncio.timeout_at(deadline):
             async for source, batch in lines:
@@ -191,11 +225,9 @@ async def _produce(
                     elif seen is not None and not seen.add(url_key(item.parsed)):
                         await emit(_duplicate(item))
                     else:
-                        await queue.put(item)
+                        await handoff(item)
     except TimeoutError:
-        pass  # the deadline: stop reading; what is queued is recorded as unfinished
-    for _ in range(workers):
-        await queue.put(None)
+        pass  # the deadline: stop reading; what was handed off is recorded as unfinished
 
 
 async def _consume(
@@ -207,19 +239,6 @@ async def _consume(
     """Fetch jobs from the queue until a sentinel arrives."""
     while (job := await queue.get()) is not None:
         await emit(await fetcher.fetch(job, deadline))
-
-
-def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error inside a TaskGroup's group, when there is one (the usual case)."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        error = pending.pop()
-        if isinstance(error, BaseExceptionGroup):
-            pending.extend(error.exceptions)
-        else:
-            leaves.append(error)
-    return leaves[0] if len(leaves) == 1 else group
 
 
 def _invalid(line: BadLine) -> Record:

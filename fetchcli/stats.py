@@ -5,22 +5,29 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from fetchcli.models import Record
-from fetchcli.sink import Body
 
-__all__ = ["SHOWN_TRANSFER_BYTES", "RunStats", "Transfer"]
+__all__ = ["SHOWN_TRANSFER_BYTES", "Progress", "RunStats", "Transfer"]
 
 SHOWN_TRANSFER_BYTES = 1024 * 1024  # transfers from this size get a row in the live display
 
 
+class Progress(Protocol):
+    """Something that knows how many bytes have arrived: a Body, or an engine's report."""
+
+    @property
+    def size(self) -> int: ...
+
+
 @dataclass(slots=True)
 class Transfer:
-    """A body being received now; the display reads `body.size` when it redraws."""
+    """A body being received now; the display reads `progress.size` when it redraws."""
 
     url: str
     expected: int | None
-    body: Body
+    progress: Progress
 
 
 @dataclass(slots=True)

@@ -1,0 +1,157 @@
+"""Several engine processes: the same records as one, limits that hold across them, pauses
+that reach all of them, and a lost engine that does not lose its URLs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fetchcli.config import Settings
+from fetchcli.processes import engine_count
+from tests.helpers import cli
+from tests.servers import body_for
+
+
+def mixed(server, unique: str) -> list[str]:
+    urls = [server.url(f"/ok/{unique}/{i}.txt") for i in range(60)]
+    urls += [server.url(f"/status/404/{unique}-{i}") for i in range(5)]
+    urls += [server.url(f"/flaky/{unique}/{i}?fail=1") for i in range(5)]
+    urls += ["ftp://nope.test/x", server.url(f"/ok/{unique}/0.txt")]  # a bad line, a duplicate
+    return urls
+
+
+def outcome(records: list[dict]) -> list[tuple]:
+    keep = ("line", "ok", "status", "attempts", "error_kind", "skipped", "bytes", "sha256")
+    return sorted(tuple(r[k] for k in keep) for r in records)
+
+
+def test_several_engines_give_the_same_records_as_one(server, unique, tmp_path):
+    urls = mixed(server, unique)
+    one = cli(
+        "get",
+        "-P",
+        "1",
+        "--backoff",
+        "0",
+        "-o",
+        str(tmp_path / "one"),
+        "--jsonl",
+        "-",
+        stdin="\n".join(urls).encode(),
+    )
+    urls = mixed(server, unique + "b")
+    two = cli(
+        "get",
+        "-P",
+        "2",
+        "--backoff",
+        "0",
+        "-o",
+        str(tmp_path / "two"),
+        "--jsonl",
+        "-",
+        stdin="\n".join(urls).encode(),
+    )
+    assert one.exit_code == two.exit_code == 1
+    first, second = outcome(one.records()), outcome(two.records())
+    assert [r[:6] for r in first] == [r[:6] for r in second]
+    assert len(second) == len(urls)
+    saved = [r for r in two.records() if r["path"]]
+    assert len(saved) == 65 and all(Path(r["path"]).exists() for r in saved)
+    ok = next(r for r in saved if r["url"].endswith("/3.txt"))
+    assert Path(ok["path"]).read_bytes() == body_for(f"/ok/{unique}b/3.txt")
+
+
+def test_concurrency_holds_across_engines(server, unique):
+    server.reset_stats()
+    stdin = "\n".join(server.url(f"/slow/{unique}/{i}?delay=0.2") for i in range(40)).encode()
+    result = cli("get", "--no-save", "-P", "2", "-c", "8", stdin=stdin)
+    assert result.exit_code == 0
+    assert server.max_in_flight == 8
+
+
+def test_a_host_pause_reaches_every_engine(server, other_server, unique):
+    paused = server.url(f"/retry-after/{unique}?fail=1&after=1.5&status=429")
+    late = [server.url(f"/ok/{unique}/late{i}") for i in range(4)]
+    # Every other worker of both engines is busy until ~0.3 s: the late URLs start after the 429.
+    elsewhere = [other_server.url(f"/slow/{unique}/{i}?delay=0.3") for i in range(9)]
+    stdin = "\n".join([paused, *elsewhere, *late]).encode()
+    result = cli("get", "--no-save", "-P", "2", "-c", "10", "--jsonl", "-", stdin=stdin)
+    by_url = {r["url"]: r for r in result.records()}
+    assert result.exit_code == 0
+    # Whichever engine the late URLs went to, they waited for the pause.
+    assert all(by_url[url]["elapsed"] >= 0.5 for url in late)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and "fetchcli.processes" in Path(
+                f"/proc/{entry}/cmdline"
+            ).read_text(errors="replace"):
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="uses /proc")
+def test_a_lost_engine_does_not_lose_its_urls(server, unique):
+    hung = [server.url(f"/hang/{unique}/{i}") for i in range(6)]
+    killed: list[int] = []
+
+    def kill_one_engine() -> None:
+        assert server.wait_in_flight(6, timeout=20)
+        engines = children_of(os.getpid())
+        os.kill(engines[0], signal.SIGKILL)
+        killed.append(engines[0])
+
+    killer = threading.Thread(target=kill_one_engine)
+    killer.start()
+    started = time.monotonic()
+    result = cli(
+        "get",
+        "--no-save",
+        "-P",
+        "2",
+        "-c",
+        "8",
+        "-t",
+        "3",
+        "-r",
+        "0",
+        "--jsonl",
+        "-",
+        stdin="\n".join(hung).encode(),
+    )
+    killer.join()
+    assert killed and result.exit_code == 1
+    records = result.records()
+    assert sorted(r["url"] for r in records) == sorted(hung)  # every URL recorded, once
+    lost = [r for r in records if r["error_kind"] == "internal"]
+    assert lost and all(r["error"].startswith("engine process died") for r in lost)
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize(
+    ("options", "cpus", "expected"),
+    [
+        ({}, 8, 4),
+        ({}, 2, 2),
+        ({}, 1, 1),
+        ({"processes": 3}, 2, 3),
+        ({"per_host": 2}, 8, 1),
+        ({"concurrency": 4}, 8, 1),
+        ({"processes": 6, "concurrency": 4}, 8, 4),
+    ],
+)
+def test_engine_count(options, cpus, expected):
+    assert engine_count(Settings.create(**options), cpus=cpus) == expected
