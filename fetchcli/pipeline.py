@@ -35,6 +35,7 @@ from fetchcli.sources import (
     FingerprintSet,
     Lines,
     close_sources,
+    input_size,
     lines_of,
     open_sources,
     parse_line,
@@ -81,7 +82,7 @@ async def run(settings: Settings, env: Environment) -> RunStats:
                 try:
                     display.start(settings.input.sources)
                     writers = [log.writer] if log else []
-                    count = engine_count(settings)
+                    count = engine_count(settings, input_bytes=input_size(sources))
                     if count > 1:
                         await execute_in_processes(
                             settings,

@@ -47,20 +47,26 @@ JOBS_PER_MESSAGE = 256
 WINDOW_PER_WORKER = 4  # jobs an engine may hold, per worker: enough to never run dry
 REPORT_SECONDS = 0.02  # how often an engine sends its records (and, 5x slower, its stats)
 STOP_SECONDS = 5.0  # how long a stopped engine may take to clean up before it is killed
+SMALL_INPUT_BYTES = 256 * 1024  # about 5,000 URLs: less is over before engines start
 _HEADER = struct.Struct("!I")
 
 
-def engine_count(settings: Settings, cpus: int | None = None) -> int:
-    """How many engine processes to run: the flag, or one per core when it is 0 ("auto").
+def engine_count(
+    settings: Settings, cpus: int | None = None, input_bytes: int | None = None
+) -> int:
+    """How many engine processes to run: the flag, or when it is 0 ("auto") one per core.
 
-    Per-host limits stay in one process (they cannot be split without splitting hosts), and
-    a run of a few requests at a time gains nothing from more processes.
+    Auto stays at one process when more cannot help: per-host limits (they cannot be split
+    without splitting hosts), a few requests at a time, or a short list of files
+    (`input_bytes`; None for stdin), which would be done before the engines had started.
     """
     limits = settings.limits
-    wanted = limits.processes or min(cpus or os.cpu_count() or 1, 4)
-    if limits.per_host or limits.concurrency < 8:
-        wanted = 1 if not limits.processes else wanted
-    return max(1, min(wanted, limits.concurrency))
+    if limits.processes:
+        return max(1, min(limits.processes, limits.concurrency))
+    small = input_bytes is not None and input_bytes < SMALL_INPUT_BYTES
+    if limits.per_host or limits.concurrency < 8 or small:
+        return 1
+    return max(1, min(cpus or os.cpu_count() or 1, 4, limits.concurrency))
 
 
 async def execute_in_processes(

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import os
 import re
+import stat
 import threading
 from array import array
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
@@ -30,6 +32,7 @@ __all__ = [
     "Lines",
     "Source",
     "close_sources",
+    "input_size",
     "lines_from",
     "lines_of",
     "open_sources",
@@ -87,6 +90,20 @@ def close_sources(sources: list[Source]) -> None:
     for source in sources:
         if source.name != "-":
             source.stream.close()
+
+
+def input_size(sources: list[Source]) -> int | None:
+    """Bytes to read from the sources, when all are regular files (None with stdin or pipes)."""
+    total = 0
+    for source in sources:
+        try:
+            info = os.fstat(source.stream.fileno())
+        except (OSError, ValueError):  # no file descriptor: an in-memory stream
+            return None
+        if source.name == "-" or not stat.S_ISREG(info.st_mode):
+            return None
+        total += info.st_size
+    return total
 
 
 # Batches of numbered raw lines, each with the name of its source ("-" is stdin).

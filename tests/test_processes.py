@@ -142,16 +142,18 @@ def test_a_lost_engine_does_not_lose_its_urls(server, unique):
 
 
 @pytest.mark.parametrize(
-    ("options", "cpus", "expected"),
+    ("options", "cpus", "size", "expected"),
     [
-        ({}, 8, 4),
-        ({}, 2, 2),
-        ({}, 1, 1),
-        ({"processes": 3}, 2, 3),
-        ({"per_host": 2}, 8, 1),
-        ({"concurrency": 4}, 8, 1),
-        ({"processes": 6, "concurrency": 4}, 8, 4),
+        ({}, 8, None, 4),
+        ({}, 2, None, 2),
+        ({}, 1, None, 1),
+        ({}, 8, 10_000_000, 4),
+        ({}, 8, 50_000, 1),  # a short list of files: done before engines would start
+        ({"processes": 3}, 2, 50_000, 3),
+        ({"per_host": 2}, 8, None, 1),
+        ({"concurrency": 4}, 8, None, 1),
+        ({"processes": 6, "concurrency": 4}, 8, None, 4),
     ],
 )
-def test_engine_count(options, cpus, expected):
-    assert engine_count(Settings.create(**options), cpus=cpus) == expected
+def test_engine_count(options, cpus, size, expected):
+    assert engine_count(Settings.create(**options), cpus=cpus, input_bytes=size) == expected
