@@ -36,10 +36,17 @@ class Batcher(Generic[Item, Result]):
         self._write_batch = write_batch
         self._max_hops = max_hops
         self._hops = 0
+        # The thread hops in flight, kept until their threads are done.
+        self._threads: set[asyncio.Future[Sequence[Result | Exception]]] = set()
         self._pending: list[tuple[Item, asyncio.Future[Result] | None]] = []
         self._wake = asyncio.Event()
         self._closing = False
         self._stopped = False
+
+    @property
+    def backlog(self) -> int:
+        """Items handed over and not yet taken by a thread hop."""
+        return len(self._pending)
 
     def close(self) -> None:
         """Ask `run()` to write what is pending and return."""
@@ -73,29 +80,43 @@ class Batcher(Generic[Item, Result]):
                     while self._pending and self._hops < self._max_hops:
                         size = math.ceil(len(self._pending) / (self._max_hops - self._hops))
                         batch, self._pending = self._pending[:size], self._pending[size:]
+                        # The thread's task is started here, outside the group: a hop that is
+                        # cancelled before it runs still gets its batch written.
+                        thread = asyncio.ensure_future(  # noqa: RUF006 - kept in self._threads
+                            asyncio.to_thread(self._write_batch, [item for item, _ in batch])
+                        )
+                        self._threads.add(thread)
+                        thread.add_done_callback(self._threads.discard)
                         self._hops += 1
-                        hops.create_task(self._hop(batch))
+                        hops.create_task(self._hop(batch, thread))
         except asyncio.CancelledError:
-            # Hops in flight finish in their threads; what is still queued is written too,
-            # so every record handed over before Ctrl-C reaches the file.
-            self._stopped = True
+            # Hops already in their threads finish there (a thread cannot be stopped): wait
+            # for them, then write what is still queued, so that every record handed over
+            # before Ctrl-C reaches the file whole, and nothing writes after we return.
             batch, self._pending = self._pending, []
+            await asyncio.shield(asyncio.gather(*self._threads, return_exceptions=True))
             if batch:
                 await asyncio.shield(
                     asyncio.to_thread(self._write_batch, [item for item, _ in batch])
                 )
             raise
         except BaseException:
-            self._stopped = True
             for _, future in self._pending:
                 if future is not None and not future.done():
                     future.set_exception(RuntimeError("the writer stopped"))
             self._pending = []
             raise
+        finally:
+            self._stopped = True
 
-    async def _hop(self, batch: list[tuple[Item, asyncio.Future[Result] | None]]) -> None:
+    async def _hop(
+        self,
+        batch: list[tuple[Item, asyncio.Future[Result] | None]],
+        thread: asyncio.Future[Sequence[Result | Exception]],
+    ) -> None:
         try:
-            results = await asyncio.to_thread(self._write_batch, [item for item, _ in batch])
+            # Shielded: cancelling the hop must not cancel a write its thread is doing.
+            results = await asyncio.shield(thread)
         finally:
             self._hops -= 1
             self._wake.set()

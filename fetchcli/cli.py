@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,7 +144,8 @@ def get(
         typer.Option(
             "-P",
             "--processes",
-            help="Engine processes, each with its own event loop (0: one per core, up to 4).",
+            help="Engine processes, each with its own event loop; 0: auto, one per core up to "
+            "4 (one with --per-host, with -c under 8, or for a list file under 256 KiB).",
             envvar=_env("processes"),
             rich_help_panel=CONCURRENCY,
         ),
@@ -450,7 +452,7 @@ def run_cli(argv: Sequence[str], env: Environment) -> int:
         _say(env, f"fetchcli: error: {exc}", "Try 'fetchcli get --help' for help.")
         return ExitStatus.USAGE
     except Interrupted as exc:
-        return ExitStatus.TERMINATED if exc.signum == 15 else ExitStatus.INTERRUPTED
+        return ExitStatus.TERMINATED if exc.signum == signal.SIGTERM else ExitStatus.INTERRUPTED
     except KeyboardInterrupt:
         return ExitStatus.INTERRUPTED
     except OutputError as exc:

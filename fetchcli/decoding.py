@@ -10,7 +10,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 
-from fetchcli.errors import PermanentError
+from fetchcli.errors import PermanentError, TransientError
 
 __all__ = ["ACCEPT_ENCODING", "Decoder", "decoder_for"]
 
@@ -46,7 +46,14 @@ class ZlibDecoder(Decoder):
             # A raw deflate stream has no zlib header: its first byte is not 0x?8.
             if data[0] & 0x0F != 8:
                 self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
-        while not self._inflate.eof:
+        while True:
+            if self._inflate.eof:
+                rest = self._inflate.unused_data + data
+                if self._encoding != "gzip" or not rest:
+                    return
+                # Another gzip member follows (concatenated gzip is still one body).
+                self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                data = rest
             try:
                 piece = self._inflate.decompress(data, PIECE)
             except zlib.error as exc:
@@ -56,14 +63,15 @@ class ZlibDecoder(Decoder):
                 yield piece
             data = self._inflate.unconsumed_tail
             # A full piece may leave output pending inside zlib even with no input left.
-            if not data and len(piece) < PIECE:
+            if not data and len(piece) < PIECE and not self._inflate.eof:
                 return
 
     def flush(self) -> Iterator[bytes]:
         yield from self.decode(b"")
-        rest = self._inflate.flush()
-        if rest:
-            yield rest
+        if not self._inflate.eof:
+            # The body ended inside the compressed stream: it was cut short.
+            msg = f"{self._encoding} body ended before its end"
+            raise TransientError("truncated", msg)
 
 
 class ChainDecoder(Decoder):

@@ -4,7 +4,7 @@ or the live view of `fetchcli.live` (a terminal). Only the live view imports Ric
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Protocol, TextIO
 
 from fetchcli.config import Settings
@@ -18,8 +18,8 @@ __all__ = ["Display", "NullDisplay", "PlainDisplay", "make_display", "summary_li
 class Display(Protocol):
     """What the pipeline tells the display."""
 
-    def start(self, sources: Iterable[str]) -> None:
-        """The run begins; `sources` are the input names (to count lines ahead)."""
+    def start(self, files: Sequence[str]) -> None:
+        """The run begins; `files` are regular files whose lines may be counted ahead."""
 
     def on_record(self, record: Record) -> None:
         """A record was produced."""
@@ -31,7 +31,7 @@ class Display(Protocol):
 class NullDisplay:
     """For -q: nothing at all."""
 
-    def start(self, sources: Iterable[str]) -> None:
+    def start(self, files: Sequence[str]) -> None:
         pass
 
     def on_record(self, record: Record) -> None:
@@ -48,7 +48,7 @@ class PlainDisplay:
         self._stats = stats
         self._stream = stream
 
-    def start(self, sources: Iterable[str]) -> None:
+    def start(self, files: Sequence[str]) -> None:
         pass
 
     def on_record(self, record: Record) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Iterator
 from enum import IntEnum, unique
 
 import httpx
@@ -126,22 +127,23 @@ def map_transport_error(exc: httpx.TransportError | httpx.DecodingError) -> Fetc
     return TransientError("network", message)
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and the chain of causes behind it."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, kind):
-            return True
+        yield seen
         seen = seen.__cause__ or seen.__context__
-    return False
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    return any(isinstance(cause, kind) for cause in _causes(exc))
 
 
 def _is_unknown_host(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, socket.gaierror):
+    for cause in _causes(exc):
+        if isinstance(cause, socket.gaierror):
             # EAI_AGAIN is a temporary resolver failure; the others mean "no such name".
-            return seen.errno != socket.EAI_AGAIN
-        seen = seen.__cause__ or seen.__context__
+            return cause.errno != socket.EAI_AGAIN
     return False
 
 

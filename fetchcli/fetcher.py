@@ -109,9 +109,11 @@ class Fetcher:
         self._clock = clock
         self._sleep = sleep
         self._ids = itertools.count()
-        self._headers = httpx.Headers(
-            [("User-Agent", settings.http.user_agent), *settings.http.headers]
-        )
+        headers = list(settings.http.headers)
+        if not any(name.lower() == "user-agent" for name, _ in headers):
+            # As with curl, -H "User-Agent: ..." replaces the default instead of adding one.
+            headers.insert(0, ("User-Agent", settings.http.user_agent))
+        self._headers = httpx.Headers(headers)
 
     async def fetch(self, job: Job, deadline: float | None = None) -> Record:
         """Fetch one job, retrying transient failures; never raises for a failed URL.
@@ -119,7 +121,9 @@ class Fetcher:
         `deadline` is an event-loop time: past it, the URL is recorded as unfinished.
         """
         started = self._clock()
-        relpath = relative_path(job.parsed) if self._saver.save else None
+        relpath = None
+        if self._saver.save or self._skip_existing:
+            relpath = relative_path(job.parsed)
         attempts = 0
         try:
             async with asyncio.timeout_at(deadline):
@@ -130,12 +134,13 @@ class Fetcher:
                 host = job.parsed.netloc.decode("ascii")
                 stats, limiter = self._stats, self._limiter
                 while True:
-                    attempts += 1
                     await limiter.acquire(host)
+                    attempts += 1
                     stats.in_flight += 1
                     try:
                         fetched = await self._attempt(job, relpath)
                     except TransientError as exc:
+                        self._pause_host_if_asked(host, exc)
                         if attempts > self._retry.retries:
                             return self._failed(job, exc, attempts, started)
                         retry = exc
@@ -151,10 +156,13 @@ class Fetcher:
             error = TransientError("deadline", "deadline exceeded")
             return self._failed(job, error, attempts, started)
 
+    def _pause_host_if_asked(self, host: str, exc: TransientError) -> None:
+        # Even when this URL has no retries left: the host asked for quiet.
+        if exc.retry_after is not None and exc.status in HOST_PAUSE_STATUSES:
+            self._limiter.pause_host(host, min(exc.retry_after, self._retry.backoff_max))
+
     async def _wait_before_retry(self, host: str, attempts: int, exc: TransientError) -> None:
         delay = backoff_delay(attempts, self._retry, self._random, exc.retry_after)
-        if exc.retry_after is not None and exc.status in HOST_PAUSE_STATUSES:
-            self._limiter.pause_host(host, delay)
         self._stats.retries += 1
         self._stats.retrying += 1
         try:
@@ -174,7 +182,7 @@ class Fetcher:
                         self._raise_for_status(response)
                     if self._http.method == "HEAD":
                         return self._fetched(response, None, 0, None)
-                    body = self._saver.body(relpath)
+                    body = self._saver.body(relpath if self._saver.save else None)
                     expected = _content_length(response)
                     if expected is None or expected >= SHOWN_TRANSFER_BYTES:
                         self._stats.transfers[transfer_id] = Transfer(job.url, expected, body)

@@ -8,8 +8,7 @@ host pause holds nothing, so one slow host cannot starve the others.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 from fetchcli.config import Limits
 
@@ -49,7 +48,7 @@ class _Host:
 
 
 class Limiter:
-    """Hands out request slots: host pause, then per-host limit, then rate, then global limit."""
+    """Hands out request slots: host pause, per-host limit, global limit, then the rate."""
 
     def __init__(
         self,
@@ -66,25 +65,31 @@ class Limiter:
         self._hosts: dict[str, _Host] = {}
 
     async def acquire(self, host: str) -> None:
-        """Wait for a request slot for `host`; pair it with `release(host)`."""
+        """Wait for a request slot for `host`; pair it with `release(host)`.
+
+        Order: host pause, per-host slot, global slot, then the rate (last, so that the
+        moment a request may start is the moment it starts). A pause that began while we
+        waited for a slot sends us back to wait it out, holding nothing.
+        """
         state = self._hosts.get(host)
         if state is None:
             state = self._hosts[host] = _Host(self._per_host)
         state.users += 1
         try:
-            # A pause may be extended while we sleep, so look again after each nap.
-            while (delay := state.paused_until - self._clock()) > 0:  # noqa: ASYNC110
-                await asyncio.sleep(delay)
-            if state.semaphore is not None:
-                await state.semaphore.acquire()
-            try:
-                if self._rate is not None:
+            while True:
+                # A pause may be extended while we sleep, so look again after each nap.
+                while (delay := state.paused_until - self._clock()) > 0:  # noqa: ASYNC110
+                    await asyncio.sleep(delay)
+                await self._take_slots(state)
+                if state.paused_until <= self._clock():
+                    break
+                self._give_slots(state)
+            if self._rate is not None:
+                try:
                     await self._rate.wait()
-                await self._global.acquire()
-            except BaseException:
-                if state.semaphore is not None:
-                    state.semaphore.release()
-                raise
+                except BaseException:
+                    self._give_slots(state)
+                    raise
         except BaseException:
             self._leave(host, state)
             raise
@@ -92,19 +97,23 @@ class Limiter:
     def release(self, host: str) -> None:
         """Give back the slot taken by `acquire(host)`."""
         state = self._hosts[host]
+        self._give_slots(state)
+        self._leave(host, state)
+
+    async def _take_slots(self, state: _Host) -> None:
+        if state.semaphore is not None:
+            await state.semaphore.acquire()
+        try:
+            await self._global.acquire()
+        except BaseException:
+            if state.semaphore is not None:
+                state.semaphore.release()
+            raise
+
+    def _give_slots(self, state: _Host) -> None:
         self._global.release()
         if state.semaphore is not None:
             state.semaphore.release()
-        self._leave(host, state)
-
-    @asynccontextmanager
-    async def slot(self, host: str) -> AsyncIterator[None]:
-        """Hold one request slot for `host` for the duration of the block."""
-        await self.acquire(host)
-        try:
-            yield
-        finally:
-            self.release(host)
 
     def _leave(self, host: str, state: _Host) -> None:
         state.users -= 1

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -58,10 +58,10 @@ class LiveDisplay:
         self._spinner = Spinner("dots", style="cyan")
         self.error: BaseException | None = None
 
-    def start(self, sources: Iterable[str]) -> None:
-        files = [name for name in sources if name != "-"]
-        if files and "-" not in sources:
-            self.spawn(self._count_lines(files))
+    def start(self, files: Sequence[str]) -> None:
+        # Only regular files: reading a pipe a second time would steal its lines.
+        if files:
+            self.spawn(self._count_lines(list(files)))
         self._live.start()
         self.spawn(self._frame(0.0))
 

@@ -38,10 +38,16 @@ _RESERVED = frozenset(
 
 
 def relative_path(url: httpx.URL) -> PurePosixPath:
-    """Map a URL to `host[_port]/dir/.../name`, never absolute and never containing `..`."""
+    """Map a URL to `host[_port]/dir/.../name`, never absolute and never containing `..`.
+
+    https on 443 is plain `host`; http always names its port (`host_80`); https on any other
+    port is `host_PORT_tls`. So http://h/x, https://h/x and https://h:80/x never share a file.
+    """
     host = _host_name(url.raw_host.decode("ascii"))
-    if url.port is not None:
-        host = f"{host}_{url.port}"
+    if url.scheme == "http":
+        host = f"{host}_{url.port or 80}"
+    elif url.port is not None:
+        host = f"{host}_{url.port}_tls"
     raw_path, has_query, query = url.raw_path.decode("ascii").partition("?")
     *dirs, last = raw_path.split("/")[1:] or [""]
     names = [_name(part) for part in dirs]
@@ -55,10 +61,11 @@ def relative_path(url: httpx.URL) -> PurePosixPath:
 
 def _host_name(host: str) -> str:
     clean = host.lower()
-    if _HOST.fullmatch(clean):
+    if _HOST.fullmatch(clean) and not clean.startswith(".") and ".." not in clean:
         return clean
-    # IPv6 literals, underscores: "_" must stay free for the port suffix.
-    return _with_hash(_UNSAFE_HOST_CHARS.sub("_", clean), host)
+    # IPv6 literals, underscores ("_" must stay free for the port suffix), and dot-only
+    # names such as "..", which would otherwise climb out of the output directory.
+    return _with_hash(_UNSAFE_HOST_CHARS.sub("_", clean).strip(".") or "_", host)
 
 
 def _file_name(part: str, query: str | None) -> str:

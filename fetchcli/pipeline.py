@@ -28,18 +28,16 @@ from fetchcli.fetcher import Fetcher
 from fetchcli.limits import Limiter
 from fetchcli.models import Job, Record
 from fetchcli.processes import engine_count, execute_in_processes
+from fetchcli.producer import produce
 from fetchcli.records import RecordLog, load_done
 from fetchcli.sink import Saver
 from fetchcli.sources import (
-    BadLine,
     FingerprintSet,
     Lines,
     close_sources,
     input_size,
     lines_of,
     open_sources,
-    parse_line,
-    url_key,
 )
 from fetchcli.stats import RunStats
 
@@ -74,15 +72,16 @@ async def run(settings: Settings, env: Environment) -> RunStats:
         async def emit(record: Record) -> None:
             stats.add(record)
             if log is not None:
-                log.add(record)
+                await log.add(record)
             display.on_record(record)
 
         with _signals_cancel_this_task() as caught:
             try:
                 try:
-                    display.start(settings.input.sources)
+                    size = input_size(sources)  # None unless every source is a regular file
+                    display.start([source.name for source in sources] if size else [])
                     writers = [log.writer] if log else []
-                    count = engine_count(settings, input_bytes=input_size(sources))
+                    count = engine_count(settings, input_bytes=size)
                     if count > 1:
                         await execute_in_processes(
                             settings,
@@ -92,7 +91,6 @@ async def run(settings: Settings, env: Environment) -> RunStats:
                             stats,
                             done=done,
                             writers=writers,
-                            produce=produce,
                         )
                     else:
                         await execute(
@@ -201,36 +199,6 @@ async def _feed_workers(
         await queue.put(None)
 
 
-async def produce(
-    lines: Lines,
-    handoff: Callable[[Job], Awaitable[None]],
-    emit: Callable[[Record], Awaitable[None]],
-    stats: RunStats,
-    seen: FingerprintSet | None,
-    done: FingerprintSet | None,
-    deadline: float | None,
-) -> None:
-    """Turn lines into jobs for `handoff`; bad lines and duplicates into records at once."""
-    try:
-        async with asyncio.timeout_at(deadline):
-            async for source, batch in lines:
-                for number, raw in batch:
-                    item = parse_line(source, number, raw)
-                    if item is None:
-                        continue
-                    stats.lines += 1
-                    if isinstance(item, BadLine):
-                        await emit(_invalid(item))
-                    elif done is not None and item.url.encode() in done:
-                        stats.resumed += 1
-                    elif seen is not None and not seen.add(url_key(item.parsed)):
-                        await emit(_duplicate(item))
-                    else:
-                        await handoff(item)
-    except TimeoutError:
-        pass  # the deadline: stop reading; what was handed off is recorded as unfinished
-
-
 async def _consume(
     queue: asyncio.Queue[Job | None],
     fetcher: Fetcher,
@@ -240,28 +208,6 @@ async def _consume(
     """Fetch jobs from the queue until a sentinel arrives."""
     while (job := await queue.get()) is not None:
         await emit(await fetcher.fetch(job, deadline))
-
-
-def _invalid(line: BadLine) -> Record:
-    return Record(
-        url=line.text,
-        ok=False,
-        error=line.reason,
-        error_kind="invalid_url",
-        source=line.source,
-        line=line.line,
-    )
-
-
-def _duplicate(job: Job) -> Record:
-    return Record(
-        url=job.url,
-        ok=True,
-        error=None,
-        skipped="duplicate",
-        source=job.source,
-        line=job.line,
-    )
 
 
 @contextlib.contextmanager

@@ -23,21 +23,19 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import pickle
-import random
 import signal
 import socket
-import struct
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from fetchcli.batching import Batcher
-from fetchcli.config import Settings
+from fetchcli.config import Limits, Settings
+from fetchcli.engine import REPORT_SECONDS, frame, read_message
 from fetchcli.errors import sole_error
-from fetchcli.limits import Limiter
 from fetchcli.models import Job, Record
+from fetchcli.producer import produce
 from fetchcli.sources import FingerprintSet, Lines
 from fetchcli.stats import RunStats, Transfer
 
@@ -45,10 +43,8 @@ __all__ = ["engine_count", "execute_in_processes"]
 
 JOBS_PER_MESSAGE = 256
 WINDOW_PER_WORKER = 4  # jobs an engine may hold, per worker: enough to never run dry
-REPORT_SECONDS = 0.02  # how often an engine sends its records (and, 5x slower, its stats)
 STOP_SECONDS = 5.0  # how long a stopped engine may take to clean up before it is killed
 SMALL_INPUT_BYTES = 256 * 1024  # about 5,000 URLs: less is over before engines start
-_HEADER = struct.Struct("!I")
 
 
 def engine_count(
@@ -56,15 +52,17 @@ def engine_count(
 ) -> int:
     """How many engine processes to run: the flag, or when it is 0 ("auto") one per core.
 
-    Auto stays at one process when more cannot help: per-host limits (they cannot be split
-    without splitting hosts), a few requests at a time, or a short list of files
-    (`input_bytes`; None for stdin), which would be done before the engines had started.
+    One process, whatever the flag, with `--per-host`: its limit holds per process, and the
+    hosts are not split between engines. Auto also stays at one when more cannot help: a
+    few requests at a time, or a short list of files (`input_bytes`; None for stdin), which
+    would be done before the engines had started.
     """
     limits = settings.limits
+    if limits.per_host:
+        return 1
     if limits.processes:
         return max(1, min(limits.processes, limits.concurrency))
-    small = input_bytes is not None and input_bytes < SMALL_INPUT_BYTES
-    if limits.per_host or limits.concurrency < 8 or small:
+    if limits.concurrency < 8 or (input_bytes is not None and input_bytes < SMALL_INPUT_BYTES):
         return 1
     return max(1, min(cpus or os.cpu_count() or 1, 4, limits.concurrency))
 
@@ -78,7 +76,6 @@ async def execute_in_processes(
     *,
     done: FingerprintSet | None,
     writers: Sequence[Batcher[Any, Any]],
-    produce: Callable[..., Awaitable[None]],
 ) -> None:
     """`pipeline.execute()` spread over `count` engine processes; the same records come out."""
     loop = asyncio.get_running_loop()
@@ -132,7 +129,7 @@ class _Engine:
 
     def send(self, message: tuple[Any, ...]) -> None:
         if not self.writer.is_closing():
-            self.writer.write(_frame(message))
+            self.writer.write(frame(message))
 
 
 class _Pool:
@@ -161,7 +158,7 @@ class _Pool:
                 process = await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-m",
-                    "fetchcli.processes",
+                    "fetchcli.engine",
                     str(theirs.fileno()),
                     pass_fds=[theirs.fileno()],
                     stdin=asyncio.subprocess.DEVNULL,
@@ -214,6 +211,12 @@ class _Pool:
                 if not engine.finished:
                     engine.send(("stop",))
             await asyncio.gather(*(self._wait_exit(engine) for engine in self._engines))
+            # An exited engine's last records may still be in the socket: read them all.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*(self._wait_finished(engine) for engine in self._engines)),
+                    STOP_SECONDS,
+                )
         except asyncio.CancelledError:
             # A second Ctrl-C: stop them harder, still wait (briefly) so that their
             # temporary files are swept before we exit; then go on being cancelled.
@@ -224,7 +227,7 @@ class _Pool:
             )
             raise
 
-    def _share(self, index: int) -> Any:
+    def _share(self, index: int) -> Limits:
         limits = self._settings.limits
 
         def split(total: int) -> int:
@@ -238,7 +241,7 @@ class _Pool:
             processes=1,
         )
 
-    def _engine_settings(self, limits: Any) -> Settings:
+    def _engine_settings(self, limits: Limits) -> Settings:
         settings = self._settings
         return dataclasses.replace(
             settings,
@@ -266,7 +269,7 @@ class _Pool:
     async def _listen(self, engine: _Engine) -> None:
         try:
             while True:
-                message = await _read(engine.reader)
+                message = await read_message(engine.reader)
                 kind = message[0]
                 if kind == "records":
                     await self._take_records(engine, message[1])
@@ -366,130 +369,3 @@ def _signal(process: asyncio.subprocess.Process, signum: int) -> None:
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signum)
-
-
-def _frame(message: tuple[Any, ...]) -> bytes:
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(len(payload)) + payload
-
-
-async def _read(reader: asyncio.StreamReader) -> tuple[Any, ...]:
-    (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
-    message: tuple[Any, ...] = pickle.loads(await reader.readexactly(size))
-    return message
-
-
-# The engine side: `python -m fetchcli.processes FD`, started by the coordinator above.
-
-
-async def _engine(fd: int) -> None:
-    from fetchcli.pipeline import execute  # the engine's imports, paid in parallel
-
-    reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
-    _, settings, deadline_at = await _read(reader)
-    if deadline_at is not None:
-        deadline = max(deadline_at - time.time(), 0.001)
-        settings = dataclasses.replace(
-            settings, timeouts=dataclasses.replace(settings.timeouts, deadline=deadline)
-        )
-    stats = RunStats()
-    outbox: list[Record] = []
-    incoming: asyncio.Queue[tuple[str, list[tuple[int, bytes | None]]] | None] = asyncio.Queue()
-
-    def send(message: tuple[Any, ...]) -> None:
-        if not writer.is_closing():
-            writer.write(_frame(message))
-
-    async def emit(record: Record) -> None:
-        outbox.append(record)
-
-    async def jobs() -> AsyncIterator[tuple[str, list[tuple[int, bytes | None]]]]:
-        while (batch := await incoming.get()) is not None:
-            yield batch
-
-    limiter = Limiter(settings.limits, on_pause=lambda host, s: send(("pause", host, s)))
-    run = asyncio.create_task(
-        execute(settings, jobs(), emit, stats, random=random.Random().random, limiter=limiter)
-    )
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, run.cancel)
-
-    async def listen() -> None:
-        try:
-            while True:
-                message = await _read(reader)
-                if message[0] == "jobs":
-                    for source, batch in _by_source(message[1]):
-                        incoming.put_nowait((source, batch))
-                elif message[0] == "pause":
-                    limiter.pause_host(message[1], message[2], announce=False)
-                elif message[0] == "end":
-                    incoming.put_nowait(None)
-                elif message[0] == "stop":
-                    run.cancel()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            run.cancel()  # the coordinator is gone: stop, clean up, exit
-
-    async def report() -> None:
-        beat = 0
-        while True:
-            await asyncio.sleep(REPORT_SECONDS)
-            _send_records(send, outbox)
-            beat += 1
-            if beat % 5 == 0:
-                send(_stats_message(stats))
-            await writer.drain()
-
-    listener = asyncio.create_task(listen())
-    reporter = asyncio.create_task(report())
-    try:
-        await asyncio.gather(run, return_exceptions=True)
-    finally:
-        listener.cancel()
-        reporter.cancel()
-        await asyncio.gather(listener, reporter, return_exceptions=True)
-        _send_records(send, outbox)
-        failed = not run.cancelled() and run.exception() is not None
-        if not failed:
-            # Without "done", the coordinator records this engine's unfinished jobs as lost.
-            send(("done",))
-        with contextlib.suppress(ConnectionError):  # the coordinator may be gone already
-            await writer.drain()
-        writer.close()
-    if failed:
-        raise run.exception()  # type: ignore[misc]
-
-
-def _send_records(send: Callable[[tuple[Any, ...]], None], outbox: list[Record]) -> None:
-    if outbox:
-        send(("records", outbox[:]))
-        outbox.clear()
-
-
-def _stats_message(stats: RunStats) -> tuple[Any, ...]:
-    transfers = [
-        (key, transfer.url, transfer.expected, transfer.progress.size)
-        for key, transfer in list(stats.transfers.items())
-    ]
-    return ("stats", stats.in_flight, stats.retrying, stats.retries, transfers)
-
-
-def _by_source(
-    jobs: list[tuple[str, int, str]],
-) -> list[tuple[str, list[tuple[int, bytes | None]]]]:
-    batches: list[tuple[str, list[tuple[int, bytes | None]]]] = []
-    for source, line, url in jobs:
-        if not batches or batches[-1][0] != source:
-            batches.append((source, []))
-        batches[-1][1].append((line, url.encode()))
-    return batches
-
-
-def main() -> None:
-    """Entry point of an engine process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when to stop
-    asyncio.run(_engine(int(sys.argv[1])))
-
-
-if __name__ == "__main__":
-    main()

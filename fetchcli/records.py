@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import threading
 from collections.abc import Sequence
 from typing import BinaryIO
@@ -15,6 +16,8 @@ from fetchcli.models import Record
 from fetchcli.sources import FingerprintSet
 
 __all__ = ["RecordLog", "load_done"]
+
+MAX_BACKLOG = 10_000  # records waiting to be written, at most (a few MiB)
 
 
 class RecordLog:
@@ -28,6 +31,8 @@ class RecordLog:
         self._stream = stream
         self._name = name
         self._owned = owned
+        # Only a regular file can be cut back after a failed write (not a pipe, not stdout).
+        self._seekable = owned and _is_regular(stream)
         self._lock = threading.Lock()  # a cancelled run's last write may overlap a hop
         self.writer: Batcher[Record, None] = Batcher(self._write)
 
@@ -44,14 +49,19 @@ class RecordLog:
             raise OutputError(msg) from exc
         return cls(stream, path, owned=True)
 
-    def add(self, record: Record) -> None:
-        """Queue one record for writing."""
-        self.writer.submit_nowait(record)
+    async def add(self, record: Record) -> None:
+        """Queue one record for writing; wait when the writing falls far behind (a slow
+        reader of `--jsonl -`), so that memory stays flat."""
+        if self.writer.backlog < MAX_BACKLOG:
+            self.writer.submit_nowait(record)
+        else:
+            await self.writer.submit(record)
 
     def close(self) -> None:
-        """Close the file (not stdout); blocking."""
-        if self._owned:
-            self._stream.close()
+        """Close the file (not stdout); blocking. Waits for a write in progress."""
+        with self._lock:
+            if self._owned:
+                self._stream.close()
 
     def _write(self, records: Sequence[Record]) -> list[Exception | None]:
         with self._lock:
@@ -59,7 +69,7 @@ class RecordLog:
 
     def _write_locked(self, records: Sequence[Record]) -> list[Exception | None]:
         data = "".join([record.to_json() + "\n" for record in records]).encode()
-        start = self._stream.tell() if self._owned else None
+        start = self._stream.tell() if self._seekable else None
         try:
             view = memoryview(data)
             while view:
@@ -74,6 +84,13 @@ class RecordLog:
             msg = f"cannot write records to {self._name}: {exc.strerror or exc}"
             return [OutputError(msg)] * len(records)
         return [None] * len(records)
+
+
+def _is_regular(stream: BinaryIO) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def load_done(path: str) -> FingerprintSet:

@@ -217,6 +217,8 @@ class Body:
         if spill is not None:
             # The write may still be running in its thread; the sweep covers a cancelled wait.
             await asyncio.wait([spill])
+            if not spill.cancelled():
+                spill.exception()  # seen: the URL already failed for a reason of its own
         if self._temp is not None:
             await asyncio.to_thread(self._drop)
 

@@ -58,12 +58,17 @@ class BadLine:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Source:
-    """An opened input: its name as the user gave it ("-" for stdin) and its byte stream."""
+    """An opened input: its name as the user gave it ("-" for stdin) and its byte stream.
+
+    Once a reader thread has it (`reading`), that thread closes it: closing a pipe from
+    another thread would wait for the read in progress, which may never end.
+    """
 
     name: str
     stream: BinaryIO
+    reading: bool = False
 
 
 def open_sources(names: tuple[str, ...], stdin: BinaryIO, stdin_isatty: bool) -> list[Source]:
@@ -86,9 +91,9 @@ def open_sources(names: tuple[str, ...], stdin: BinaryIO, stdin_isatty: bool) ->
 
 
 def close_sources(sources: list[Source]) -> None:
-    """Close every opened file (not stdin); idempotent."""
+    """Close every opened file that no reader thread holds (and never stdin); idempotent."""
     for source in sources:
-        if source.name != "-":
+        if source.name != "-" and not source.reading:
             source.stream.close()
 
 
@@ -145,26 +150,24 @@ async def read_lines(source: Source) -> AsyncIterator[list[tuple[int, bytes | No
     number = 0
     pending = b""
     overlong = False
-    try:
-        async for chunk in _read_chunks(source.stream):
-            lines = (pending + chunk).split(b"\n")
-            pending = lines.pop()
-            batch: list[tuple[int, bytes | None]] = []
-            for line in lines:
-                number += 1
-                batch.append((number, None if overlong or len(line) > MAX_LINE_BYTES else line))
-                overlong = False
-            if len(pending) > MAX_LINE_BYTES:
-                # Keep memory flat on a line that never ends: drop it, remember it was there.
-                overlong, pending = True, b""
-            yield batch
-        if pending or overlong:
-            yield [(number + 1, None if overlong else pending)]
-    finally:
-        close_sources([source])
+    source.reading = True
+    async for chunk in _read_chunks(source.stream, close=source.name != "-"):
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        batch: list[tuple[int, bytes | None]] = []
+        for line in lines:
+            number += 1
+            batch.append((number, None if overlong or len(line) > MAX_LINE_BYTES else line))
+            overlong = False
+        if len(pending) > MAX_LINE_BYTES:
+            # Keep memory flat on a line that never ends: drop it, remember it was there.
+            overlong, pending = True, b""
+        yield batch
+    if pending or overlong:
+        yield [(number + 1, None if overlong else pending)]
 
 
-async def _read_chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
+async def _read_chunks(stream: BinaryIO, *, close: bool) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     chunks: asyncio.Queue[bytes | BaseException] = asyncio.Queue(maxsize=4)
     stop = threading.Event()
@@ -173,12 +176,13 @@ async def _read_chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
         try:
             while not stop.is_set():
                 chunk = _read1(stream)
-                if not _hand_over(chunk):
-                    return
-                if not chunk:
+                if not _hand_over(chunk) or not chunk:
                     return
         except (OSError, ValueError) as exc:
             _hand_over(exc)
+        finally:
+            if close:
+                stream.close()
 
     def _hand_over(item: bytes | BaseException) -> bool:
         """Wait until the loop has taken `item`; False when the run is over."""
@@ -250,7 +254,7 @@ def _check_url(text: str) -> tuple[str, httpx.URL | None]:
     host = url.raw_host.decode("ascii", "replace")
     if not host:
         return "invalid URL: no host", None
-    if _BAD_HOST.search(host):
+    if _BAD_HOST.search(host) or host.startswith(".") or ".." in host:
         return f"invalid URL: bad host {host[:60]!r}", None
     if url.port is not None and not 0 < url.port < 65536:
         return f"invalid URL: port {url.port} out of range", None
@@ -263,15 +267,20 @@ def url_key(url: httpx.URL) -> bytes:
 
 
 class FingerprintSet:
-    """A set of 64-bit fingerprints in a flat array: 16 bytes a member, not ~70 as in a set().
+    """A set of 64-bit fingerprints in flat arrays: 16-32 bytes a member, not ~70 as in set().
 
-    A million URLs cost 16 MiB. Two different URLs share a fingerprint with a probability
-    of about n**2 / 2**65: one in a few thousand runs of ten million distinct URLs.
+    A million URLs cost 16-32 MiB. Two different URLs share a fingerprint with a probability
+    of about n**2 / 2**65: for ten million distinct URLs, once in some 370,000 runs.
+    Growing moves the old table over a few slots per `add`, so no single call stalls the
+    event loop, however large the set.
     """
 
+    MIGRATE_PER_ADD = 8
+
     def __init__(self, capacity: int = 1 << 16) -> None:
-        self._slots = array("Q", bytes(8 * capacity))
-        self._mask = capacity - 1
+        self._slots = _table(capacity)
+        self._old: array[int] | None = None  # the table being moved into _slots
+        self._moved = 0
         self._count = 0
 
     def __len__(self) -> int:
@@ -280,41 +289,57 @@ class FingerprintSet:
     def add(self, key: bytes) -> bool:
         """Add `key`; return False when it was already there."""
         fingerprint = _fingerprint(key)
-        slots, mask = self._slots, self._mask
-        index = fingerprint & mask
-        while (found := slots[index]) != 0:
-            if found == fingerprint:
-                return False
-            index = (index + 1) & mask
-        slots[index] = fingerprint
+        if self._old is not None:
+            self._migrate()
+        if self._find(fingerprint):
+            return False
+        _place(self._slots, fingerprint)
         self._count += 1
-        if self._count * 2 > mask:
-            self._grow()
+        if self._count * 2 > len(self._slots) and self._old is None:
+            self._old, self._slots, self._moved = self._slots, _table(2 * len(self._slots)), 0
         return True
 
     def __contains__(self, key: object) -> bool:
-        if not isinstance(key, bytes):
-            return False
-        fingerprint = _fingerprint(key)
-        slots, mask = self._slots, self._mask
-        index = fingerprint & mask
-        while (found := slots[index]) != 0:
-            if found == fingerprint:
-                return True
-            index = (index + 1) & mask
-        return False
+        return isinstance(key, bytes) and self._find(_fingerprint(key))
 
-    def _grow(self) -> None:
-        old = self._slots
-        self._slots = array("Q", bytes(16 * len(old)))
-        self._mask = 2 * len(old) - 1
-        slots, mask = self._slots, self._mask
-        for fingerprint in old:
-            if fingerprint:
-                index = fingerprint & mask
-                while slots[index]:
-                    index = (index + 1) & mask
-                slots[index] = fingerprint
+    def _find(self, fingerprint: int) -> bool:
+        return _probe(self._slots, fingerprint) or (
+            self._old is not None and _probe(self._old, fingerprint)
+        )
+
+    def _migrate(self) -> None:
+        old = self._old
+        assert old is not None
+        end = min(self._moved + self.MIGRATE_PER_ADD, len(old))
+        for index in range(self._moved, end):
+            # Each old entry moves once, and `add` never puts one in twice: no duplicates.
+            if old[index]:
+                _place(self._slots, old[index])
+        self._moved = end
+        if end == len(old):
+            self._old = None
+
+
+def _table(capacity: int) -> array[int]:
+    return array("Q", [0]) * capacity  # no temporary bytes object of the same size
+
+
+def _probe(slots: array[int], fingerprint: int) -> bool:
+    mask = len(slots) - 1
+    index = fingerprint & mask
+    while (found := slots[index]) != 0:
+        if found == fingerprint:
+            return True
+        index = (index + 1) & mask
+    return False
+
+
+def _place(slots: array[int], fingerprint: int) -> None:
+    mask = len(slots) - 1
+    index = fingerprint & mask
+    while slots[index]:
+        index = (index + 1) & mask
+    slots[index] = fingerprint
 
 
 def _fingerprint(key: bytes) -> int:

@@ -36,7 +36,6 @@ class RunStats:
 
     started: float = field(default_factory=time.monotonic)
     total: int | None = None  # input lines, when known ahead
-    lines: int = 0  # input lines read so far (blank and comment lines excluded)
     done: int = 0
     ok: int = 0
     failed: int = 0

@@ -63,9 +63,8 @@ async def fetch_rig(
 ) -> AsyncIterator[FetchRig]:
     """A Fetcher over `router`, zero backoff unless asked, saving under `output_dir`."""
     options.setdefault("backoff", 0)
-    settings = Settings.create(
-        save=output_dir is not None, output_dir=output_dir or Path(), **options
-    )
+    options.setdefault("save", output_dir is not None)
+    settings = Settings.create(output_dir=output_dir or Path(), **options)
     saver = Saver(settings.output.output_dir, save=settings.output.save)
     now = [1000.0]
     limiter = Limiter(settings.limits, clock=lambda: now[0])

@@ -90,3 +90,32 @@ async def test_cancellation_still_writes_what_was_handed_over():
     assert sorted([i for batch in write.batches for i in batch]) == [0, 1, 2]
     with pytest.raises(RuntimeError, match="stopped"):
         batcher.submit_nowait(9)
+
+
+async def test_cancellation_waits_for_a_write_already_in_its_thread():
+    started, release = threading.Event(), threading.Event()
+    written: list[int] = []
+
+    def slow_write(items: Sequence[int]) -> list[int | Exception]:
+        started.set()
+        release.wait(5)
+        written.extend(items)
+        return list(items)
+
+    batcher: Batcher[int, int] = Batcher(slow_write)
+    task = asyncio.create_task(batcher.run())
+    batcher.submit_nowait(1)
+    await asyncio.to_thread(started.wait, 5)
+    task.cancel()
+    threading.Timer(0.1, release.set).start()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert written == [1]  # the run did not end while its write was still going on
+
+
+async def test_nothing_can_be_handed_over_after_close():
+    batcher: Batcher[int, int] = Batcher(Recorder())
+    batcher.close()
+    await batcher.run()
+    with pytest.raises(RuntimeError, match="stopped"):
+        batcher.submit_nowait(1)

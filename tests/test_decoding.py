@@ -8,7 +8,7 @@ import zlib
 import pytest
 
 from fetchcli.decoding import PIECE, decoder_for
-from fetchcli.errors import PermanentError
+from fetchcli.errors import PermanentError, TransientError
 
 
 def decode_all(encoding: str | None, data: bytes, step: int = 1000) -> tuple[bytes, int]:
@@ -55,3 +55,15 @@ def test_an_unsupported_encoding_is_a_permanent_error():
 def test_corrupt_gzip_is_a_permanent_error():
     with pytest.raises(PermanentError, match="invalid gzip data"):
         decode_all("gzip", b"\x1f\x8bnot really gzip at all")
+
+
+def test_concatenated_gzip_members_are_one_body():
+    data = gzip.compress(b"first ") + gzip.compress(b"second")
+    assert decode_all("gzip", data, step=7)[0] == b"first second"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_compressed_body_cut_short_is_truncated(encoding: str):
+    whole = gzip.compress(TEXT) if encoding == "gzip" else zlib.compress(TEXT)
+    with pytest.raises(TransientError, match="ended before its end"):
+        decode_all(encoding, whole[: len(whole) // 2])

@@ -104,3 +104,23 @@ def test_a_pipe_gets_no_control_codes_at_all(server, unique):
 def test_quiet_prints_nothing(server, unique):
     code, screen, _ = run_in_terminal(["get", "-", "--no-save", "-q"], urls_for(server, unique))
     assert code == 1 and screen == ""
+
+
+def test_the_display_does_not_read_a_named_pipe_twice(server, unique, tmp_path):
+    # Counting lines ahead is for regular files: a second reader would steal a pipe's lines.
+    fifo, records = tmp_path / "urls.fifo", tmp_path / "r.jsonl"
+    os.mkfifo(fifo)
+    urls = [server.url(f"/ok/{unique}/{i}") for i in range(200)]
+
+    def feed() -> None:
+        with open(fifo, "w") as feeder:
+            feeder.write("\n".join(urls) + "\n")
+
+    import threading
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    code, _, _ = run_in_terminal(["get", str(fifo), "--no-save", "--jsonl", str(records)], "")
+    feeder.join()
+    assert code == 0
+    assert len(records.read_text().splitlines()) == 200

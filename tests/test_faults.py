@@ -363,3 +363,37 @@ def test_a_run_leaves_no_connection_open(server, unique):
     result = cli("get", "--no-save", "-c", "32", stdin="\n".join(urls).encode())
     assert result.exit_code == 1
     assert client_sockets_to(server.port) == 0
+
+
+# --- sources that are pipes -------------------------------------------------------------
+
+
+def test_records_can_go_to_a_pipe_by_name(server, unique):
+    done = subprocess.run(
+        [*FETCHCLI, "get", "-", "--no-save", "-q", "--jsonl", "/dev/stdout"],
+        input=server.url(f"/ok/{unique}/p").encode(),
+        capture_output=True,  # stdout is a pipe: the records file cannot be seeked
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["ok"]
+
+
+def test_a_named_pipe_source_can_be_interrupted(server, unique, tmp_path):
+    fifo = tmp_path / "urls.fifo"
+    os.mkfifo(fifo)
+    process = subprocess.Popen(
+        [*FETCHCLI, "get", str(fifo), "--no-save", "-q"], stderr=subprocess.PIPE
+    )
+    target = f"/ok/{unique}/first"
+    with open(fifo, "w") as feeder:  # opened for writing, and left silent
+        feeder.write(server.url(target) + "\n")
+        feeder.flush()
+        assert server.wait_for_hits(target, 1, timeout=20)
+        process.send_signal(signal.SIGINT)
+        try:
+            code = process.wait(timeout=5)  # not stuck closing a pipe mid-read
+        finally:
+            process.kill()
+            process.stderr.close()
+    assert code == 130

@@ -19,7 +19,7 @@ from tests.helpers import fetch_rig, job
 
 pytestmark = pytest.mark.anyio
 
-URL = "http://example.com/file.txt"
+URL = "https://example.com/file.txt"
 
 
 async def test_503_then_200_is_retried_and_every_attempt_counted(respx_mock: respx.MockRouter):
@@ -96,6 +96,30 @@ async def test_retry_after_is_capped_by_backoff_max(respx_mock: respx.MockRouter
     async with fetch_rig(respx_mock, backoff_max=5) as rig:
         record = await rig.fetcher.fetch(job(URL))
     assert record.ok and rig.sleeps == [5.0]
+
+
+async def test_a_429_pauses_the_host_even_with_no_retries_left(respx_mock: respx.MockRouter):
+    respx_mock.get(URL).mock(return_value=httpx.Response(429, headers={"Retry-After": "7"}))
+    async with fetch_rig(respx_mock, retries=0) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+        paused = rig.limiter.host_pause("example.com")
+    assert not record.ok and record.attempts == 1 and 6.0 < paused <= 7.0
+
+
+async def test_a_user_agent_header_replaces_the_default(respx_mock: respx.MockRouter):
+    route = respx_mock.get(URL).mock(return_value=httpx.Response(200))
+    async with fetch_rig(respx_mock, headers=["user-agent: mine/1"]) as rig:
+        await rig.fetcher.fetch(job(URL))
+    assert route.calls.last.request.headers.get_list("user-agent") == ["mine/1"]
+
+
+async def test_skip_existing_works_without_saving(respx_mock: respx.MockRouter, tmp_path: Path):
+    route = respx_mock.get(URL).mock(return_value=httpx.Response(200))
+    (tmp_path / "example.com").mkdir()
+    (tmp_path / "example.com" / "file.txt").write_bytes(b"here")
+    async with fetch_rig(respx_mock, tmp_path, skip_existing=True, save=False) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert record.skipped == "exists" and not route.called
 
 
 async def test_a_500_with_retry_after_does_not_pause_the_host(respx_mock: respx.MockRouter):
@@ -243,6 +267,7 @@ async def test_max_bytes_by_content_length_fails_without_reading(respx_mock: res
     async with fetch_rig(respx_mock, max_bytes=1000) as rig:
         record = await rig.fetcher.fetch(job(URL))
     assert not record.ok and record.error_kind == "too_large" and record.attempts == 1
+    assert record.error == "body of 2000 bytes is over --max-bytes 1000"
 
 
 async def test_max_bytes_counts_decoded_bytes(respx_mock: respx.MockRouter, tmp_path: Path):

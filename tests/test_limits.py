@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -10,6 +12,15 @@ from fetchcli.config import Limits
 from fetchcli.limits import Limiter, RateLimiter
 
 pytestmark = pytest.mark.anyio
+
+
+@contextlib.asynccontextmanager
+async def slot(limiter: Limiter, host: str) -> AsyncIterator[None]:
+    await limiter.acquire(host)
+    try:
+        yield
+    finally:
+        limiter.release(host)
 
 
 async def peak_in_flight(limiter: Limiter, hosts: list[str]) -> tuple[int, dict[str, int]]:
@@ -20,7 +31,7 @@ async def peak_in_flight(limiter: Limiter, hosts: list[str]) -> tuple[int, dict[
 
     async def one(host: str) -> None:
         nonlocal peak, total
-        async with limiter.slot(host):
+        async with slot(limiter, host):
             total += 1
             current[host] = current.get(host, 0) + 1
             peak = max(peak, total)
@@ -51,7 +62,7 @@ async def test_a_paused_host_waits_and_others_do_not():
     started: dict[str, float] = {}
 
     async def one(host: str) -> None:
-        async with limiter.slot(host):
+        async with slot(limiter, host):
             started[host] = loop.time()
 
     begin = loop.time()
@@ -79,3 +90,25 @@ async def test_the_rate_limiter_spaces_starts():
     now[0] = 5.0  # after a quiet spell, no debt is carried over
     await rate.wait()
     assert slept == pytest.approx([0.1, 0.2, 0.3])
+
+
+async def test_a_pause_that_begins_while_waiting_for_a_slot_is_respected():
+    loop = asyncio.get_running_loop()
+    limiter = Limiter(Limits(concurrency=1))
+    await limiter.acquire("h")  # the only slot is taken
+    waiter = asyncio.ensure_future(limiter.acquire("h"))
+    await asyncio.sleep(0)
+    limiter.pause_host("h", 0.2)  # e.g. a 429 arrives for the request holding the slot
+    paused_at = loop.time()
+    limiter.release("h")
+    await waiter
+    assert loop.time() - paused_at >= 0.2
+    limiter.release("h")
+
+
+async def test_pauses_are_announced_once():
+    heard: list[tuple[str, float]] = []
+    limiter = Limiter(Limits(), on_pause=lambda host, seconds: heard.append((host, seconds)))
+    limiter.pause_host("a", 3)
+    limiter.pause_host("b", 1, announce=False)  # one that came from another engine
+    assert heard == [("a", 3)]

@@ -24,7 +24,7 @@ def live(stats: RunStats) -> tuple[LiveDisplay, io.StringIO]:
 async def test_frames_are_drawn_by_tracked_background_tasks():
     stats = RunStats()
     display, screen = live(stats)
-    display.start(["-"])
+    display.start([])
     assert len(display._tasks) == 1  # the first frame, held by a strong reference
     stats.add(Record(url="http://a.test/", ok=True, status=200))
     await asyncio.sleep(0.35)
@@ -42,7 +42,7 @@ async def test_a_failing_redraw_is_reported_and_the_run_goes_on():
         raise ValueError("cannot draw")
 
     display._render = broken  # type: ignore[method-assign]
-    display.start(["-"])
+    display.start([])
     await asyncio.sleep(0.05)
     assert isinstance(display.error, ValueError)
     assert "display error: ValueError: cannot draw" in screen.getvalue()
@@ -54,7 +54,7 @@ async def test_a_failing_redraw_is_reported_and_the_run_goes_on():
 async def test_failures_are_listed_once_each_and_capped():
     stats = RunStats()
     display, screen = live(stats)
-    display.start(["-"])
+    display.start([])
     for i in range(25):
         record = Record(url=f"http://a.test/{i}", ok=False, status=404, error_kind="http")
         stats.add(record)

@@ -21,16 +21,18 @@ def path_of(url: str) -> str:
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("http://example.com/", "example.com/index.html"),
-        ("http://example.com", "example.com/index.html"),
-        ("http://Example.COM/a/b.txt", "example.com/a/b.txt"),
-        ("http://example.com/a/b/", "example.com/a/b/index.html"),
-        ("http://example.com:8080/x", "example.com_8080/x"),
+        ("https://example.com/", "example.com/index.html"),
+        ("https://example.com", "example.com/index.html"),
+        ("https://Example.COM/a/b.txt", "example.com/a/b.txt"),
+        ("https://example.com/a/b/", "example.com/a/b/index.html"),
+        ("https://example.com:8443/x", "example.com_8443_tls/x"),
         ("https://example.com:443/x", "example.com/x"),
-        ("http://example.com/%E4%B8%AD.html", "example.com/中.html"),
-        ("http://example.com/a%20b.txt", "example.com/a b.txt"),
-        ("http://example.com/~user/", "example.com/~user/index.html"),
-        ("http://example.com/x#fragment", "example.com/x"),
+        ("https://example.com/%E4%B8%AD.html", "example.com/中.html"),
+        ("https://example.com/a%20b.txt", "example.com/a b.txt"),
+        ("https://example.com/~user/", "example.com/~user/index.html"),
+        ("https://example.com/x#fragment", "example.com/x"),
+        ("http://example.com/x", "example.com_80/x"),  # http never meets https
+        ("http://example.com:8080/x", "example.com_8080/x"),
     ],
 )
 def test_readable_urls_keep_their_names(url: str, expected: str) -> None:
@@ -77,6 +79,9 @@ def test_hostile_names_are_sanitized_and_marked_with_a_hash(url: str) -> None:
         ("http://example.com/p?x=1", "http://example.com/p?x=2"),
         ("http://example.com/p?x=1", "http://example.com/p"),
         ("http://example.com:8080/x", "http://example.com_8080/x"),
+        ("http://example.com/x", "https://example.com/x"),
+        ("http://example.com/x", "https://example.com:80/x"),
+        ("https://example.com:80/x", "http://example.com/x"),
         ("http://example.com/a:b", "http://example.com/a_b"),
         ("http://example.com/" + "x" * 300, "http://example.com/" + "x" * 301),
     ],
@@ -85,18 +90,26 @@ def test_different_urls_never_share_a_path(first: str, second: str) -> None:
     assert path_of(first) != path_of(second)
 
 
+@pytest.mark.parametrize("host", ["..", ".", "...", ".hidden", "a..b", "_x", "[::1]"])
+def test_hostile_hosts_cannot_climb_out(host: str) -> None:
+    path = path_of(f"https://{host}/file")
+    top = path.split("/")[0]
+    assert top not in ("", ".", "..") and not top.startswith(".") and ".." not in top
+    assert posixpath.normpath(posixpath.join("/out", path)).startswith("/out/")
+
+
 def test_the_same_url_always_maps_to_the_same_path() -> None:
     url = "http://example.com/a%2fb?q=%2e%2e"
     assert path_of(url) == path_of(url)
 
 
 def test_a_query_adds_a_hash_before_the_extension() -> None:
-    path = path_of("http://example.com/page.php?id=3")
+    path = path_of("https://example.com/page.php?id=3")
     assert path.startswith("example.com/page~") and path.endswith(".php")
 
 
 def test_an_over_long_path_is_folded_into_one_hashed_name() -> None:
-    url = "http://example.com/" + "/".join(["segment"] * 400) + "/file.bin"
+    url = "https://example.com/" + "/".join(["segment"] * 400) + "/file.bin"
     path = path_of(url)
     assert len(path.encode()) <= MAX_PATH_BYTES
     assert path.startswith("example.com/~") and path.endswith(".bin")
@@ -116,7 +129,7 @@ hostile_paths = st.lists(segment_chars, max_size=60).map("".join)
 @settings(max_examples=400, deadline=None)
 @given(path=hostile_paths, query=st.one_of(st.none(), hostile_paths))
 def test_no_url_can_produce_a_path_outside_the_output_dir(path: str, query: str | None) -> None:
-    raw = "http://example.com/" + path + (f"?{query}" if query is not None else "")
+    raw = "https://example.com/" + path + (f"?{query}" if query is not None else "")
     try:
         url = httpx.URL(raw)
     except httpx.InvalidURL:

@@ -96,7 +96,7 @@ def children_of(pid: int) -> list[int]:
                 stat = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and "fetchcli.processes" in Path(
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and "fetchcli.engine" in Path(
                 f"/proc/{entry}/cmdline"
             ).read_text(errors="replace"):
                 found.append(int(entry))
@@ -151,6 +151,7 @@ def test_a_lost_engine_does_not_lose_its_urls(server, unique):
         ({}, 8, 50_000, 1),  # a short list of files: done before engines would start
         ({"processes": 3}, 2, 50_000, 3),
         ({"per_host": 2}, 8, None, 1),
+        ({"per_host": 2, "processes": 4}, 8, None, 1),  # per-host limits stay whole
         ({"concurrency": 4}, 8, None, 1),
         ({"processes": 6, "concurrency": 4}, 8, None, 4),
     ],

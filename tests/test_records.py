@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import os
 from pathlib import Path
+
+import pytest
 
 from fetchcli.errors import OutputError
 from fetchcli.models import Record
-from fetchcli.records import RecordLog, load_done
+from fetchcli.records import MAX_BACKLOG, RecordLog, load_done
 
 
 def record(url: str, ok: bool = True, skipped: str | None = None) -> Record:
@@ -93,7 +97,7 @@ def test_a_failed_write_is_cut_back_to_whole_lines(tmp_path: Path):
             return stream.fileno()
 
     log = RecordLog(Failing(), str(path), owned=False)  # type: ignore[arg-type]
-    log._owned = True  # a real file: it may be cut back
+    log._owned = log._seekable = True  # a real file: it may be cut back
     assert isinstance(log._write([record("http://a.test/1")])[0], OutputError)
     stream.close()
     assert [json.loads(line)["url"] for line in path.read_text().splitlines()] == [
@@ -120,3 +124,25 @@ def test_load_done_reads_ok_records_and_drops_a_torn_last_line(tmp_path: Path):
 
 def test_load_done_of_a_missing_file_is_empty(tmp_path: Path):
     assert len(load_done(str(tmp_path / "nothing.jsonl"))) == 0
+
+
+def test_a_pipe_for_records_is_not_seeked(tmp_path: Path):
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "wb", buffering=0)
+    log = RecordLog(stream, "pipe", owned=True)
+    assert log._write([record("http://a.test/1")]) == [None]
+    log.close()
+    with os.fdopen(read_end, "rb") as reader:
+        assert json.loads(reader.read())["url"] == "http://a.test/1"
+
+
+@pytest.mark.anyio
+async def test_adding_waits_when_the_writing_falls_far_behind():
+    log = RecordLog(io.BytesIO(), "memory", owned=False)
+    for i in range(MAX_BACKLOG):
+        await log.add(record(f"http://a.test/{i}"))  # the writer is not running: they queue
+    blocked = asyncio.ensure_future(log.add(record("http://a.test/over")))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not blocked.done()  # back-pressure: memory stays flat
+    blocked.cancel()
