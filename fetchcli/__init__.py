@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fetchcli.api import fetch
+    from fetchcli.errors import UsageError
     from fetchcli.models import Record
 
-__all__ = ["Record", "__version__", "fetch"]
+__all__ = ["Record", "UsageError", "__version__", "fetch"]
 
 # A literal, read by the build too: importlib.metadata would add ~50 ms to every start.
 __version__ = "0.1.0"
@@ -27,5 +28,9 @@ def __getattr__(name: str) -> Any:
         from fetchcli.models import Record
 
         return Record
+    if name == "UsageError":
+        from fetchcli.errors import UsageError
+
+        return UsageError
     msg = f"module 'fetchcli' has no attribute {name!r}"
     raise AttributeError(msg)

@@ -10,8 +10,9 @@ CLI is this same engine with a records file, a display and signal handling aroun
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from fetchcli.config import Settings
@@ -24,6 +25,7 @@ from fetchcli.stats import RunStats
 __all__ = ["fetch"]
 
 CLI_ONLY = frozenset({"sources", "jsonl", "resume", "quiet", "debug"})
+OPTIONS = frozenset(inspect.signature(Settings.create).parameters) - CLI_ONLY
 
 
 async def fetch(urls: Iterable[str] | AsyncIterable[str], **options: Any) -> AsyncIterator[Record]:
@@ -31,17 +33,20 @@ async def fetch(urls: Iterable[str] | AsyncIterable[str], **options: Any) -> Asy
 
     Options are the CLI flags as keyword arguments: `concurrency`, `workers`, `per_host`,
     `rate`, `timeout`, `connect_timeout`, `read_timeout`, `deadline`, `retries`, `backoff`,
-    `backoff_max`, `output_dir`, `save`, `skip_existing`, `dedupe`, `headers` (a list of
-    "Name: value"), `user_agent`, `method`, `http2`, `proxy`, `insecure`, `max_redirects`,
+    `backoff_max`, `output_dir`, `save`, `skip_existing`, `dedupe`, `headers` (a dict, or a
+    list of "Name: value"), `user_agent`, `method`, `http2`, `proxy`, `insecure`, `max_redirects`,
     `follow_redirects`, `max_bytes`. Bad values raise `UsageError`; a bad URL gets a record.
 
     Leaving the loop early stops the fetching once the iterator is closed; use
     `contextlib.aclosing(fetch(...))` to make that immediate.
     """
-    unknown = CLI_ONLY & options.keys()
+    unknown = options.keys() - OPTIONS
     if unknown:
-        msg = f"not an option of fetch(): {', '.join(sorted(unknown))} (CLI only)"
+        msg = f"not an option of fetch(): {', '.join(sorted(unknown))}"
         raise UsageError(msg)
+    headers = options.get("headers")
+    if isinstance(headers, Mapping):
+        options["headers"] = [f"{name}: {value}" for name, value in headers.items()]
     settings = Settings.create(**options)
     results: asyncio.Queue[Record] = asyncio.Queue(maxsize=2 * settings.limits.workers)
     stats = RunStats()

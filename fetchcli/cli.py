@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -28,7 +30,14 @@ from fetchcli.config import (
     Settings,
 )
 from fetchcli.environment import Environment
-from fetchcli.errors import ExitStatus, FetchcliError, Interrupted, OutputError, UsageError
+from fetchcli.errors import (
+    ExitStatus,
+    FetchcliError,
+    Interrupted,
+    OutputError,
+    ReaderGone,
+    UsageError,
+)
 from fetchcli.pipeline import run
 
 __all__ = ["app", "main", "run_cli"]
@@ -115,7 +124,7 @@ def get(
         typer.Option(
             "-w",
             "--workers",
-            help="Worker tasks draining the queue  [dim]\\[default: = concurrency][/]",
+            help="Worker tasks draining the queue (default: as many as --concurrency).",
             envvar=_env("workers"),
             rich_help_panel=CONCURRENCY,
             show_default=False,
@@ -137,6 +146,7 @@ def get(
             help="Requests started per second at most, over the run (0: no limit).",
             envvar=_env("rate"),
             rich_help_panel=CONCURRENCY,
+            show_default=False,
         ),
     ] = 0.0,
     processes: Annotated[
@@ -280,7 +290,7 @@ def get(
         typer.Option(
             "-H",
             "--header",
-            help="Add a request header 'Name: value' (repeatable).  [dim]\\[env var: "
+            help="Add a request header 'Name: value' (repeatable). [dim]\\[env var: "
             "FETCHCLI_HEADER, one header per line][/]",
             rich_help_panel=HTTP,
             show_default=False,
@@ -445,16 +455,21 @@ def run_cli(argv: Sequence[str], env: Environment) -> int:
         if type(exc).__name__ == "NoArgsIsHelpError":
             _say(env, exc.format_message())
             return ExitStatus.USAGE
-        hint = "Try 'fetchcli get --help' for help." if exc.exit_code == 2 else ""
-        _say(env, f"fetchcli: error: {exc.format_message()}", hint)
+        _say(env, f"fetchcli: error: {exc.format_message()}")
         return exc.exit_code
     except UsageError as exc:
-        _say(env, f"fetchcli: error: {exc}", "Try 'fetchcli get --help' for help.")
+        _say(env, f"fetchcli: error: {exc}")
         return ExitStatus.USAGE
     except Interrupted as exc:
         return ExitStatus.TERMINATED if exc.signum == signal.SIGTERM else ExitStatus.INTERRUPTED
     except KeyboardInterrupt:
         return ExitStatus.INTERRUPTED
+    except ReaderGone:
+        # The reader has what it wanted, as with `yes | head`: no message, and nothing
+        # more for Python to flush into the dead pipe at exit.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), env.stdout.fileno())
+        return ExitStatus.READER_GONE
     except OutputError as exc:
         if debug:
             raise

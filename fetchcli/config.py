@@ -175,7 +175,7 @@ class Settings:
         ):
             _at_least(name, value, 0)
         if deadline is not None and not deadline > 0:
-            _fail(f"deadline must be more than 0 seconds (got {deadline})")
+            _fail(f"--deadline must be more than 0 seconds (got {deadline})")
         _at_least("retries", retries, 0)
         _at_least("backoff", backoff, 0)
         _at_least("backoff-max", backoff_max, 0)
@@ -186,9 +186,9 @@ class Settings:
             _fail("--resume cannot read records back from stdout; give --jsonl a file")
         method = method.upper()
         if method not in ("GET", "HEAD"):
-            _fail(f"method must be GET or HEAD (got {method})")
+            _fail(f"--method must be GET or HEAD (got {method})")
         if proxy is not None and not re.match(r"^https?://[^/\s]+", proxy, re.IGNORECASE):
-            _fail(f"proxy must be an http:// or https:// URL (got {proxy!r})")
+            _fail(f"--proxy must be an http:// or https:// URL (got {proxy!r})")
         return cls(
             input=InputOptions(sources=tuple(sources) or ("-",), dedupe=dedupe),
             limits=Limits(
@@ -233,9 +233,9 @@ def parse_header(raw: str) -> tuple[str, str]:
     name, sep, value = raw.partition(":")
     name, value = name.strip(), value.strip()
     if not sep or not _HEADER_NAME.match(name):
-        _fail(f"header must look like 'Name: value' (got {raw!r})")
+        _fail(f"--header must look like 'Name: value' (got {raw!r})")
     if any(c in value for c in "\r\n\0"):
-        _fail(f"header value of {name!r} contains a line break or NUL")
+        _fail(f"--header value of {name!r} contains a line break or NUL")
     return name, value
 
 
@@ -243,17 +243,17 @@ def parse_size(raw: int | str) -> int:
     """Parse a byte count such as `1048576`, `500k`, `10M` or `2GiB` (powers of 1024)."""
     if isinstance(raw, int):
         if raw < 0:
-            _fail(f"size must not be negative (got {raw})")
+            _fail(f"--max-bytes must not be negative (got {raw})")
         return raw
     match = _SIZE.match(raw)
     if not match:
-        _fail(f"size must be a number of bytes with an optional k/M/G suffix (got {raw!r})")
+        _fail(f"--max-bytes must be a number of bytes, k/M/G suffix allowed (got {raw!r})")
     return int(match[1]) * _SIZE_UNITS[match[2].lower()]
 
 
 def _at_least(name: str, value: float, minimum: float) -> None:
     if math.isnan(value) or value < minimum:
-        _fail(f"{name} must be at least {minimum} (got {value})")
+        _fail(f"--{name} must be at least {minimum} (got {value})")
 
 
 def _fail(message: str) -> NoReturn:

@@ -32,11 +32,12 @@ LARGE_BLOCK = bytes(random.Random(0).randbytes(1 << 20))
 
 def demo_urls(base: str, count: int) -> list[str]:
     """A shuffled mix: mostly fast pages, some slow, flaky, missing, moved and large."""
-    mix = {"page": 0.62, "slow": 0.12, "flaky": 0.12, "missing": 0.06, "moved": 0.05}
+    mix = {"slow": 0.12, "flaky": 0.12, "missing": 0.06, "moved": 0.05}
     urls = [f"{base}/files/large-{i}.bin" for i in range(max(1, count // 60))]
     urls += [f"{base}/busy/{i}.html" for i in range(2)]
     for kind, share in mix.items():
         urls += [f"{base}/{kind}/{i}.html" for i in range(max(1, round(count * share)))]
+    urls += [f"{base}/page/{i}.html" for i in range(count - len(urls))]  # the rest: fast pages
     random.Random(count).shuffle(urls)
     return urls[:count]
 
@@ -134,7 +135,8 @@ async def demo(env: Environment, *, count: int, concurrency: int, keep: Path | N
             _say(env, f"fetchcli demo: {len(mix)} URLs from a local server at {base}")
             stats = await run(settings, env)
         where = f"kept in {keep}" if keep else "removed with their temporary directory"
-        _say(env, f"fetchcli demo: the 404s are on purpose; the files were {where}.")
+        failures = "the failures are on purpose; " if stats.failed else ""
+        _say(env, f"fetchcli demo: {failures}the files were {where}.")
         return stats
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)

@@ -74,7 +74,8 @@ def make_display(settings: Settings, env: Environment, stats: RunStats) -> Displ
 def summary_line(stats: RunStats) -> str:
     """One plain line: counts, bytes, time and rates; no control codes."""
     rate = stats.done / stats.elapsed if stats.elapsed > 0 else 0.0
-    parts = [f"{stats.done:,} URLs in {stats.elapsed:.1f}s ({rate:,.0f}/s)", f"{stats.ok:,} ok"]
+    urls = "URL" if stats.done == 1 else "URLs"
+    parts = [f"{stats.done:,} {urls} in {stats.elapsed:.1f}s ({rate:,.0f}/s)", f"{stats.ok:,} ok"]
     failed = f"{stats.failed:,} failed"
     kinds = [(k, n) for k, n in stats.by_outcome.most_common() if k != "ok" and "skipped" not in k]
     if kinds:

@@ -3,6 +3,7 @@
     FetchcliError                  anything fetchcli raises on purpose
     ├── UsageError                 bad flag, value or source: exit 2, one line
     ├── OutputError                the record file cannot be written: the run stops, exit 1
+    │   └── ReaderGone             its pipe's reader left (`| head`): exit 141, quietly
     ├── Interrupted                SIGINT/SIGTERM ended the run: exit 130/143
     └── FetchError                 one URL failed; it gets a record and the run goes on
         ├── TransientError         worth another attempt (resets, timeouts, 429/503 ...)
@@ -27,6 +28,7 @@ __all__ = [
     "Interrupted",
     "OutputError",
     "PermanentError",
+    "ReaderGone",
     "TransientError",
     "UsageError",
     "map_transport_error",
@@ -42,6 +44,7 @@ class ExitStatus(IntEnum):
     FAILURES = 1
     USAGE = 2
     INTERRUPTED = 130  # 128 + SIGINT
+    READER_GONE = 141  # 128 + SIGPIPE, what `yes | head` gives the writer
     TERMINATED = 143  # 128 + SIGTERM
 
 
@@ -55,6 +58,10 @@ class UsageError(FetchcliError):
 
 class OutputError(FetchcliError):
     """Raised when records cannot be written (disk full, closed pipe); the run stops."""
+
+
+class ReaderGone(OutputError):
+    """Raised when the pipe the records go to has no reader any more (`--jsonl - | head`)."""
 
 
 class Interrupted(FetchcliError):

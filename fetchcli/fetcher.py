@@ -258,9 +258,10 @@ class Fetcher:
         max_bytes = self._http.max_bytes
         expected = _content_length(response)
         encoding = response.headers.get("content-encoding")
+        status = response.status_code  # a failed body still had a response: say which
         if max_bytes is not None and not encoding and expected is not None and expected > max_bytes:
             msg = f"body of {expected} bytes is over --max-bytes {max_bytes}"
-            raise PermanentError("too_large", msg)
+            raise PermanentError("too_large", msg, status=status)
         decoder = decoder_for(encoding)
         received = 0
         async for chunk in response.aiter_raw():
@@ -270,15 +271,15 @@ class Fetcher:
                     await body.spill()
                 if max_bytes is not None and body.size > max_bytes:
                     msg = f"body over --max-bytes {max_bytes} (after decoding)"
-                    raise PermanentError("too_large", msg)
+                    raise PermanentError("too_large", msg, status=status)
         for piece in decoder.flush():
             body.feed(piece)
         if max_bytes is not None and body.size > max_bytes:
             msg = f"body over --max-bytes {max_bytes} (after decoding)"
-            raise PermanentError("too_large", msg)
+            raise PermanentError("too_large", msg, status=status)
         if expected is not None and received < expected:
             msg = f"body incomplete: {received} of {expected} bytes"
-            raise TransientError("truncated", msg)
+            raise TransientError("truncated", msg, status=status)
 
     def _fetched(
         self, response: httpx.Response, path: str | None, size: int, digest: str | None

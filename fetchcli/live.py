@@ -16,6 +16,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
+from rich.constrain import Constrain
 from rich.live import Live
 from rich.markup import escape
 from rich.progress_bar import ProgressBar
@@ -34,6 +35,9 @@ FRAME_SECONDS = 0.1
 RATE_WINDOW_SECONDS = 5.0
 MAX_FAILURE_LINES = 10
 MAX_TRANSFER_ROWS = 3
+# Columns left free at the right: the terminal echoes "^C" after the cursor, and a line it
+# wraps would make the live area one line taller than Rich erases when it stops.
+ECHO_ROOM = 2
 
 
 class LiveDisplay:
@@ -159,7 +163,8 @@ class LiveDisplay:
         )
         if stats.skipped or stats.resumed:
             counts.append(f" · skipped {stats.skipped + stats.resumed:,}")
-        return Group(top, rates, counts, *self._transfer_rows(now))
+        group = Group(top, rates, counts, *self._transfer_rows(now))
+        return Constrain(group, width=max(self._console.width - ECHO_ROOM, 20))
 
     def _rates(self, now: float, received: int) -> tuple[float, float]:
         """Requests and bytes per second over the last few seconds."""
@@ -186,7 +191,8 @@ class LiveDisplay:
         rows.add_column(no_wrap=True, overflow="ellipsis", max_width=28, style="dim")
         rows.add_column(ratio=1)
         rows.add_column(no_wrap=True, justify="right")
-        for key, transfer in big[:MAX_TRANSFER_ROWS]:
+        shown = big[:MAX_TRANSFER_ROWS]
+        for key, transfer in shown:
             size = transfer.progress.size
             then, then_size, speed = self._speeds.get(key, (now, size, 0.0))
             if now - then >= 0.5:  # a smoothed speed, refreshed twice a second
@@ -201,20 +207,26 @@ class LiveDisplay:
                 f"{figure} {_size(speed)}/s",
             )
         self._speeds = speeds
-        return [rows] if speeds else []
+        if not shown:
+            return []
+        if len(big) > len(shown):
+            more = len(big) - len(shown)
+            return [rows, Text(f"  … and {more} more large transfer{_s(more)}", "dim")]
+        return [rows]
 
 
 def summary_table(stats: RunStats, *, interrupted: bool = False) -> RenderableType:
     """The end-of-run summary for a terminal: outcomes with an example each, then totals."""
     title = "fetchcli: interrupted" if interrupted else "fetchcli: done"
-    table = Table(title=title, title_justify="left", show_edge=False, expand=False)
+    title_text = Text(title, style="italic")
+    table = Table(show_edge=False, expand=False)
     table.add_column("outcome")
     table.add_column("count", justify="right")
     table.add_column("example", overflow="fold")
     for outcome, count in stats.by_outcome.most_common():
         style = "green" if outcome == "ok" else "dim" if "skipped" in outcome else "red"
         url, error = stats.error_examples.get(outcome, ("", ""))
-        example = f"{escape(url)} [dim]{escape(error)}[/]" if url else ""
+        example = f"{escape(url)} [dim]→ {escape(error)}[/]" if url else ""
         table.add_row(f"[{style}]{escape(outcome)}[/]", f"{count:,}", example)
     if stats.resumed:
         table.add_row("[dim]already done (--resume)[/]", f"{stats.resumed:,}", "")
@@ -222,11 +234,23 @@ def summary_table(stats: RunStats, *, interrupted: bool = False) -> RenderableTy
     rate = stats.done / elapsed if elapsed > 0 else 0.0
     byte_rate = stats.bytes / elapsed if elapsed > 0 else 0.0
     totals = Text(
-        f"{stats.done:,} URLs · {_size(stats.bytes)} · {elapsed:.1f}s · "
+        f"{stats.done:,} URL{_s(stats.done)} · {_size(stats.bytes)} · {elapsed:.1f}s · "
         f"{rate:,.0f} req/s · {_size(byte_rate)}/s · {stats.retries:,} retries",
         style="bold",
     )
-    return Group(table, totals)
+    parts: list[RenderableType] = [title_text]
+    if table.row_count:
+        parts.append(table)
+    parts.append(totals)
+    if interrupted:
+        parts.append(
+            Text(
+                "What had not finished has no record: run the same command again with "
+                "--jsonl FILE --resume to fetch only the rest.",
+                style="dim",
+            )
+        )
+    return Group(*parts)
 
 
 def _failure_line(record: Record) -> Text:
@@ -238,6 +262,10 @@ def _failure_line(record: Record) -> Text:
     line.no_wrap = True
     line.overflow = "ellipsis"
     return line
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
 
 
 def _short_name(url: str) -> str:

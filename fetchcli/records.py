@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import BinaryIO
 
 from fetchcli.batching import Batcher
-from fetchcli.errors import OutputError
+from fetchcli.errors import OutputError, ReaderGone
 from fetchcli.models import Record
 from fetchcli.sources import FingerprintSet
 
@@ -82,7 +82,8 @@ class RecordLog:
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._stream.fileno(), start)
             msg = f"cannot write records to {self._name}: {exc.strerror or exc}"
-            return [OutputError(msg)] * len(records)
+            error = ReaderGone(msg) if isinstance(exc, BrokenPipeError) else OutputError(msg)
+            return [error] * len(records)
         return [None] * len(records)
 
 

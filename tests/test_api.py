@@ -46,14 +46,27 @@ async def test_leaving_early_stops_the_fetching(server, unique):
 
 
 async def test_bad_options_raise_usage_errors():
-    with pytest.raises(UsageError, match="concurrency must be at least 1"):
+    with pytest.raises(UsageError, match="--concurrency must be at least 1"):
         async for _ in fetchcli.fetch([], concurrency=0):
             pass
     with pytest.raises(UsageError, match="not an option of fetch"):
         async for _ in fetchcli.fetch([], jsonl="x.jsonl"):
             pass
+    with pytest.raises(UsageError, match="not an option of fetch\\(\\): concurency"):
+        async for _ in fetchcli.fetch([], concurency=4):
+            pass
 
 
-def test_the_package_exports_fetch_and_record():
+async def test_headers_may_be_a_dict(server, unique):
+    target = f"/headers/{unique}"
+    records = [
+        r async for r in fetchcli.fetch([server.url(target)], save=False, headers={"X-A": "1"})
+    ]
+    assert records[0].ok
+    assert server.last_headers(target)["x-a"] == "1"
+
+
+def test_the_package_exports_fetch_record_and_usage_error():
     assert fetchcli.fetch.__module__ == "fetchcli.api"
     assert fetchcli.Record.__name__ == "Record"
+    assert fetchcli.UsageError is UsageError

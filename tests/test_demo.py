@@ -6,6 +6,9 @@ import re
 import tempfile
 from pathlib import Path
 
+import pytest
+
+from fetchcli.demo import demo_urls
 from tests.helpers import cli
 
 
@@ -26,3 +29,9 @@ def test_the_demo_can_keep_its_files(tmp_path):
     assert result.exit_code == 0
     assert (tmp_path / "kept" / "results.jsonl").read_text().count("\n") == 30
     assert any(p.suffix == ".html" for p in (tmp_path / "kept").rglob("*"))
+
+
+@pytest.mark.parametrize("count", [1, 7, 60, 300, 1000])
+def test_the_demo_mix_has_exactly_the_count_asked(count: int):
+    urls = demo_urls("http://h", count)
+    assert len(urls) == count == len(set(urls))

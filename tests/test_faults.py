@@ -379,6 +379,27 @@ def test_records_can_go_to_a_pipe_by_name(server, unique):
     assert json.loads(done.stdout)["ok"]
 
 
+def test_a_reader_that_leaves_ends_the_run_quietly(server, unique):
+    # `fetchcli get --jsonl - | head -1`: once the reader is gone, stop like `yes | head`.
+    proc = subprocess.Popen(
+        [*FETCHCLI, "get", "-", "--no-save", "--jsonl", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin and proc.stdout and proc.stderr
+    proc.stdin.write(server.url(f"/ok/{unique}/first").encode() + b"\n")
+    proc.stdin.flush()
+    assert json.loads(proc.stdout.readline())["ok"]
+    proc.stdout.close()  # the reader leaves; the next record has nowhere to go
+    proc.stdin.write(server.url(f"/ok/{unique}/second").encode() + b"\n")
+    proc.stdin.close()
+    assert proc.wait(timeout=30) == 141
+    stderr = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert "error" not in stderr and "Traceback" not in stderr, stderr
+
+
 def test_a_named_pipe_source_can_be_interrupted(server, unique, tmp_path):
     fifo = tmp_path / "urls.fifo"
     os.mkfifo(fifo)

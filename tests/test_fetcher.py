@@ -267,6 +267,7 @@ async def test_max_bytes_by_content_length_fails_without_reading(respx_mock: res
     async with fetch_rig(respx_mock, max_bytes=1000) as rig:
         record = await rig.fetcher.fetch(job(URL))
     assert not record.ok and record.error_kind == "too_large" and record.attempts == 1
+    assert record.status == 200  # the server answered; the body was refused
     assert record.error == "body of 2000 bytes is over --max-bytes 1000"
 
 

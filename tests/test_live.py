@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 
 import pytest
 from rich.console import Console
 
-from fetchcli.live import LiveDisplay
+from fetchcli.live import LiveDisplay, summary_table
 from fetchcli.models import Record
-from fetchcli.stats import RunStats
+from fetchcli.stats import RunStats, Transfer
 
 pytestmark = pytest.mark.anyio
 
@@ -63,3 +64,51 @@ async def test_failures_are_listed_once_each_and_capped():
     await display.aclose(interrupted=False)
     text = screen.getvalue()
     assert text.count("✗ 404") == 10 and "more failures" in text
+
+
+class Arrived:
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+async def test_large_transfers_get_rows_and_the_rest_a_count():
+    stats = RunStats()
+    for key in range(5):
+        size = (key + 2) * 1024 * 1024
+        stats.transfers[key] = Transfer(f"http://a.test/big{key}", size, Arrived(size // 2))
+    stats.transfers[9] = Transfer("http://a.test/small", 10, Arrived(5))
+    display, screen = live(stats)
+    display.start([])
+    await asyncio.sleep(0.05)
+    text = screen.getvalue()
+    assert all(f"big{key}" in text for key in (4, 3, 2))  # the three largest
+    assert "big1" not in text and "small" not in text
+    assert "… and 2 more large transfers" in text
+    await display.aclose(interrupted=False)
+
+
+async def test_lines_leave_room_for_the_echoed_ctrl_c():
+    # A full-width last line would wrap when the terminal echoes "^C", and Rich would then
+    # erase one line too few when the live area goes away.
+    stats = RunStats(total=10)
+    display, screen = live(stats)
+    display.start([])
+    await asyncio.sleep(0.05)
+    await display.aclose(interrupted=True)
+    lines = screen.getvalue().replace("\r", "\n").splitlines()
+    bars = [line for line in lines if "0/10" in line]
+    assert bars and all(len(_plain(line)) <= 78 for line in bars)
+
+
+def test_an_interrupted_summary_says_how_to_finish():
+    stats = RunStats()
+    screen = io.StringIO()
+    Console(file=screen, width=100, color_system=None).print(summary_table(stats, interrupted=True))
+    text = screen.getvalue()
+    assert text.startswith("fetchcli: interrupted")
+    assert "outcome" not in text  # no empty table
+    assert "0 URLs" in text and "--resume" in text
+
+
+def _plain(line: str) -> str:
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line)
