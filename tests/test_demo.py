@@ -33,5 +33,5 @@ def test_the_demo_can_keep_its_files(tmp_path):
 
 @pytest.mark.parametrize("count", [1, 7, 60, 300, 1000])
 def test_the_demo_mix_has_exactly_the_count_asked(count: int):
-    urls = demo_urls("http://h", count)
+    urls = demo_urls("http://demo.test", count)
     assert len(urls) == count == len(set(urls))
