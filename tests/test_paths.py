@@ -151,5 +151,5 @@ def test_two_different_urls_map_to_different_paths(a: str, b: str) -> None:
         first, second = httpx.URL("http://h.test/" + a), httpx.URL("http://h.test/" + b)
     except httpx.InvalidURL:
         return
-    if url_key(first) != url_key(second):  # the same resource: "http://h" is "http://h/"
+    if url_key(first) != url_key(second):  # the same resource: "http://h.test" is "http://h.test/"
         assert relative_path(first) != relative_path(second)
