@@ -18,7 +18,7 @@ from typing import Any
 from fetchcli.config import Settings
 from fetchcli.errors import UsageError
 from fetchcli.models import Record
-from fetchcli.pipeline import execute
+from fetchcli.runner import execute
 from fetchcli.sources import lines_from
 from fetchcli.stats import RunStats
 
@@ -58,16 +58,18 @@ async def fetch(urls: Iterable[str] | AsyncIterable[str], **options: Any) -> Asy
     engine = asyncio.create_task(
         execute(settings, lines_from(urls), emit, stats, random=random.Random().random)
     )
+    getter: asyncio.Future[Record] | None = None
     try:
         while not (engine.done() and results.empty()):
             getter = asyncio.ensure_future(results.get())
             await asyncio.wait({getter, engine}, return_when=asyncio.FIRST_COMPLETED)
             if getter.done():
                 yield getter.result()
-            else:
-                getter.cancel()
+            getter.cancel()  # done: a no-op; else the engine ended first (or we are cancelled)
         engine.result()  # the engine's error, if it failed
     finally:
+        if getter is not None:
+            getter.cancel()
         if not engine.done():
             engine.cancel()
         await asyncio.gather(engine, return_exceptions=True)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from types import TracebackType
+from typing import Generic, Self, TypeVar
 
 __all__ = ["Batcher"]
 
@@ -23,8 +24,9 @@ class Batcher(Generic[Item, Result]):
     """Run `write_batch(items) -> results` in threads for whatever has queued up.
 
     `write_batch` returns one result per item, in order: a value, or an exception for that
-    item. `run()` is the background task (the pipeline starts it in its TaskGroup, so a
-    failure stops the run); `close()` makes it write what is pending and return.
+    item. `async with batcher:` runs `run()` as its background task and, on the way out,
+    writes what is pending and waits for it; a failure of the writing is raised by the next
+    `submit` and on the way out, so the run stops with the real cause.
     """
 
     def __init__(
@@ -42,6 +44,31 @@ class Batcher(Generic[Item, Result]):
         self._wake = asyncio.Event()
         self._closing = False
         self._stopped = False
+        self._failure: BaseException | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self.run())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._task is not None
+        self.close()
+        try:
+            # Shielded: the writer finishes what it holds even while we are being cancelled.
+            await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            self._task.cancel()  # a second cancel: run() still writes what it holds
+            raise
+        except BaseException:
+            if exc is None and self._failure is not None:
+                raise self._failure from None
+            # Otherwise the body's own error is the one to report (often this same failure).
 
     @property
     def backlog(self) -> int:
@@ -64,6 +91,8 @@ class Batcher(Generic[Item, Result]):
         return await future
 
     def _queue(self, item: Item, future: asyncio.Future[Result] | None) -> None:
+        if self._failure is not None:
+            raise self._failure
         if self._stopped:
             msg = "the writer has stopped"
             raise RuntimeError(msg)
@@ -100,10 +129,14 @@ class Batcher(Generic[Item, Result]):
                     asyncio.to_thread(self._write_batch, [item for item, _ in batch])
                 )
             raise
-        except BaseException:
+        except BaseException as exc:
+            # The hops' TaskGroup wraps the failure in a group: keep the error itself.
+            while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                exc = exc.exceptions[0]
+            self._failure = exc
             for _, future in self._pending:
                 if future is not None and not future.done():
-                    future.set_exception(RuntimeError("the writer stopped"))
+                    future.set_exception(exc)
             self._pending = []
             raise
         finally:

@@ -1,4 +1,4 @@
-"""The command line: Typer flags -> Settings -> pipeline.run(); errors -> exit statuses.
+"""The command line: Typer flags -> Settings -> session.run(); errors -> exit statuses.
 
 `main()` is the only place that maps errors to exit statuses and the only place that exits.
 """
@@ -38,7 +38,7 @@ from fetchcli.errors import (
     ReaderGone,
     UsageError,
 )
-from fetchcli.pipeline import run
+from fetchcli.session import run
 
 __all__ = ["app", "main", "run_cli"]
 

@@ -65,7 +65,7 @@ class Limits:
     workers: int = DEFAULT_CONCURRENCY
     per_host: int = 0  # 0: no per-host limit
     rate: float = 0.0  # requests started per second over the whole run; 0: no limit
-    processes: int = 0  # engine processes; 0: auto (see processes.engine_count)
+    processes: int = 0  # engine processes; 0: auto (see runner.engine_count)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

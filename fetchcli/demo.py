@@ -21,7 +21,7 @@ from aiohttp import web
 
 from fetchcli.config import Settings
 from fetchcli.environment import Environment
-from fetchcli.pipeline import run
+from fetchcli.session import run
 from fetchcli.stats import RunStats
 
 __all__ = ["demo", "demo_urls"]

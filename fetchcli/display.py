@@ -11,8 +11,9 @@ from fetchcli.config import Settings
 from fetchcli.environment import Environment
 from fetchcli.models import Record
 from fetchcli.stats import RunStats
+from fetchcli.summary import summary_line
 
-__all__ = ["Display", "NullDisplay", "PlainDisplay", "make_display", "summary_line"]
+__all__ = ["Display", "NullDisplay", "PlainDisplay", "make_display"]
 
 
 class Display(Protocol):
@@ -69,33 +70,3 @@ def make_display(settings: Settings, env: Environment, stats: RunStats) -> Displ
     from fetchcli.live import LiveDisplay  # Rich: ~50 ms to import, only for a terminal
 
     return LiveDisplay.on_stderr(stats, env)
-
-
-def summary_line(stats: RunStats) -> str:
-    """One plain line: counts, bytes, time and rates; no control codes."""
-    rate = stats.done / stats.elapsed if stats.elapsed > 0 else 0.0
-    urls = "URL" if stats.done == 1 else "URLs"
-    parts = [f"{stats.done:,} {urls} in {stats.elapsed:.1f}s ({rate:,.0f}/s)", f"{stats.ok:,} ok"]
-    failed = f"{stats.failed:,} failed"
-    kinds = [(k, n) for k, n in stats.by_outcome.most_common() if k != "ok" and "skipped" not in k]
-    if kinds:
-        failed += " (" + ", ".join(f"{kind} {count:,}" for kind, count in kinds[:4]) + ")"
-    parts.append(failed)
-    if stats.skipped:
-        parts.append(f"{stats.skipped:,} skipped")
-    if stats.resumed:
-        parts.append(f"{stats.resumed:,} already done")
-    parts.append(size(stats.bytes))
-    parts.append(f"{stats.retries:,} retries")
-    return ", ".join(parts)
-
-
-def size(count: float | None) -> str:
-    """A byte count for people: 0 B, 12.3 kB, 4.5 MB ..."""
-    if count is None:
-        return "?"
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(count) < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} TB"  # pragma: no cover

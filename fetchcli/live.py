@@ -24,10 +24,10 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from fetchcli.display import size as _size
 from fetchcli.environment import Environment
 from fetchcli.models import Record
 from fetchcli.stats import SHOWN_TRANSFER_BYTES, RunStats
+from fetchcli.summary import size as _size
 
 __all__ = ["LiveDisplay", "summary_table"]
 

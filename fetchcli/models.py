@@ -44,6 +44,11 @@ class Record:
     source: str = "-"
     line: int = 0
 
+    @classmethod
+    def lost(cls, source: str, line: int, url: str, reason: str) -> Record:
+        """The record of a job whose engine went away before it finished."""
+        return cls(url=url, ok=False, error=reason, error_kind="internal", source=source, line=line)
+
     def to_json(self) -> str:
         """One line of JSON, fields in declaration order."""
         return json.dumps(

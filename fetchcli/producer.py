@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
+from fetchcli.executor import Emit, Handoff, loop_time
 from fetchcli.models import Job, Record
 from fetchcli.sources import BadLine, FingerprintSet, Lines, parse_line, url_key
 from fetchcli.stats import RunStats
@@ -14,16 +14,20 @@ __all__ = ["produce"]
 
 async def produce(
     lines: Lines,
-    handoff: Callable[[Job], Awaitable[None]],
-    emit: Callable[[Record], Awaitable[None]],
+    handoff: Handoff,
+    *,
+    emit: Emit,
     stats: RunStats,
     seen: FingerprintSet | None,
     done: FingerprintSet | None,
-    deadline: float | None,
+    deadline_at: float | None,
 ) -> None:
-    """Turn lines into jobs for `handoff`; bad lines and duplicates into records at once."""
+    """Turn lines into jobs for `handoff`; bad lines and duplicates into records at once.
+
+    `deadline_at` is a `time.monotonic()` time: past it, reading stops.
+    """
     try:
-        async with asyncio.timeout_at(deadline):
+        async with asyncio.timeout_at(loop_time(deadline_at)):
             async for source, batch in lines:
                 for number, raw in batch:
                     item = parse_line(source, number, raw)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import stat
 import threading
 from collections.abc import Sequence
-from typing import BinaryIO
+from types import TracebackType
+from typing import BinaryIO, Self
 
 from fetchcli.batching import Batcher
 from fetchcli.errors import OutputError, ReaderGone
@@ -24,7 +26,8 @@ class RecordLog:
     """Appends records as JSON lines; each batch is one write, flushed at once.
 
     A failed write is cut back to the last whole line, so the file stays valid JSONL, and
-    stops the run (there is no point fetching what cannot be recorded).
+    stops the run (there is no point fetching what cannot be recorded). `async with` runs
+    the writer; on the way out it writes what it holds and the file is closed.
     """
 
     def __init__(self, stream: BinaryIO, name: str, *, owned: bool) -> None:
@@ -34,7 +37,22 @@ class RecordLog:
         # Only a regular file can be cut back after a failed write (not a pipe, not stdout).
         self._seekable = owned and _is_regular(stream)
         self._lock = threading.Lock()  # a cancelled run's last write may overlap a hop
-        self.writer: Batcher[Record, None] = Batcher(self._write)
+        self._writer: Batcher[Record, None] = Batcher(self._write)
+
+    async def __aenter__(self) -> Self:
+        await self._writer.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            await self._writer.__aexit__(exc_type, exc, traceback)
+        finally:
+            await asyncio.to_thread(self.close)
 
     @classmethod
     def open(cls, path: str, *, append: bool, stdout: BinaryIO) -> RecordLog:
@@ -52,10 +70,10 @@ class RecordLog:
     async def add(self, record: Record) -> None:
         """Queue one record for writing; wait when the writing falls far behind (a slow
         reader of `--jsonl -`), so that memory stays flat."""
-        if self.writer.backlog < MAX_BACKLOG:
-            self.writer.submit_nowait(record)
+        if self._writer.backlog < MAX_BACKLOG:
+            self._writer.submit_nowait(record)
         else:
-            await self.writer.submit(record)
+            await self._writer.submit(record)
 
     def close(self) -> None:
         """Close the file (not stdout); blocking. Waits for a write in progress."""

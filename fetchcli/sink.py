@@ -19,7 +19,8 @@ import stat
 import threading
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import NamedTuple
+from types import TracebackType
+from typing import NamedTuple, Self
 
 from fetchcli.batching import Batcher
 from fetchcli.errors import PermanentError
@@ -44,7 +45,11 @@ class TempFile(NamedTuple):
 
 
 class Saver:
-    """Owns the output directory for one run: targets, temporary files, batched writes."""
+    """Owns the output directory for one run: targets, temporary files, batched writes.
+
+    `async with Saver(...)` runs its writers; on the way out they finish what they hold,
+    and every temporary file still registered is removed.
+    """
 
     def __init__(self, output_dir: Path, *, save: bool) -> None:
         self.root = output_dir
@@ -64,6 +69,26 @@ class Saver:
         self.sizes: Batcher[PurePosixPath, int | None] = Batcher(
             self._stat_sizes, max_hops=WRITE_THREADS
         )
+        self._writers = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Self:
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(self.small_files)
+            await stack.enter_async_context(self.sizes)
+            self._writers = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            await self._writers.__aexit__(exc_type, exc, traceback)
+        finally:
+            # In a thread that a second Ctrl-C cannot stop: asyncio.run() waits for it.
+            await asyncio.shield(asyncio.ensure_future(asyncio.to_thread(self.sweep)))
 
     def body(self, relpath: PurePosixPath | None) -> Body:
         """A new body for one response, saved under `relpath`, or only hashed when None."""

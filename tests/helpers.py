@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import json
@@ -89,17 +88,11 @@ async def fetch_rig(
         return response
 
     transport = httpx.MockTransport(as_network_would)
-    async with Client(transport=transport) as client, asyncio.TaskGroup() as group:
-        group.create_task(saver.small_files.run())
-        group.create_task(saver.sizes.run())
+    async with Client(transport=transport) as client, saver:
         fetcher = Fetcher(
             client, settings, limiter, saver, stats, random.Random(7).random, sleep=record_sleep
         )
-        try:
-            yield FetchRig(fetcher, limiter, stats, sleeps, pauses)
-        finally:
-            saver.small_files.close()
-            saver.sizes.close()
+        yield FetchRig(fetcher, limiter, stats, sleeps, pauses)
 
 
 @dataclass

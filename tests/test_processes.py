@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fetchcli.config import Settings
-from fetchcli.processes import engine_count
+from fetchcli.runner import engine_count
 from tests.helpers import cli
 from tests.servers import body_for
 
@@ -96,7 +96,7 @@ def children_of(pid: int) -> list[int]:
                 stat = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and "fetchcli.engine" in Path(
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and "fetchcli.parallel.engine" in Path(
                 f"/proc/{entry}/cmdline"
             ).read_text(errors="replace"):
                 found.append(int(entry))
@@ -157,4 +157,4 @@ def test_a_lost_engine_does_not_lose_its_urls(server, unique):
     ],
 )
 def test_engine_count(options, cpus, size, expected):
-    assert engine_count(Settings.create(**options), cpus=cpus, input_bytes=size) == expected
+    assert engine_count(Settings.create(**options).limits, cpus=cpus, input_bytes=size) == expected

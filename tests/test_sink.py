@@ -23,14 +23,10 @@ async def save(saver: Saver, relpath: str, data: bytes) -> tuple[str | None, str
 
 
 async def run_saver(saver: Saver, *saves: tuple[str, bytes]) -> list:
-    async with asyncio.TaskGroup() as group:
-        group.create_task(saver.small_files.run())
-        try:
-            return await asyncio.gather(
-                *(save(saver, path, data) for path, data in saves), return_exceptions=True
-            )
-        finally:
-            saver.small_files.close()
+    async with saver:
+        return await asyncio.gather(
+            *(save(saver, path, data) for path, data in saves), return_exceptions=True
+        )
 
 
 def leftovers(root: Path) -> list[Path]:

@@ -1,20 +1,13 @@
-"""Several engine processes, each with its own event loop and its own GIL.
+"""The multi-process executor: engine processes, each with its own event loop and GIL.
 
 One event loop is one core: a busy run is CPU-bound at a few thousand requests a second, and
 sooner when bodies are saved, because the thread that writes files waits for the GIL that
-the busy loop holds (measured: the writes then run in series with the fetching). With
-`--processes N` this process becomes the coordinator: it reads, validates and deduplicates
-the input, deals the jobs out to N engine processes, and funnels their records to the one
-records file and display. Every engine runs the same `pipeline.execute()` as a
-single-process run, with its share of `-c`, `-w` and `--rate`. A host paused by a
-Retry-After in one engine is paused in all of them.
-
-Coordinator and engines talk over a socket pair in length-prefixed pickles:
-
-    to an engine:    ("start", Settings, deadline)  ("jobs", [(source, line, url)])
-                     ("pause", host, seconds)  ("end",)  ("stop",)
-    from an engine:  ("records", [Record])  ("stats", in_flight, retrying, retries, transfers)
-                     ("pause", host, seconds)  ("done",)
+the busy loop holds (measured: the writes then run in series with the fetching). Here this
+process is the coordinator: the producer (reading, validating, deduplicating) runs here,
+its jobs are dealt out to N engine processes (`engine.py`), and their records come back to
+the one `emit`. Every engine runs the in-process executor with its share of `-c`, `-w` and
+`--rate`. A host paused by a Retry-After in one engine is paused in all of them. The
+messages are in `wire.py`.
 """
 
 from __future__ import annotations
@@ -22,91 +15,60 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 import signal
 import socket
 import sys
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
-from fetchcli.batching import Batcher
 from fetchcli.config import Limits, Settings
-from fetchcli.engine import REPORT_SECONDS, frame, read_message
-from fetchcli.errors import sole_error
+from fetchcli.executor import Emit, Produce
 from fetchcli.models import Job, Record
-from fetchcli.producer import produce
-from fetchcli.sources import FingerprintSet, Lines
+from fetchcli.parallel.wire import (
+    Done,
+    End,
+    EngineStats,
+    Jobs,
+    Pause,
+    Records,
+    Start,
+    Stop,
+    ToEngine,
+    WireError,
+    WireJob,
+    frame,
+    read_message,
+)
 from fetchcli.stats import RunStats, Transfer
 
-__all__ = ["engine_count", "execute_in_processes"]
+__all__ = ["EngineProcesses"]
 
 JOBS_PER_MESSAGE = 256
 WINDOW_PER_WORKER = 4  # jobs an engine may hold, per worker: enough to never run dry
 STOP_SECONDS = 5.0  # how long a stopped engine may take to clean up before it is killed
-SMALL_INPUT_BYTES = 256 * 1024  # about 5,000 URLs: less is over before engines start
+FLUSH_SECONDS = 0.02  # jobs buffered for a busy engine still leave this soon
 
 
-def engine_count(
-    settings: Settings, cpus: int | None = None, input_bytes: int | None = None
-) -> int:
-    """How many engine processes to run: the flag, or when it is 0 ("auto") one per core.
+class EngineProcesses:
+    """Fetches on `count` engine processes; the same records come out as in one process."""
 
-    One process, whatever the flag, with `--per-host`: its limit holds per process, and the
-    hosts are not split between engines. Auto also stays at one when more cannot help: a
-    few requests at a time, or a short list of files (`input_bytes`; None for stdin), which
-    would be done before the engines had started.
-    """
-    limits = settings.limits
-    if limits.per_host:
-        return 1
-    if limits.processes:
-        return max(1, min(limits.processes, limits.concurrency))
-    if limits.concurrency < 8 or (input_bytes is not None and input_bytes < SMALL_INPUT_BYTES):
-        return 1
-    return max(1, min(cpus or os.cpu_count() or 1, 4, limits.concurrency))
+    def __init__(
+        self, settings: Settings, stats: RunStats, count: int, *, deadline_at: float | None
+    ) -> None:
+        self._settings = settings
+        self._stats = stats
+        self._count = count
+        self._deadline_at = deadline_at
 
-
-async def execute_in_processes(
-    settings: Settings,
-    count: int,
-    lines: Lines,
-    emit: Callable[[Record], Awaitable[None]],
-    stats: RunStats,
-    *,
-    done: FingerprintSet | None,
-    writers: Sequence[Batcher[Any, Any]],
-) -> None:
-    """`pipeline.execute()` spread over `count` engine processes; the same records come out."""
-    loop = asyncio.get_running_loop()
-    deadline = settings.timeouts.deadline
-    seen = FingerprintSet() if settings.input.dedupe else None
-    pool = _Pool(settings, count, emit, stats)
-    try:
+    async def run(self, produce: Produce, emit: Emit) -> None:
+        """Start the engines, deal out every job `produce` hands off, stop them cleanly."""
+        pool = _Pool(self._settings, self._count, emit, self._stats)
         async with asyncio.TaskGroup() as group:
-            for writer in writers:
-                group.create_task(writer.run())
             try:
-                await pool.start(group, deadline)
-                await produce(
-                    lines,
-                    pool.handoff,
-                    emit,
-                    stats,
-                    seen,
-                    done,
-                    None if deadline is None else loop.time() + deadline,
-                )
+                await pool.start(group, self._deadline_at)
+                await produce(pool.handoff)
                 await pool.finish()
             finally:
                 # Engines hand in what they finished before the records file is closed.
                 await pool.shutdown()
-                for writer in writers:
-                    writer.close()
-    except BaseExceptionGroup as group:
-        raise sole_error(group) from None
-    finally:
-        stats.finish()
 
 
 @dataclasses.dataclass(eq=False)
@@ -120,14 +82,14 @@ class _Engine:
     window: int
     outstanding: dict[tuple[str, int], list[str]] = dataclasses.field(default_factory=dict)
     pending: int = 0
-    buffer: list[tuple[str, int, str]] = dataclasses.field(default_factory=list)
+    buffer: list[WireJob] = dataclasses.field(default_factory=list)
     finished: bool = False
     in_flight: int = 0
     retrying: int = 0
     retries: int = 0
     transfers: dict[int, Transfer] = dataclasses.field(default_factory=dict)
 
-    def send(self, message: tuple[Any, ...]) -> None:
+    def send(self, message: ToEngine) -> None:
         if not self.writer.is_closing():
             self.writer.write(frame(message))
 
@@ -139,7 +101,7 @@ class _Pool:
         self,
         settings: Settings,
         count: int,
-        emit: Callable[[Record], Awaitable[None]],
+        emit: Emit,
         stats: RunStats,
     ) -> None:
         self._settings = settings
@@ -149,16 +111,15 @@ class _Pool:
         self._engines: list[_Engine] = []
         self._room = asyncio.Event()
 
-    async def start(self, group: asyncio.TaskGroup, deadline: float | None) -> None:
+    async def start(self, group: asyncio.TaskGroup, deadline_at: float | None) -> None:
         """Spawn the engines, give each its settings, and listen to them."""
-        deadline_at = None if deadline is None else time.time() + deadline
         for index in range(self._count):
             ours, theirs = socket.socketpair()
             try:
                 process = await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-m",
-                    "fetchcli.engine",
+                    "fetchcli.parallel.engine",
                     str(theirs.fileno()),
                     pass_fds=[theirs.fileno()],
                     stdin=asyncio.subprocess.DEVNULL,
@@ -172,7 +133,7 @@ class _Pool:
             reader, writer = await asyncio.open_connection(sock=ours)
             share = self._share(index)
             engine = _Engine(index, process, reader, writer, WINDOW_PER_WORKER * share.workers)
-            engine.send(("start", self._engine_settings(share), deadline_at))
+            engine.send(Start(self._engine_settings(share), deadline_at))
             self._engines.append(engine)
             group.create_task(self._listen(engine))
         group.create_task(self._flush_now_and_then())
@@ -190,7 +151,7 @@ class _Pool:
             self._flush_all()
             self._room.clear()
             await self._room.wait()
-        engine.buffer.append((job.source, job.line, job.url))
+        engine.buffer.append(WireJob(job.source, job.line, job.url))
         engine.outstanding.setdefault((job.source, job.line), []).append(job.url)
         # A hungry engine gets the job at once (a slow pipe's first URL); a busy one in bulk.
         if len(engine.buffer) >= JOBS_PER_MESSAGE or engine.pending < engine.window // 4:
@@ -201,7 +162,7 @@ class _Pool:
         """No more jobs: let every engine finish its work and hand in its records."""
         self._flush_all()
         for engine in self._engines:
-            engine.send(("end",))
+            engine.send(End())
         await asyncio.gather(*(self._wait_finished(engine) for engine in self._engines))
 
     async def shutdown(self) -> None:
@@ -209,7 +170,7 @@ class _Pool:
         try:
             for engine in self._engines:
                 if not engine.finished:
-                    engine.send(("stop",))
+                    engine.send(Stop())
             await asyncio.gather(*(self._wait_exit(engine) for engine in self._engines))
             # An exited engine's last records may still be in the socket: read them all.
             with contextlib.suppress(TimeoutError):
@@ -253,7 +214,7 @@ class _Pool:
     def _flush(self, engine: _Engine) -> None:
         if engine.buffer:
             engine.pending += len(engine.buffer)
-            engine.send(("jobs", engine.buffer))
+            engine.send(Jobs(engine.buffer))
             engine.buffer = []
 
     def _flush_all(self) -> None:
@@ -264,25 +225,31 @@ class _Pool:
         # Jobs buffered for a busy engine still leave within a few milliseconds.
         while not all(engine.finished for engine in self._engines):
             self._flush_all()
-            await asyncio.sleep(REPORT_SECONDS)
+            await asyncio.sleep(FLUSH_SECONDS)
 
     async def _listen(self, engine: _Engine) -> None:
         try:
             while True:
-                message = await read_message(engine.reader)
-                kind = message[0]
-                if kind == "records":
-                    await self._take_records(engine, message[1])
-                elif kind == "stats":
-                    self._take_stats(engine, *message[1:])
-                elif kind == "pause":
-                    for other in self._engines:
-                        if other is not engine:
-                            other.send(message)
-                elif kind == "done":
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError, EOFError):
-            await self._lost(engine)
+                match await read_message(engine.reader):
+                    case Records(records):
+                        await self._take_records(engine, records)
+                    case EngineStats() as report:
+                        self._take_stats(engine, report)
+                    case Pause() as pause:
+                        for other in self._engines:
+                            if other is not engine:
+                                other.send(pause)
+                    case Done():
+                        break
+                    case other:
+                        msg = f"unexpected {type(other).__name__} from an engine"
+                        raise WireError(msg)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            await self._lost(engine, "engine process died")
+        except WireError as exc:
+            # Its word can no longer be trusted: stop it, and record its jobs as lost.
+            _signal(engine.process, signal.SIGKILL)
+            await self._lost(engine, f"engine process sent a bad message: {exc}")
         finally:
             engine.finished = True
             engine.in_flight = engine.retrying = 0
@@ -302,17 +269,11 @@ class _Pool:
             await self._emit(record)
         self._room.set()
 
-    def _take_stats(
-        self,
-        engine: _Engine,
-        in_flight: int,
-        retrying: int,
-        retries: int,
-        transfers: list[tuple[int, str, int | None, int]],
-    ) -> None:
-        engine.in_flight, engine.retrying, engine.retries = in_flight, retrying, retries
+    def _take_stats(self, engine: _Engine, report: EngineStats) -> None:
+        engine.in_flight, engine.retrying = report.in_flight, report.retrying
+        engine.retries = report.retries
         engine.transfers = {
-            key: Transfer(url, expected, _Received(size)) for key, url, expected, size in transfers
+            t.key: Transfer(t.url, t.expected, _Received(t.size)) for t in report.transfers
         }
         self._merge_stats()
 
@@ -327,22 +288,16 @@ class _Pool:
             for key, transfer in engine.transfers.items()
         }
 
-    async def _lost(self, engine: _Engine) -> None:
-        """The engine died without saying goodbye: its unfinished jobs fail, and say why."""
+    async def _lost(self, engine: _Engine, reason: str) -> None:
+        """The engine went away without saying Done: its unfinished jobs fail, and say why."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(engine.process.wait(), STOP_SECONDS)
         code = engine.process.returncode
-        reason = "engine process died" + (f" (exit {code})" if code is not None else "")
+        if code is not None:
+            reason += f" (exit {code})"
         for (source, line), urls in list(engine.outstanding.items()):
             for url in urls:
-                await self._emit(
-                    Record(
-                        url=url,
-                        ok=False,
-                        error=reason,
-                        error_kind="internal",
-                        source=source,
-                        line=line,
-                    )
-                )
+                await self._emit(Record.lost(source, line, url, reason))
         engine.outstanding.clear()
 
     async def _wait_finished(self, engine: _Engine) -> None:

@@ -1,0 +1,1 @@
+"""Several engine processes, each with its own event loop: the coordinator, the engine, the wire."""

@@ -1,0 +1,169 @@
+"""One engine process: `python -m fetchcli.parallel.engine FD`, started by the coordinator.
+
+It runs the same in-process executor as a single-process run, fed with jobs by the
+coordinator over the socket FD, and hands its records, stats and host pauses back over it
+(the messages are in `wire.py`). Its tasks share one TaskGroup: if one fails, the others are
+cancelled and the process exits, so the coordinator sees it go and records what was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import socket
+import sys
+
+from fetchcli.errors import sole_error
+from fetchcli.executor import Handoff
+from fetchcli.limits import Limiter
+from fetchcli.models import Job, Record
+from fetchcli.parallel.wire import (
+    Done,
+    End,
+    EngineStats,
+    FromEngine,
+    Jobs,
+    Pause,
+    Records,
+    Start,
+    Stop,
+    TransferReport,
+    WireError,
+    WireJob,
+    frame,
+    read_message,
+)
+from fetchcli.pipeline import InProcess
+from fetchcli.sources import parse_line
+from fetchcli.stats import RunStats
+
+__all__ = ["REPORT_SECONDS", "main"]
+
+REPORT_SECONDS = 0.02  # how often an engine sends its records (and, 5x slower, its stats)
+
+
+class _Engine:
+    """The engine's side of the socket: jobs in, records and stats out."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._outbox: list[Record] = []
+        self._incoming: asyncio.Queue[list[WireJob] | None] = asyncio.Queue()
+        self._stats = RunStats()
+
+    async def serve(self) -> None:
+        start = await read_message(self._reader)
+        if not isinstance(start, Start):
+            msg = f"expected Start, got {type(start).__name__}"
+            raise WireError(msg)
+        limiter = Limiter(
+            start.settings.limits, on_pause=lambda host, s: self._send(Pause(host, s))
+        )
+        executor = InProcess(
+            start.settings,
+            self._stats,
+            random=random.Random().random,
+            deadline_at=start.deadline_at,
+            limiter=limiter,
+        )
+        finished = False
+        try:
+            async with asyncio.TaskGroup() as group:
+                run = group.create_task(executor.run(self._produce, self._emit))
+                asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, run.cancel)
+                listener = group.create_task(self._listen(run, limiter))
+                reporter = group.create_task(self._report())
+                await asyncio.wait([run])  # not `await run`: its cancellation is not ours
+                listener.cancel()
+                reporter.cancel()
+            finished = True  # all done, or stopped on request: either way not lost
+        finally:
+            self._send_records()
+            if finished:
+                # Without Done, the coordinator records this engine's unfinished jobs as lost.
+                self._send(Done())
+            with contextlib.suppress(ConnectionError):  # the coordinator may be gone already
+                await self._writer.drain()
+            self._writer.close()
+
+    async def _produce(self, handoff: Handoff) -> None:
+        while (jobs := await self._incoming.get()) is not None:
+            for job in jobs:
+                parsed = parse_line(job.source, job.line, job.url.encode())
+                if isinstance(parsed, Job):
+                    await handoff(parsed)
+                else:  # the coordinator validated it: this cannot happen, but must not hang
+                    reason = "engine could not parse a validated URL"
+                    await self._emit(Record.lost(job.source, job.line, job.url, reason))
+
+    async def _emit(self, record: Record) -> None:
+        self._outbox.append(record)
+
+    async def _listen(self, run: asyncio.Task[None], limiter: Limiter) -> None:
+        try:
+            while True:
+                match await read_message(self._reader):
+                    case Jobs(jobs):
+                        self._incoming.put_nowait(jobs)
+                    case Pause(host, seconds):
+                        limiter.pause_host(host, seconds, announce=False)
+                    case End():
+                        self._incoming.put_nowait(None)
+                    case Stop():
+                        run.cancel()
+                        return
+                    case other:
+                        msg = f"unexpected {type(other).__name__} from the coordinator"
+                        raise WireError(msg)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            run.cancel()  # the coordinator is gone: stop, clean up, exit
+
+    async def _report(self) -> None:
+        beat = 0
+        while True:
+            await asyncio.sleep(REPORT_SECONDS)
+            self._send_records()
+            beat += 1
+            if beat % 5 == 0:
+                self._send(self._stats_message())
+            await self._writer.drain()
+
+    def _send(self, message: FromEngine) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(frame(message))
+
+    def _send_records(self) -> None:
+        if self._outbox:
+            self._send(Records(self._outbox[:]))
+            self._outbox.clear()
+
+    def _stats_message(self) -> EngineStats:
+        stats = self._stats
+        transfers = [
+            TransferReport(key, transfer.url, transfer.expected, transfer.progress.size)
+            for key, transfer in list(stats.transfers.items())
+        ]
+        return EngineStats(stats.in_flight, stats.retrying, stats.retries, transfers)
+
+
+async def _serve(fd: int) -> None:
+    reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
+    await _Engine(reader, writer).serve()
+
+
+def main() -> None:
+    """Entry point of an engine process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when to stop
+    try:
+        asyncio.run(_serve(int(sys.argv[1])))
+    except Exception as exc:  # one line for the user; the coordinator records what was lost
+        error = sole_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+        sys.stderr.write(f"fetchcli: engine process failed: {type(error).__name__}: {error}\n")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

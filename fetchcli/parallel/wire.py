@@ -1,0 +1,141 @@
+"""The messages between the coordinator and its engines, and how they travel.
+
+Over a socket pair, each message is its length and then its pickle (both ends are this
+same program; nothing else writes to the socket).
+
+    to an engine:    Start  Jobs  Pause  End  Stop
+    from an engine:  Records  EngineStats  Pause  Done
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import struct
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from fetchcli.config import Settings
+from fetchcli.models import Record
+
+__all__ = [
+    "Done",
+    "End",
+    "EngineStats",
+    "FromEngine",
+    "Jobs",
+    "Pause",
+    "Records",
+    "Start",
+    "Stop",
+    "ToEngine",
+    "TransferReport",
+    "WireError",
+    "WireJob",
+    "frame",
+    "read_message",
+]
+
+_HEADER = struct.Struct("!I")
+
+
+class WireError(Exception):
+    """Raised when the other end sent something that is not a message."""
+
+
+class WireJob(NamedTuple):
+    """A validated input line, for an engine to fetch."""
+
+    source: str
+    line: int
+    url: str
+
+
+class TransferReport(NamedTuple):
+    """How far one large body has come, in an engine."""
+
+    key: int
+    url: str
+    expected: int | None
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """The engine's settings (its share of the limits) and the run's deadline, if any."""
+
+    settings: Settings
+    deadline_at: float | None  # time.monotonic(): one clock for every process
+
+
+@dataclass(frozen=True, slots=True)
+class Jobs:
+    """More jobs for the engine."""
+
+    jobs: list[WireJob]
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A host asked for quiet (Retry-After on 429/503): either direction."""
+
+    host: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """No more jobs: finish those held, then say Done."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Stop now (Ctrl-C, an error elsewhere): cancel, clean up, exit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Records:
+    """Records of finished jobs."""
+
+    records: list[Record]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """The engine's live counters, for the display."""
+
+    in_flight: int
+    retrying: int
+    retries: int
+    transfers: list[TransferReport]
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The engine ends cleanly: its records are all sent, and a job without one was stopped."""
+
+
+ToEngine = Start | Jobs | Pause | End | Stop
+FromEngine = Records | EngineStats | Pause | Done
+_MESSAGES = (Start, Jobs, Pause, End, Stop, Records, EngineStats, Done)
+
+
+def frame(message: ToEngine | FromEngine) -> bytes:
+    """One message as bytes: its length, then its pickle."""
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(payload)) + payload
+
+
+async def read_message(reader: asyncio.StreamReader) -> ToEngine | FromEngine:
+    """The next message from `reader`; IncompleteReadError at the end, WireError if garbled."""
+    (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
+    payload = await reader.readexactly(size)
+    try:
+        message = pickle.loads(payload)
+    except Exception as exc:  # any unpickling failure means the same: not our message
+        msg = f"unreadable message ({type(exc).__name__}: {exc})"
+        raise WireError(msg) from exc
+    if not isinstance(message, _MESSAGES):
+        msg = f"unexpected message of type {type(message).__name__}"
+        raise WireError(msg)
+    return message

@@ -1,0 +1,93 @@
+"""Drives a run: the deadline fixed once, the executor chosen once, the producer started.
+
+    execute() ─▶ producer (lines -> jobs; bad lines and repeats -> records at once)
+                    │ handoff(job)
+                    ▼
+               Executor.run ─▶ emit(record)
+                 ├── InProcess        pipeline.py: bounded queue -> N workers, this event loop
+                 └── EngineProcesses  parallel/coordinator.py: jobs dealt to engine processes
+
+Both the CLI (`session.py`) and the library (`api.py`) run `execute()`; whatever happens,
+the clock is stopped and a task group's error comes out as the error itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable
+
+from fetchcli.config import Limits, Settings
+from fetchcli.errors import sole_error
+from fetchcli.executor import Emit, Executor
+from fetchcli.parallel.coordinator import EngineProcesses
+from fetchcli.pipeline import InProcess
+from fetchcli.producer import produce
+from fetchcli.sources import FingerprintSet, Lines
+from fetchcli.stats import RunStats
+
+__all__ = ["engine_count", "execute"]
+
+SMALL_INPUT_BYTES = 256 * 1024  # about 5,000 URLs: less is over before engines start
+MAX_ENGINES = 4
+
+
+async def execute(
+    settings: Settings,
+    lines: Lines,
+    emit: Emit,
+    stats: RunStats,
+    *,
+    random: Callable[[], float],
+    done: FingerprintSet | None = None,
+    input_bytes: int | None = None,
+) -> None:
+    """Fetch every line, handing each record to `emit`, on the executor the settings ask for.
+
+    `done` holds the URLs an earlier run recorded ok (--resume); `input_bytes` is the size of
+    the input when known ahead, for the automatic choice of engine processes.
+    """
+    deadline = settings.timeouts.deadline
+    deadline_at = None if deadline is None else time.monotonic() + deadline
+    seen = FingerprintSet() if settings.input.dedupe else None
+    producer = functools.partial(
+        produce, lines, emit=emit, stats=stats, seen=seen, done=done, deadline_at=deadline_at
+    )
+    executor = _choose(settings, stats, random, input_bytes, deadline_at)
+    try:
+        await executor.run(producer, emit)
+    except BaseExceptionGroup as group:
+        raise sole_error(group) from None
+    finally:
+        stats.finish()
+
+
+def _choose(
+    settings: Settings,
+    stats: RunStats,
+    random: Callable[[], float],
+    input_bytes: int | None,
+    deadline_at: float | None,
+) -> Executor:
+    count = engine_count(settings.limits, input_bytes=input_bytes)
+    if count > 1:
+        return EngineProcesses(settings, stats, count, deadline_at=deadline_at)
+    return InProcess(settings, stats, random=random, deadline_at=deadline_at)
+
+
+def engine_count(limits: Limits, cpus: int | None = None, input_bytes: int | None = None) -> int:
+    """How many engine processes to run: the flag, or when it is 0 ("auto") one per core.
+
+    One process, whatever the flag, with `--per-host`: its limit holds per process, and the
+    hosts are not split between engines. Auto also stays at one when more cannot help: a
+    few requests at a time, or a short list of files (`input_bytes`; None for stdin), which
+    would be done before the engines had started.
+    """
+    if limits.per_host:
+        return 1
+    if limits.processes:
+        return max(1, min(limits.processes, limits.concurrency))
+    if limits.concurrency < 8 or (input_bytes is not None and input_bytes < SMALL_INPUT_BYTES):
+        return 1
+    return max(1, min(cpus or os.cpu_count() or 1, MAX_ENGINES, limits.concurrency))

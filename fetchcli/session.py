@@ -1,0 +1,114 @@
+"""The CLI's run: sources, the records file, the display and signals around `execute()`.
+
+    open sources ─▶ records file (async with) ─▶ display ─▶ execute() ─▶ summary
+                         ▲                          ▲
+                         └──────── emit(record) ────┘
+
+SIGINT/SIGTERM cancel this task; the executor cleans up on its way out (temporary files, the
+records already finished), and the run ends with `Interrupted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
+
+from fetchcli.config import Settings
+from fetchcli.display import make_display
+from fetchcli.environment import Environment
+from fetchcli.errors import Interrupted
+from fetchcli.models import Record
+from fetchcli.records import RecordLog, load_done
+from fetchcli.runner import execute
+from fetchcli.sources import close_sources, input_size, lines_of, open_sources
+from fetchcli.stats import RunStats
+
+__all__ = ["run"]
+
+
+async def run(settings: Settings, env: Environment) -> RunStats:
+    """Run `fetchcli get` as the settings say; return the stats.
+
+    Raises UsageError, OutputError (and its ReaderGone) or Interrupted.
+    """
+    output = settings.output
+    stats = RunStats()
+    async with contextlib.AsyncExitStack() as opened:
+        sources = await asyncio.to_thread(
+            open_sources, settings.input.sources, env.stdin, env.stdin_isatty
+        )
+        opened.push_async_callback(asyncio.to_thread, close_sources, sources)
+        done = None
+        if output.resume and output.jsonl:
+            done = await asyncio.to_thread(load_done, output.jsonl)
+        log = None
+        if output.jsonl:
+            log = await asyncio.to_thread(
+                RecordLog.open, output.jsonl, append=output.resume, stdout=env.stdout
+            )
+            await opened.enter_async_context(log)
+        display = make_display(settings, env, stats)
+
+        async def emit(record: Record) -> None:
+            stats.add(record)
+            if log is not None:
+                await log.add(record)
+            display.on_record(record)
+
+        with _signals_cancel_this_task() as caught:
+            try:
+                try:
+                    size = input_size(sources)  # None unless every source is a regular file
+                    display.start([source.name for source in sources] if size else [])
+                    await execute(
+                        settings,
+                        lines_of(sources),
+                        emit,
+                        stats,
+                        random=env.random.random,
+                        done=done,
+                        input_bytes=size,
+                    )
+                finally:
+                    await display.aclose(interrupted=bool(caught))
+            except asyncio.CancelledError:
+                if not caught:
+                    raise
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                raise Interrupted(caught[0]) from None
+    return stats
+
+
+@contextlib.contextmanager
+def _signals_cancel_this_task() -> Iterator[list[int]]:
+    """On SIGINT or SIGTERM, cancel the current task; yield the list of signals caught."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    caught: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        caught.append(signum)
+        if task is not None:
+            # A second signal cancels again: cleanup that waits on the network is cut short.
+            task.cancel()
+
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue  # not the main thread, or Windows: Ctrl-C still raises KeyboardInterrupt
+        installed.append(signum)
+    try:
+        yield caught
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+            if caught:
+                # The process is on its way out with 130/143; a late Ctrl-C must not kill it
+                # with a traceback while the last thread hops (the sweep) finish.
+                signal.signal(signum, signal.SIG_IGN)
