@@ -25,8 +25,8 @@ class Display(Protocol):
     def on_record(self, record: Record) -> None:
         """A record was produced."""
 
-    async def aclose(self, *, interrupted: bool) -> None:
-        """The run ended: stop drawing and print the summary."""
+    async def aclose(self, *, interrupted: bool, summary: bool = True) -> None:
+        """The run ended: stop drawing and print the summary (unless told not to)."""
 
 
 class NullDisplay:
@@ -38,7 +38,7 @@ class NullDisplay:
     def on_record(self, record: Record) -> None:
         pass
 
-    async def aclose(self, *, interrupted: bool) -> None:
+    async def aclose(self, *, interrupted: bool, summary: bool = True) -> None:
         pass
 
 
@@ -55,7 +55,9 @@ class PlainDisplay:
     def on_record(self, record: Record) -> None:
         pass
 
-    async def aclose(self, *, interrupted: bool) -> None:
+    async def aclose(self, *, interrupted: bool, summary: bool = True) -> None:
+        if not summary:
+            return
         prefix = "interrupted: " if interrupted else ""
         self._stream.write(f"fetchcli: {prefix}{summary_line(self._stats)}\n")
         self._stream.flush()

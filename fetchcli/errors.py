@@ -14,6 +14,7 @@ Library errors are translated once, at the boundary, by `map_transport_error()`.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ __all__ = [
     "TransientError",
     "UsageError",
     "map_transport_error",
-    "sole_error",
+    "primary_error",
 ]
 
 
@@ -154,14 +155,24 @@ def _is_unknown_host(exc: BaseException) -> bool:
     return False
 
 
-def sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error inside a TaskGroup's group, when there is one (the usual case)."""
+def primary_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error a TaskGroup's group stands for, never the group itself.
+
+    Several leaves are common: every worker meets a closed records pipe at once. The most
+    telling one wins: a signal, then the records output, then a usage error, then any
+    other error of ours; cancellations only when there is nothing else.
+    """
     leaves: list[BaseException] = []
     pending: list[BaseException] = [group]
     while pending:
         error = pending.pop()
         if isinstance(error, BaseExceptionGroup):
-            pending.extend(error.exceptions)
+            pending.extend(reversed(error.exceptions))
         else:
             leaves.append(error)
-    return leaves[0] if len(leaves) == 1 else group
+    real = [leaf for leaf in leaves if not isinstance(leaf, asyncio.CancelledError)] or leaves
+    for kind in (Interrupted, OutputError, UsageError, FetchcliError):
+        for leaf in real:
+            if isinstance(leaf, kind):
+                return leaf
+    return real[0]

@@ -83,7 +83,7 @@ class LiveDisplay:
         elif self._failures_shown + len(self._failures) == MAX_FAILURE_LINES:
             self._failures.append(Text("… more failures: see the summary and the records", "dim"))
 
-    async def aclose(self, *, interrupted: bool) -> None:
+    async def aclose(self, *, interrupted: bool, summary: bool = True) -> None:
         # Drawing first and waiting last: a second Ctrl-C here must not leave the terminal
         # with a live display (and a hidden cursor) behind.
         tasks = list(self._tasks)
@@ -93,7 +93,8 @@ class LiveDisplay:
             self._closed = True
             self._draw()
         self._live.stop()
-        self._console.print(summary_table(self._stats, interrupted=interrupted))
+        if summary:
+            self._console.print(summary_table(self._stats, interrupted=interrupted))
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from fetchcli.config import Limits, Settings
-from fetchcli.errors import sole_error
+from fetchcli.errors import primary_error
 from fetchcli.executor import Emit, Executor
 from fetchcli.parallel.coordinator import EngineProcesses
 from fetchcli.pipeline import InProcess
@@ -58,7 +58,7 @@ async def execute(
     try:
         await executor.run(producer, emit)
     except BaseExceptionGroup as group:
-        raise sole_error(group) from None
+        raise primary_error(group) from None
     finally:
         stats.finish()
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from fetchcli.config import Settings
 from fetchcli.display import make_display
 from fetchcli.environment import Environment
-from fetchcli.errors import Interrupted
+from fetchcli.errors import Interrupted, ReaderGone
 from fetchcli.models import Record
 from fetchcli.records import RecordLog, load_done
 from fetchcli.runner import execute
@@ -59,6 +59,7 @@ async def run(settings: Settings, env: Environment) -> RunStats:
 
         with _signals_cancel_this_task() as caught:
             try:
+                summary = True
                 try:
                     size = input_size(sources)  # None unless every source is a regular file
                     display.start([source.name for source in sources] if size else [])
@@ -71,8 +72,11 @@ async def run(settings: Settings, env: Environment) -> RunStats:
                         done=done,
                         input_bytes=size,
                     )
+                except ReaderGone:
+                    summary = False  # as `yes | head`: the reader has what it wanted, quietly
+                    raise
                 finally:
-                    await display.aclose(interrupted=bool(caught))
+                    await display.aclose(interrupted=bool(caught), summary=summary)
             except asyncio.CancelledError:
                 if not caught:
                     raise

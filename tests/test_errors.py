@@ -59,3 +59,21 @@ def test_an_unknown_host_is_not_retried_but_a_resolver_hiccup_is():
     again = caused_by(httpx.ConnectError("x"), socket.gaierror(socket.EAI_AGAIN, "try again"))
     assert isinstance(map_transport_error(nxdomain), PermanentError)
     assert isinstance(map_transport_error(again), TransientError)
+
+
+def test_a_group_of_several_errors_comes_out_as_its_most_telling_leaf():
+    import asyncio
+
+    from fetchcli.errors import Interrupted, OutputError, ReaderGone, primary_error
+
+    gone = ReaderGone("cannot write records to stdout: Broken pipe")
+    group = BaseExceptionGroup(
+        "workers", [asyncio.CancelledError(), ValueError("x"), ExceptionGroup("inner", [gone])]
+    )
+    assert primary_error(group) is gone
+    stop = Interrupted(2)
+    assert primary_error(BaseExceptionGroup("g", [OutputError("disk"), stop])) is stop
+    first = ValueError("first")
+    assert primary_error(ExceptionGroup("g", [first, KeyError("second")])) is first
+    cancelled = asyncio.CancelledError()
+    assert primary_error(BaseExceptionGroup("g", [cancelled])) is cancelled

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -398,6 +399,30 @@ def test_a_reader_that_leaves_ends_the_run_quietly(server, unique):
     stderr = proc.stderr.read().decode()
     proc.stderr.close()
     assert "error" not in stderr and "Traceback" not in stderr, stderr
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_head_of_thousands_of_records_ends_quietly_with_141(
+    server, unique, tmp_path, processes, source
+):
+    # `fetchcli get list --no-save --jsonl - | head -2`, for real: every worker then meets
+    # the closed pipe at once, in one process or in the coordinator of several.
+    urls = tmp_path / "urls.txt"
+    urls.write_text("".join(server.url(f"/ok/{unique}/{i}") + "\n" for i in range(2000)))
+    command = [*FETCHCLI, "get", "--no-save", "-c", "64", "-P", processes, "--jsonl", "-"]
+    command += [str(urls)] if source == "file" else ["-"]
+    shell = " ".join(shlex.quote(part) for part in command) + " | head -2"
+    with open(urls, "rb") as stdin:
+        done = subprocess.run(
+            ["bash", "-c", f"{shell}; exit ${{PIPESTATUS[0]}}"],
+            stdin=stdin,
+            capture_output=True,
+            timeout=60,
+        )
+    assert done.returncode == 141, done.stderr.decode()[-2000:]
+    assert len(done.stdout.splitlines()) == 2
+    assert done.stderr == b""  # quietly: no traceback, no summary, no engine complaints
 
 
 def test_a_named_pipe_source_can_be_interrupted(server, unique, tmp_path):

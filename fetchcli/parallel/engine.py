@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 
-from fetchcli.errors import sole_error
+from fetchcli.errors import primary_error
 from fetchcli.executor import Handoff
 from fetchcli.limits import Limiter
 from fetchcli.models import Job, Record
@@ -75,7 +75,7 @@ class _Engine:
                 run = group.create_task(executor.run(self._produce, self._emit))
                 asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, run.cancel)
                 listener = group.create_task(self._listen(run, limiter))
-                reporter = group.create_task(self._report())
+                reporter = group.create_task(self._report(run))
                 await asyncio.wait([run])  # not `await run`: its cancellation is not ours
                 listener.cancel()
                 reporter.cancel()
@@ -121,15 +121,18 @@ class _Engine:
         except (asyncio.IncompleteReadError, ConnectionError):
             run.cancel()  # the coordinator is gone: stop, clean up, exit
 
-    async def _report(self) -> None:
+    async def _report(self, run: asyncio.Task[None]) -> None:
         beat = 0
-        while True:
-            await asyncio.sleep(REPORT_SECONDS)
-            self._send_records()
-            beat += 1
-            if beat % 5 == 0:
-                self._send(self._stats_message())
-            await self._writer.drain()
+        try:
+            while True:
+                await asyncio.sleep(REPORT_SECONDS)
+                self._send_records()
+                beat += 1
+                if beat % 5 == 0:
+                    self._send(self._stats_message())
+                await self._writer.drain()
+        except ConnectionError:
+            run.cancel()  # the coordinator is gone (its reader left, say): stop quietly
 
     def _send(self, message: FromEngine) -> None:
         if not self._writer.is_closing():
@@ -160,7 +163,7 @@ def main() -> None:
     try:
         asyncio.run(_serve(int(sys.argv[1])))
     except Exception as exc:  # one line for the user; the coordinator records what was lost
-        error = sole_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+        error = primary_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
         sys.stderr.write(f"fetchcli: engine process failed: {type(error).__name__}: {error}\n")
         sys.exit(1)
 
