@@ -1,11 +1,14 @@
-"""Test helpers: a Fetcher wired to a respx router, jobs from URLs, an in-process CLI run."""
+"""Test helpers: a Fetcher on a respx router, jobs from URLs, CLI runs in and out of process."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import os
 import random
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +27,7 @@ from fetchcli.models import Job
 from fetchcli.sink import Saver
 from fetchcli.sources import parse_line
 from fetchcli.stats import RunStats
+from tests.servers import FaultServer
 
 
 def job(url: str, line: int = 1) -> Job:
@@ -120,3 +124,43 @@ def cli(*args: str, stdin: bytes = b"", stdin_isatty: bool = False) -> CliResult
     )
     code = run_cli(list(args), env)
     return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+
+FETCHCLI = [sys.executable, "-m", "fetchcli"]
+
+
+# Reports the peak RSS of this process (VmHWM: reset at exec, unlike a child's ru_maxrss,
+# which keeps the size of the test process it was forked from).
+MEASURED = """
+import atexit, os, sys
+def report():
+    with open("/proc/self/status") as status:
+        peak = next(line for line in status if line.startswith("VmHWM:"))
+    with open(os.environ["PEAK_FILE"], "w") as out:
+        out.write(peak.split()[1])
+atexit.register(report)
+from fetchcli.cli import main
+sys.argv[0] = "fetchcli"
+main()
+"""
+
+
+def run_measured(args: list[str], stdin: str) -> tuple[int, float]:
+    """Run fetchcli in a child; return its exit code and peak RSS in MiB."""
+    peak_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"fetchcli-peak-{os.getpid()}"
+    env = {**os.environ, "PEAK_FILE": str(peak_file)}
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURED, *args], input=stdin.encode(), env=env, timeout=300
+    )
+    peak_kib = int(peak_file.read_text())
+    peak_file.unlink()
+    return done.returncode, peak_kib / 1024
+
+
+def write_list(path: Path, urls: list[str]) -> Path:
+    path.write_text("".join(url + "\n" for url in urls))
+    return path
+
+
+def saved_path(out: Path, server: FaultServer, target: str) -> Path:
+    return out / f"127.0.0.1_{server.port}" / target.lstrip("/")

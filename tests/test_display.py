@@ -11,7 +11,7 @@ import subprocess
 import termios
 import time
 
-from tests.test_integration import FETCHCLI
+from tests.helpers import FETCHCLI
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 COLOR = re.compile(r"\x1b\[[0-9;]*(3[0-9]|9[0-7]|38;5;\d+|38;2;[\d;]+)m")

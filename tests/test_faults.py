@@ -15,9 +15,8 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.helpers import cli
+from tests.helpers import FETCHCLI, cli, run_measured, saved_path
 from tests.servers import body_for
-from tests.test_integration import FETCHCLI, run_measured, saved_path
 
 
 def files_under(root: Path) -> list[Path]:

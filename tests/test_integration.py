@@ -4,56 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from tests.helpers import cli
-from tests.servers import FaultServer, body_for
-
-FETCHCLI = [sys.executable, "-m", "fetchcli"]
-
-
-# Reports the peak RSS of this process (VmHWM: reset at exec, unlike a child's ru_maxrss,
-# which keeps the size of the test process it was forked from).
-MEASURED = """
-import atexit, os, sys
-def report():
-    with open("/proc/self/status") as status:
-        peak = next(line for line in status if line.startswith("VmHWM:"))
-    with open(os.environ["PEAK_FILE"], "w") as out:
-        out.write(peak.split()[1])
-atexit.register(report)
-from fetchcli.cli import main
-sys.argv[0] = "fetchcli"
-main()
-"""
-
-
-def run_measured(args: list[str], stdin: str) -> tuple[int, float]:
-    """Run fetchcli in a child; return its exit code and peak RSS in MiB."""
-    peak_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"fetchcli-peak-{os.getpid()}"
-    env = {**os.environ, "PEAK_FILE": str(peak_file)}
-    done = subprocess.run(
-        [sys.executable, "-c", MEASURED, *args], input=stdin.encode(), env=env, timeout=300
-    )
-    peak_kib = int(peak_file.read_text())
-    peak_file.unlink()
-    return done.returncode, peak_kib / 1024
-
-
-def write_list(path: Path, urls: list[str]) -> Path:
-    path.write_text("".join(url + "\n" for url in urls))
-    return path
-
-
-def saved_path(out: Path, server: FaultServer, target: str) -> Path:
-    return out / f"127.0.0.1_{server.port}" / target.lstrip("/")
+from tests.helpers import FETCHCLI, cli, run_measured, saved_path, write_list
+from tests.servers import body_for
 
 
 def test_a_file_of_urls_is_fetched_saved_and_recorded(server, unique, tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_integration import FETCHCLI
+from tests.helpers import FETCHCLI
 
 
 def start(args: list[str], urls: list[str]) -> subprocess.Popen[bytes]:

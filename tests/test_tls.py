@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.helpers import cli
+from tests.helpers import FETCHCLI, cli
 from tests.servers import FaultServer
-from tests.test_integration import FETCHCLI
 
 
 @pytest.fixture(scope="module")
