@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
@@ -61,6 +62,7 @@ class LiveDisplay:
         self._speeds: dict[int, tuple[float, int, float]] = {}
         self._spinner = Spinner("dots", style="cyan")
         self.error: BaseException | None = None
+        self.counter: threading.Thread | None = None  # counting the lines of the list files
 
     def start(self, files: Sequence[str]) -> None:
         # Only regular files: reading a pipe a second time would steal its lines.
@@ -125,8 +127,26 @@ class LiveDisplay:
         self._live.update(self._render(), refresh=True)
 
     async def _count_lines(self, files: list[str]) -> None:
-        with contextlib.suppress(OSError):  # without a total, the display shows a count
-            self._stats.total = await asyncio.to_thread(_count_url_lines, files)
+        # A daemon thread told to stop, not the default executor: asyncio.run() waits for the
+        # executor's threads at exit, and counting a huge list must not hold back a Ctrl-C.
+        loop = asyncio.get_running_loop()
+        counted: asyncio.Future[int | None] = loop.create_future()
+        stop = threading.Event()
+
+        def count() -> None:
+            try:
+                total: int | None = _count_url_lines(files, stop)
+            except OSError:
+                total = None  # without a total, the display shows a running count
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+                loop.call_soon_threadsafe(_settle, counted, total)
+
+        self.counter = threading.Thread(target=count, name="fetchcli-count", daemon=True)
+        self.counter.start()
+        try:
+            self._stats.total = await counted
+        finally:
+            stop.set()
 
     def _render(self) -> RenderableType:
         stats = self._stats
@@ -278,13 +298,23 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def _count_url_lines(files: list[str]) -> int:
-    """Lines that may hold a URL (not blank, not a comment); blocking, run in a thread."""
+def _count_url_lines(files: list[str], stop: threading.Event) -> int | None:
+    """Lines that may hold a URL (not blank, not a comment), or None when told to stop.
+
+    Blocking: run it in a thread.
+    """
     count = 0
     for name in files:
         with open(name, "rb") as stream:
-            for line in stream:
+            for number, line in enumerate(stream):
+                if number % 65536 == 0 and stop.is_set():
+                    return None
                 stripped = line.strip()
                 if stripped and not stripped.startswith(b"#"):
                     count += 1
     return count
+
+
+def _settle(future: asyncio.Future[int | None], total: int | None) -> None:
+    if not future.done():
+        future.set_result(total)

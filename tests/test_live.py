@@ -112,3 +112,30 @@ def test_an_interrupted_summary_says_how_to_finish():
 
 def _plain(line: str) -> str:
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line)
+
+
+async def test_counting_a_huge_list_stops_when_the_run_ends(tmp_path):
+    # Ctrl-C on a list of millions of lines: the count must not hold the exit back.
+    huge = tmp_path / "huge.txt"
+    huge.write_bytes(b"http://a.test/some/path\n" * 3_000_000)
+    stats = RunStats()
+    display, _ = live(stats)
+    display.start([str(huge)])
+    await asyncio.sleep(0)  # the counting task starts its thread
+    await display.aclose(interrupted=True)
+    assert display.counter is not None
+    await asyncio.to_thread(display.counter.join, 30)
+    assert not display.counter.is_alive()
+    assert stats.total is None  # stopped early: it did not count the whole file
+
+
+async def test_the_lines_of_a_list_are_counted_for_the_total(tmp_path):
+    listing = tmp_path / "urls.txt"
+    listing.write_bytes(b"# a comment\nhttp://a.test/1\n\n  http://a.test/2  \n")
+    stats = RunStats()
+    display, _ = live(stats)
+    display.start([str(listing)])
+    while stats.total is None:  # noqa: ASYNC110 - bounded by the test timeout
+        await asyncio.sleep(0.01)
+    assert stats.total == 2
+    await display.aclose(interrupted=False)
