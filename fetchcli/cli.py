@@ -55,7 +55,7 @@ app = typer.Typer(
 
 
 @dataclass(slots=True)
-class Invocation:
+class _Invocation:
     """What `run_cli` hands a command (`ctx.obj`), and what the command tells it back."""
 
     env: Environment
@@ -96,7 +96,7 @@ def get(
     **flags: Any,  # the flags of options.PANELS
 ) -> ExitStatus:
     """Fetch every URL in the SOURCEs: concurrently, with retries, saved, and recorded."""
-    invocation: Invocation = ctx.obj
+    invocation: _Invocation = ctx.obj
     invocation.debug = debug
     env = invocation.env
     settings = _cap_processes(options.settings(sources, flags, env.environ), env)
@@ -126,8 +126,8 @@ def demo(
     """Try fetchcli offline: a local server with fast, slow, large, flaky and missing pages."""
     from fetchcli.demo import demo as run_demo  # aiohttp's server side, only when asked for
 
-    env = ctx.obj.env
-    asyncio.run(run_demo(env, count=count, concurrency=concurrency, keep=keep))
+    invocation: _Invocation = ctx.obj
+    asyncio.run(run_demo(invocation.env, count=count, concurrency=concurrency, keep=keep))
     return ExitStatus.OK
 
 
@@ -137,7 +137,7 @@ def run_cli(argv: Sequence[str], env: Environment) -> int:
     Typer itself turns a Ctrl-C that reaches it into exit status 130; the run turns its own
     signals into `Interrupted`.
     """
-    invocation = Invocation(env)
+    invocation = _Invocation(env)
     command = typer.main.get_command(app)
     # No arguments at all: the help, but with the usage status (Typer's `no_args_is_help`
     # would say so by an exception class it does not export).
