@@ -3,19 +3,19 @@
     async for record in fetchcli.fetch(urls, concurrency=32, output_dir="out"):
         print(record.url, record.ok, record.status, record.path)
 
-The options are the flags' (see `Settings.create`); the records are the JSONL records. The
-CLI is this same engine with a records file, a display and signal handling around it.
+The options are the flags' (see `Settings.create`), checked by the same code; the records are
+the JSONL records. The CLI is this same engine with a records file, a display and signal
+handling around it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import random
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
-from fetchcli.config import Settings
+from fetchcli.config import Settings, option_types
 from fetchcli.errors import UsageError
 from fetchcli.models import Record
 from fetchcli.runner import execute
@@ -24,30 +24,26 @@ from fetchcli.stats import RunStats
 
 __all__ = ["fetch"]
 
-CLI_ONLY = frozenset({"sources", "jsonl", "resume", "quiet", "debug"})
-OPTIONS = frozenset(inspect.signature(Settings.create).parameters) - CLI_ONLY
+CLI_ONLY = frozenset({"sources", "jsonl", "resume", "quiet"})
 
 
 async def fetch(urls: Iterable[str] | AsyncIterable[str], **options: Any) -> AsyncIterator[Record]:
     """Fetch `urls` concurrently and yield one `Record` per URL as each finishes.
 
-    Options are the CLI flags as keyword arguments: `concurrency`, `workers`, `per_host`,
-    `rate`, `timeout`, `connect_timeout`, `read_timeout`, `deadline`, `retries`, `backoff`,
-    `backoff_max`, `output_dir`, `save`, `skip_existing`, `dedupe`, `headers` (a dict, or a
-    list of "Name: value"), `user_agent`, `method`, `http2`, `proxy`, `insecure`, `max_redirects`,
-    `follow_redirects`, `max_bytes`. Bad values raise `UsageError`; a bad URL gets a record.
+    Options are the keywords of `Settings.create`, the flags of `fetchcli get` (`per_host=4`
+    for `--per-host 4`, `save=False` for `--no-save`, `follow_redirects=False` for
+    `--no-follow`, `max_bytes="10M"`, `headers` a dict or a list of "Name: value"), but not
+    the command line's own `jsonl`, `resume` and `quiet`. An unknown name, a wrong type or a
+    bad value raises `UsageError`; a bad URL gets a record.
 
     Leaving the loop early stops the fetching once the iterator is closed; use
     `contextlib.aclosing(fetch(...))` to make that immediate.
     """
-    unknown = options.keys() - OPTIONS
+    unknown = options.keys() - (option_types().keys() - CLI_ONLY)
     if unknown:
         msg = f"not an option of fetch(): {', '.join(sorted(unknown))}"
         raise UsageError(msg)
-    headers = options.get("headers")
-    if isinstance(headers, Mapping):
-        options["headers"] = [f"{name}: {value}" for name, value in headers.items()]
-    settings = Settings.create(**options)
+    settings = Settings.from_options(**options)
     results: asyncio.Queue[Record] = asyncio.Queue(maxsize=2 * settings.limits.workers)
     stats = RunStats()
 

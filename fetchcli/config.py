@@ -2,16 +2,23 @@
 
 Each group is shaped for the module that consumes it: `fetcher.py` takes a `RetryPolicy` and
 `Timeouts`, `limits.py` takes `Limits`, and so on. `Settings.create()` is the one place where
-values are validated; it raises `UsageError` with a one-line message.
+values are validated, and its signature is the list of options: their names, types and defaults
+(the flags in `options.py` read theirs from it). `Settings.from_options()` is the way in for
+untyped callers, the command line and `fetchcli.fetch()` alike. Both raise `UsageError` with a
+one-line message.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import re
+import types
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, Union, get_args, get_origin, get_type_hints
 
 from fetchcli import __version__
 from fetchcli.errors import UsageError
@@ -26,6 +33,8 @@ __all__ = [
     "RetryPolicy",
     "Settings",
     "Timeouts",
+    "option_types",
+    "parse_header",
     "parse_size",
 ]
 
@@ -125,13 +134,25 @@ class Settings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     http: HttpOptions = field(default_factory=HttpOptions)
     output: OutputOptions = field(default_factory=OutputOptions)
-    debug: bool = False
+
+    @classmethod
+    def from_options(cls, **options: Any) -> Settings:
+        """`create()` for values of any type: an unknown name or a wrong type is a `UsageError`
+        too, never a TypeError from deep inside. The command line and `fetch()` come this way."""
+        hints = option_types()
+        unknown = options.keys() - hints.keys()
+        if unknown:
+            _fail(f"not an option: {', '.join(sorted(unknown))}")
+        for name, value in options.items():
+            if not _conforms(value, hints[name]):
+                _fail(f"{name} must be {_describe(hints[name])} (got {value!r})")
+        return cls.create(**options)
 
     @classmethod
     def create(
         cls,
         *,
-        sources: tuple[str, ...] = ("-",),
+        sources: Sequence[str] = ("-",),
         dedupe: bool = True,
         concurrency: int = DEFAULT_CONCURRENCY,
         workers: int | None = None,
@@ -145,13 +166,13 @@ class Settings:
         retries: int = DEFAULT_RETRIES,
         backoff: float = DEFAULT_BACKOFF,
         backoff_max: float = DEFAULT_BACKOFF_MAX,
-        output_dir: str | Path = ".",
+        output_dir: str | os.PathLike[str] = ".",
         save: bool = True,
         skip_existing: bool = False,
         jsonl: str | None = None,
         resume: bool = False,
         quiet: bool = False,
-        headers: tuple[str, ...] | list[str] = (),
+        headers: Sequence[str] | Mapping[str, str] = (),  # "Name: value" lines, or a dict
         user_agent: str = DEFAULT_USER_AGENT,
         method: str = "GET",
         http2: bool = False,
@@ -159,8 +180,7 @@ class Settings:
         insecure: bool = False,
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
         follow_redirects: bool = True,
-        max_bytes: int | str | None = None,
-        debug: bool = False,
+        max_bytes: int | str | None = None,  # "10M" as on the command line, or a number
     ) -> Settings:
         """Validate raw option values (as the flags name them) and build the settings."""
         _at_least("concurrency", concurrency, 1)
@@ -206,7 +226,7 @@ class Settings:
             ),
             retry=RetryPolicy(retries=retries, backoff=backoff, backoff_max=backoff_max),
             http=HttpOptions(
-                headers=tuple(parse_header(h) for h in headers),
+                headers=_headers(headers),
                 user_agent=user_agent,
                 method=method,
                 http2=http2,
@@ -224,15 +244,33 @@ class Settings:
                 resume=resume,
                 quiet=quiet,
             ),
-            debug=debug,
         )
+
+
+@functools.cache
+def option_types() -> dict[str, Any]:
+    """The options `Settings.create` takes, each with its type (resolved from the signature)."""
+    hints = get_type_hints(Settings.create)
+    del hints["return"]
+    return hints
 
 
 def parse_header(raw: str) -> tuple[str, str]:
     """Parse `"Name: value"` as curl's -H does; raise UsageError when it is malformed."""
     name, sep, value = raw.partition(":")
-    name, value = name.strip(), value.strip()
-    if not sep or not _HEADER_NAME.match(name):
+    if not sep:
+        _fail(f"--header must look like 'Name: value' (got {raw!r})")
+    return _header(name.strip(), value.strip(), raw)
+
+
+def _headers(raw: Sequence[str] | Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    if isinstance(raw, Mapping):
+        return tuple(_header(name, value, f"{name}: {value}") for name, value in raw.items())
+    return tuple(parse_header(line) for line in raw)
+
+
+def _header(name: str, value: str, raw: str) -> tuple[str, str]:
+    if not _HEADER_NAME.match(name):
         _fail(f"--header must look like 'Name: value' (got {raw!r})")
     if any(c in value for c in "\r\n\0"):
         _fail(f"--header value of {name!r} contains a line break or NUL")
@@ -249,6 +287,41 @@ def parse_size(raw: int | str) -> int:
     if not match:
         _fail(f"--max-bytes must be a number of bytes, k/M/G suffix allowed (got {raw!r})")
     return int(match[1]) * _SIZE_UNITS[match[2].lower()]
+
+
+def _conforms(value: object, hint: Any) -> bool:
+    """Whether `value` is of type `hint`, for the few kinds of type `Settings.create` uses."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(_conforms(value, arg) for arg in args)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:  # True is an int to Python, not a count to us
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is Sequence:  # a list or a tuple: a str is a sequence of str too, and no list
+        return isinstance(value, list | tuple) and all(_conforms(v, args[0]) for v in value)
+    if origin is Mapping:
+        return isinstance(value, Mapping) and all(
+            _conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items()
+        )
+    return isinstance(value, origin or hint)
+
+
+def _describe(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in get_args(hint))
+    kinds = {
+        bool: "True or False",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        type(None): "None",
+        Sequence: "a list of strings",
+        Mapping: "a dict of strings",
+        os.PathLike: "a path",
+    }
+    return kinds.get(origin or hint, str(hint))
 
 
 def _at_least(name: str, value: float, minimum: float) -> None:

@@ -24,3 +24,4 @@ class Environment:
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
     no_color: bool = field(default_factory=lambda: bool(os.environ.get("NO_COLOR")))
     random: random.Random = field(default_factory=random.Random)
+    cpu_count: int = field(default_factory=lambda: os.cpu_count() or 1)  # cores, for -P

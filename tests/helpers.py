@@ -111,8 +111,14 @@ class CliResult:
         return [json.loads(line) for line in self.stdout.decode().splitlines()]
 
 
-def cli(*args: str, stdin: bytes = b"", stdin_isatty: bool = False) -> CliResult:
-    """Run the CLI in this process with captured streams (no terminal)."""
+def cli(
+    *args: str, stdin: bytes = b"", stdin_isatty: bool = False, cpu_count: int = 4
+) -> CliResult:
+    """Run the CLI in this process with captured streams (no terminal).
+
+    `cpu_count` is the machine the CLI sees, whatever this one has: a test of `-P 2` gets its
+    two engines on one core too.
+    """
     stdout, stderr = io.BytesIO(), io.StringIO()
     env = Environment(
         stdin=io.BytesIO(stdin),
@@ -121,6 +127,7 @@ def cli(*args: str, stdin: bytes = b"", stdin_isatty: bool = False) -> CliResult
         stdin_isatty=stdin_isatty,
         stderr_isatty=False,
         environ={},
+        cpu_count=cpu_count,
     )
     code = run_cli(list(args), env)
     return CliResult(code, stdout.getvalue(), stderr.getvalue())

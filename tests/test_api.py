@@ -57,6 +57,32 @@ async def test_bad_options_raise_usage_errors():
             pass
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"concurrency": "x"}, "concurrency must be an integer (got 'x')"),
+        ({"retries": -1}, "--retries must be at least 0 (got -1)"),
+        ({"max_bytes": "lots"}, "--max-bytes must be a number of bytes"),
+        ({"headers": "X-A: 1"}, "headers must be a list of strings or a dict of strings"),
+        ({"save": "no"}, "save must be True or False (got 'no')"),
+    ],
+)
+async def test_wrong_types_and_values_are_usage_errors_as_on_the_command_line(options, message):
+    with pytest.raises(UsageError) as raised:
+        async for _ in fetchcli.fetch(["http://127.0.0.1:9/"], **options):
+            pass
+    assert str(raised.value).startswith(message)
+
+
+async def test_max_bytes_takes_the_flags_sizes(server, unique):
+    small, large = f"/ok/{unique}/small?size=1000", f"/big/{unique}/large?size=3000"
+    urls = [server.url(small), server.url(large)]
+    records = [r async for r in fetchcli.fetch(urls, save=False, max_bytes="2k")]
+    by_url = {r.url: r for r in records}
+    assert by_url[server.url(small)].ok
+    assert by_url[server.url(large)].error_kind == "too_large"
+
+
 async def test_headers_may_be_a_dict(server, unique):
     target = f"/headers/{unique}"
     records = [

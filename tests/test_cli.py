@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from fetchcli import __version__
+from fetchcli.errors import OutputError
 from tests.helpers import cli
 
 
@@ -94,3 +96,31 @@ def test_no_arguments_shows_help(capsys: pytest.CaptureFixture[str]):
     result = cli()
     assert result.exit_code == 2
     assert "get" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "cpu_count", "note"),
+    [
+        (["-P", "99"], 1, "fetchcli: -P 99 capped at 1 (cores)\n"),
+        (["-P", "3", "-c", "1"], 4, "fetchcli: -P 3 capped at 1 (-c 1)\n"),
+        (["-P", "1"], 1, ""),
+        (["-P", "0"], 1, ""),  # auto is never more than the cores
+    ],
+)
+def test_processes_beyond_the_machine_are_capped_with_a_note(args, cpu_count, note):
+    result = cli("get", "-q", "--no-save", *args, stdin=b"ftp://x/y\n", cpu_count=cpu_count)
+    assert result.exit_code == 1  # the one bad line: the run itself went ahead
+    assert result.stderr == note
+
+
+def test_debug_is_read_from_the_flags_not_from_any_argument(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "--debug").write_text("ftp://x/y\n")  # a source named like the flag
+    records_dir = str(tmp_path)  # not a file: the run fails with an output error
+    result = cli("get", "-q", "--jsonl", records_dir, "--", "--debug")
+    assert result.exit_code == 1
+    assert (
+        result.stderr == f"fetchcli: error: cannot write records to {records_dir}: Is a directory\n"
+    )
+    with pytest.raises(OutputError):  # with --debug itself, the error leaves with its traceback
+        cli("get", "-q", "--debug", "--jsonl", records_dir, "--", "--debug")

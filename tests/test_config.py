@@ -65,3 +65,38 @@ def test_headers_are_parsed_like_curl():
     assert parse_header("Empty:") == ("Empty", "")
     with pytest.raises(UsageError):
         parse_header("Bad Name: x")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"concurrency": "x"}, "concurrency must be an integer (got 'x')"),
+        ({"concurrency": True}, "concurrency must be an integer (got True)"),
+        ({"workers": 1.5}, "workers must be an integer or None (got 1.5)"),
+        ({"timeout": "10"}, "timeout must be a number (got '10')"),
+        ({"save": "no"}, "save must be True or False (got 'no')"),
+        ({"method": None}, "method must be a string (got None)"),
+        ({"headers": "X-A: 1"}, "headers must be a list of strings or a dict of strings"),
+        ({"headers": {"X-A": 1}}, "headers must be a list of strings or a dict of strings"),
+        ({"output_dir": 3}, "output_dir must be a string or a path (got 3)"),
+        ({"max_bytes": 1.5}, "max_bytes must be an integer or a string or None (got 1.5)"),
+        ({"retries": -1}, "--retries must be at least 0 (got -1)"),
+        ({"concurency": 4, "rettries": 1}, "not an option: concurency, rettries"),
+    ],
+)
+def test_options_of_any_type_are_checked_before_they_are_used(options, message):
+    with pytest.raises(UsageError) as raised:
+        Settings.from_options(**options)
+    assert str(raised.value).startswith(message)
+
+
+def test_options_mean_what_the_flags_mean():
+    settings = Settings.from_options(
+        max_bytes="1M", headers={"X-A": "1"}, output_dir=Path("out"), timeout=5, rate=2
+    )
+    assert settings.http == Settings.create(max_bytes=1 << 20, headers=["X-A: 1"]).http
+    assert settings.http.max_bytes == 1048576 and settings.http.headers == (("X-A", "1"),)
+    assert settings.output.output_dir == Path("out") and settings.timeouts.total == 5
+    assert Settings.from_options() == Settings.create()
+    with pytest.raises(UsageError, match="--header must look like 'Name: value'"):
+        Settings.from_options(headers={"Bad Name": "x"})

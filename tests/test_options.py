@@ -1,0 +1,68 @@
+"""The flags of `fetchcli get`: one for each option of the settings, parsed into Settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+
+from fetchcli import options
+from fetchcli.cli import app
+from fetchcli.config import Settings, option_types
+from tests.helpers import cli
+
+
+def parse(*args: str, environ: dict[str, str] | None = None) -> Settings:
+    """The settings `fetchcli get ARGS` runs with (parsed as the CLI parses, not run)."""
+    group = typer.main.get_command(app)
+    command = group.commands["get"]  # type: ignore[attr-defined]
+    with command.make_context("get", list(args)) as ctx:
+        values = dict(ctx.params)
+    sources = values.pop("sources")
+    values.pop("debug")
+    return options.settings(sources, values, environ or {})
+
+
+def test_every_option_of_the_settings_has_one_flag():
+    flagged = [each.option for _, each in options.flags()]
+    assert sorted(flagged) == sorted(option_types().keys() - {"sources"})  # sources: arguments
+
+
+def test_no_flags_give_the_librarys_defaults():
+    assert parse() == Settings.create()
+
+
+def test_flags_set_their_options():
+    settings = parse(
+        *("-c", "4", "--per-host", "2", "-t", "0", "--no-save", "--no-dedupe", "--no-follow"),
+        *("-k", "--max-bytes", "1M", "-H", "X-A: 1", "-H", "X-B:2", "-o", "out", "a.txt", "-"),
+    )
+    assert settings.input.sources == ("a.txt", "-") and not settings.input.dedupe
+    assert settings.limits.concurrency == 4 and settings.limits.per_host == 2
+    assert settings.timeouts.total is None
+    assert not settings.output.save and settings.output.output_dir == Path("out")
+    assert not settings.http.follow_redirects and not settings.http.verify
+    assert settings.http.max_bytes == 1 << 20
+    assert settings.http.headers == (("X-A", "1"), ("X-B", "2"))
+
+
+def test_flags_come_from_the_environment_too(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("FETCHCLI_PER_HOST", "3")
+    monkeypatch.setenv("FETCHCLI_NO_SAVE", "1")
+    monkeypatch.setenv("FETCHCLI_MAX_BYTES", "2k")
+    settings = parse(environ={"FETCHCLI_HEADER": "X-A: 1 2\nX-B: 3"})
+    assert settings.limits.per_host == 3 and not settings.output.save
+    assert settings.http.max_bytes == 2048
+    assert settings.http.headers == (("X-A", "1 2"), ("X-B", "3"))  # one per line, spaces kept
+    assert parse("-H", "X-C: 4", environ={"FETCHCLI_HEADER": "X-A: 1"}).http.headers == (
+        ("X-C", "4"),
+    )
+
+
+def test_the_help_shows_every_flag_and_its_env_var(capsys: pytest.CaptureFixture[str]):
+    assert cli("get", "--help").exit_code == 0
+    out = capsys.readouterr().out
+    for _, each in options.flags():
+        assert all(decl in out for decl in each.decls)
+        assert each.envvar in out  # FETCHCLI_HEADER too, written into its help
