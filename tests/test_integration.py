@@ -149,7 +149,7 @@ def test_the_deadline_stops_the_run_and_records_what_was_unfinished(server, uniq
     quick = f"/ok/{unique}/quick"
     stdin = "".join(server.url(t) + "\n" for t in [quick, *hung]).encode()
     started = time.monotonic()
-    result = cli("get", "--no-save", "--deadline", "1", "--jsonl", "-", stdin=stdin)
+    result = cli("get", "--no-save", "-P", "1", "--deadline", "1", "--jsonl", "-", stdin=stdin)
     elapsed = time.monotonic() - started
     assert result.exit_code == 1
     assert elapsed < 10  # a hung server would otherwise hold the run for 30 s x 4 attempts
