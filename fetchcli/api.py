@@ -34,7 +34,8 @@ async def fetch(urls: Iterable[str] | AsyncIterable[str], **options: Any) -> Asy
     for `--per-host 4`, `save=False` for `--no-save`, `follow_redirects=False` for
     `--no-follow`, `max_bytes="10M"`, `headers` a dict or a list of "Name: value"), but not
     the command line's own `jsonl`, `resume` and `quiet`. An unknown name, a wrong type or a
-    bad value raises `UsageError`; a bad URL gets a record.
+    bad value raises `UsageError`; a bad URL gets a record. It runs in the calling process
+    unless `processes` asks for engine processes (`processes=0`: one per core, as the CLI).
 
     Leaving the loop early stops the fetching once the iterator is closed; use
     `contextlib.aclosing(fetch(...))` to make that immediate.
@@ -43,7 +44,7 @@ async def fetch(urls: Iterable[str] | AsyncIterable[str], **options: Any) -> Asy
     if unknown:
         msg = f"not an option of fetch(): {', '.join(sorted(unknown))}"
         raise UsageError(msg)
-    settings = Settings.from_options(**options)
+    settings = Settings.from_options(**{"processes": 1, **options})
     results: asyncio.Queue[Record] = asyncio.Queue(maxsize=2 * settings.limits.workers)
     stats = RunStats()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 
@@ -96,3 +97,35 @@ def test_the_package_exports_fetch_record_and_usage_error():
     assert fetchcli.fetch.__module__ == "fetchcli.api"
     assert fetchcli.Record.__name__ == "Record"
     assert fetchcli.UsageError is UsageError
+
+
+async def test_fetch_runs_engine_processes_when_asked(server, unique, tmp_path: Path):
+    targets = [f"/ok/{unique}/{i}.txt" for i in range(40)]
+    records = [
+        r
+        async for r in fetchcli.fetch(
+            [server.url(t) for t in targets], processes=2, concurrency=8, output_dir=tmp_path
+        )
+    ]
+    by_url = {r.url: r for r in records}
+    assert sorted(by_url) == sorted(server.url(t) for t in targets)
+    for target in targets:
+        record = by_url[server.url(target)]
+        assert record.ok and Path(record.path or "").read_bytes() == body_for(target)
+
+
+async def test_a_cancelled_consumer_leaves_no_task_pending(server, unique):
+    # pytest turns "Task was destroyed but it is pending" into an error (filterwarnings).
+    urls = [server.url(f"/hang/{unique}/{i}") for i in range(3)]
+
+    async def consume() -> None:
+        async for _ in fetchcli.fetch(urls, save=False):
+            pass
+
+    before = asyncio.all_tasks()
+    task = asyncio.create_task(consume())
+    assert await asyncio.to_thread(server.wait_in_flight, 3, 20)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert asyncio.all_tasks() - before == set()
