@@ -22,6 +22,7 @@ exact encoded bytes that ranges count; anything less certain starts over.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import email.utils
 import hashlib
 import json
@@ -75,7 +76,7 @@ HASH_BLOCK = 1 << 20
 
 # RFC 9110 8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE, etagc = %x21 / %x23-7E / obs-text.
 _ETAG = re.compile(r'(W/)?"[\x21\x23-\x7e\x80-\xff]*"')
-_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.IGNORECASE)
+_CONTENT_RANGE = re.compile(r"bytes[ \t]+(?:([0-9]+)-([0-9]+)|\*)/([0-9]+|\*)", re.IGNORECASE)
 _IDENTITY = ("", "identity")
 
 
@@ -104,7 +105,8 @@ def parse_http_date(value: str | None) -> float | None:
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
-        return None  # "-0000" or no zone: not the GMT an HTTP-date must be
+        # asctime has no zone, and every HTTP-date is in GMT (RFC 9110 5.6.7).
+        when = when.replace(tzinfo=datetime.UTC)
     seconds = when.timestamp()
     return seconds if math.isfinite(seconds) else None
 
