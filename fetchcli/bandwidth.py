@@ -48,7 +48,9 @@ MIN_RATE = 1.0  # bytes per second
 _EPSILON = 1e-6  # seconds: a chunk due this soon is done (timers may fire a hair early)
 IDLE_SHARE = 0.05  # of the whole cap, split among engines, kept for those with no transfer
 
-_RATE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kmg]?)(?:i?b)?(?:/s)?\s*$", re.IGNORECASE)
+_RATE = re.compile(
+    r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kmg]?)(?:i?b)?(?:/s)?\s*$", re.IGNORECASE
+)
 _RATE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
