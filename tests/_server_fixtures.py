@@ -1,4 +1,5 @@
-"""Pytest fixtures for the loopback FaultServer: two origins per session, a unique key per test.
+"""Pytest fixtures for the loopback FaultServer (two origins per session), nginx, and a unique
+key per test.
 
 Load with `pytest_plugins = ["tests._server_fixtures"]` or `from tests._server_fixtures import *`.
 """
@@ -11,9 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import nginx as nginx_server
 from tests.servers import FaultServer
 
-__all__ = ["_fault_server_errors", "other_server", "server", "unique"]
+__all__ = ["_fault_server_errors", "nginx", "other_server", "server", "unique"]
 
 _started: list[FaultServer] = []
 _keys = itertools.count(1)
@@ -38,6 +40,15 @@ def server() -> Iterator[FaultServer]:
 def other_server() -> Iterator[FaultServer]:
     """A second FaultServer: another origin, for cross-origin redirects."""
     yield from _serve()
+
+
+@pytest.fixture(scope="session")
+def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[nginx_server.Nginx]:
+    """nginx serving static files on 127.0.0.1, the reference for Range/ETag/304 semantics
+    (see tests/nginx.py). Skipped only where the nginx binary is absent; .ci/run installs it."""
+    if nginx_server.find_nginx() is None:
+        pytest.skip("nginx is not installed (apt-get install nginx-light; .ci/run does it)")
+    yield from nginx_server.serve(tmp_path_factory.mktemp("nginx"))
 
 
 @pytest.fixture

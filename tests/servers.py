@@ -33,6 +33,28 @@ server's life; `size=N` anywhere means the body is body_for(target, N), else bod
     /gzip/<key>?size=N                     200, Content-Encoding: gzip of the body
     /gzip-bomb/<key>?size=N                200, Content-Encoding: gzip of N zero bytes
                                            (default 1 GiB), ~1 KiB per MiB on the wire
+
+  Continuing and refreshing (a body whose version is n is body_for(f"{target}#{n}", N), N =
+  size, default 1 MiB; version 1 unless said; the validators are ETag and Last-Modified):
+    /range/<key>?size=N&fail=K&cut=M&validators=both|etag|date|none&weak=1&encoding=gzip&rate=B
+                                           a static file done right: Accept-Ranges, honours
+                                           Range (one range: a-, a-b, -n), If-Range (strong
+                                           ETag or exact date), If-None-Match (weak compare,
+                                           before If-Modified-Since): 200, 206, 304, or 416
+                                           with `*/length`. Attempts <= K (default 0) send M
+                                           bytes of their body (default half) then a TCP RST.
+                                           weak=1: a W/ ETag; encoding=gzip: the body is
+                                           gzip(version) with Content-Encoding, and ranges
+                                           count its bytes; rate=B: the body at B bytes/s
+    /norange/<key>?...                     as /range, but Range is ignored: always a full 200
+    /changing/<key>?...                    as /range, but attempt n serves version n (ETag
+                                           "v<n>", a later Last-Modified), so If-Range never
+                                           holds: a full 200 (a bare Range gets a 206 of it)
+    /wrong-range/<key>?...                 as /range, but every 206 is the whole body from
+                                           byte 0 (Content-Range 0-end), whatever was asked
+  `bytes_sent(target)` counts the body bytes a target's answers sent (all routes but /chunked
+  and /drip).
+
     anything else                          404; a bad parameter gives 400
 """
 
@@ -54,7 +76,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from email.utils import formatdate
+from email.utils import formatdate, parsedate_to_datetime
 from http import HTTPStatus
 from types import TracebackType
 from urllib.parse import parse_qsl
@@ -210,6 +232,7 @@ class _Exchange:
         self.params = dict(parse_qsl(self.query, keep_blank_values=True))
         self.attempt = 0
         self.started = False
+        self.count_sent: Callable[[int], None] = lambda size: None  # body bytes, as written
 
     @property
     def is_head(self) -> bool:
@@ -269,6 +292,7 @@ class _Exchange:
         if self.is_head:
             return
         for chunk in chunks:
+            self.count_sent(len(chunk))
             self.writer.write(chunk)
             await self.writer.drain()
 
@@ -453,6 +477,166 @@ async def _gzip_bomb(ex: _Exchange) -> None:
     await ex.send(_pieces([payload], BLOCK))
 
 
+# --- Continuing and refreshing: ranges, validators, conditional requests -------------------
+
+_EPOCH = 1_600_000_000  # the Last-Modified of version 1; version n is n - 1 hours later
+_PACE = 16 * 1024  # rate=B sends pieces of this size, each after its share of a second
+
+
+class _Entity:
+    """One version of a ranged route's resource: its bytes and validators."""
+
+    def __init__(self, ex: _Exchange, version: int, etag: str) -> None:
+        self.size = ex.integer("size", BLOCK)
+        self.name = f"{ex.target}#{version}"
+        self.encoding = ex.params.get("encoding")
+        if self.encoding not in (None, "gzip"):
+            raise _BadRequest("encoding must be gzip")
+        self._gzipped = (
+            gzip.compress(body_for(self.name, self.size), mtime=0) if self.encoding else None
+        )
+        self.length = len(self._gzipped) if self._gzipped is not None else self.size
+        validators = ex.params.get("validators", "both")
+        if validators not in ("both", "etag", "date", "none"):
+            raise _BadRequest("validators must be both, etag, date or none")
+        weak = "W/" if ex.params.get("weak") == "1" else ""
+        suffix = "-gzip" if self.encoding else ""
+        self.etag = f'{weak}"{etag}{suffix}"' if validators in ("both", "etag") else None
+        modified = formatdate(_EPOCH + (version - 1) * 3600, usegmt=True)
+        self.last_modified = modified if validators in ("both", "date") else None
+
+    def headers(self) -> list[tuple[str, str]]:
+        headers = [("Content-Type", "application/octet-stream")]
+        if self.etag is not None:
+            headers.append(("ETag", self.etag))
+        if self.last_modified is not None:
+            headers.append(("Last-Modified", self.last_modified))
+        if self.encoding is not None:
+            headers.append(("Content-Encoding", self.encoding))
+        return headers
+
+    def chunks(self, start: int, stop: int) -> Iterator[memoryview]:
+        if self._gzipped is not None:
+            yield memoryview(self._gzipped)[start:stop]
+            return
+        skipped = 0
+        for piece in iter_body(self.name, stop):
+            if skipped + len(piece) > start:
+                yield piece[max(0, start - skipped) :]
+            skipped += len(piece)
+
+
+def _requested_range(value: str | None, length: int) -> tuple[int, int] | str | None:
+    """(start, stop) of a single-range `Range`, "unsatisfiable", or None to send it all."""
+    if value is None:
+        return None
+    unit, _, spec = value.strip().partition("=")
+    first, dash, last = spec.strip().partition("-")
+    if unit.strip().lower() != "bytes" or not dash or "," in spec:
+        return None  # not one byte range: a server may ignore what it does not do
+    if not first:  # a suffix: the last N bytes
+        if not last.isdigit():
+            return None
+        count = int(last)
+        return (max(0, length - count), length) if count else "unsatisfiable"
+    if not first.isdigit() or (last and not last.isdigit()):
+        return None
+    start, end = int(first), int(last) if last else length - 1
+    if last and end < start:
+        return None
+    if start >= length:
+        return "unsatisfiable"
+    return start, min(end, length - 1) + 1
+
+
+def _opaque(tag: str) -> str:
+    return tag.removeprefix("W/")
+
+
+def _not_modified(ex: _Exchange, entity: _Entity) -> bool:
+    """RFC 9110 13.2.2: If-None-Match (weak comparison) decides; else If-Modified-Since."""
+    none_match = ex.headers.get("if-none-match")
+    if none_match is not None:
+        tags = {_opaque(tag.strip()) for tag in none_match.split(",")}
+        return entity.etag is not None and ("*" in tags or _opaque(entity.etag) in tags)
+    since = ex.headers.get("if-modified-since")
+    if since is None or entity.last_modified is None:
+        return False
+    try:
+        return parsedate_to_datetime(entity.last_modified) <= parsedate_to_datetime(since)
+    except (TypeError, ValueError):
+        return False
+
+
+def _if_range_holds(ex: _Exchange, entity: _Entity) -> bool:
+    """RFC 9110 13.1.5: a strong ETag compared strongly, or exactly the Last-Modified date."""
+    value = ex.headers.get("if-range")
+    if value is None:
+        return True
+    if value.startswith(('"', "W/")):
+        return entity.etag is not None and not entity.etag.startswith("W/") and value == entity.etag
+    return value == entity.last_modified
+
+
+async def _serve_entity(
+    ex: _Exchange, entity: _Entity, *, ranges: bool = True, from_zero: bool = False
+) -> None:
+    failing = ex.attempt <= ex.integer("fail", 0)
+    ex.integer("cut", 0)  # checked before anything is sent, so a bad one is a 400
+    rate = ex.number("rate", 0)
+    headers = entity.headers()
+    if ranges:
+        headers.append(("Accept-Ranges", "bytes"))
+    if _not_modified(ex, entity):
+        await ex.start(304, headers)
+        return
+    wanted = None
+    if ranges and _if_range_holds(ex, entity):
+        wanted = _requested_range(ex.headers.get("range"), entity.length)
+    if wanted == "unsatisfiable":
+        headers.append(("Content-Range", f"bytes */{entity.length}"))
+        await ex.start(416, headers, 0)
+        return
+    status, start, stop = 200, 0, entity.length
+    if isinstance(wanted, tuple):
+        status, (start, stop) = 206, wanted
+        if from_zero:
+            start = 0
+        headers.append(("Content-Range", f"bytes {start}-{stop - 1}/{entity.length}"))
+    await ex.start(status, headers, stop - start)
+    chunks: Iterable[Chunk] = entity.chunks(start, stop)
+    if failing:
+        chunks = _take(chunks, ex.integer("cut", (stop - start) // 2))
+    if rate:
+        for piece in _pieces(chunks, _PACE):
+            await ex.send([piece])
+            await asyncio.sleep(len(piece) / rate)
+    else:
+        await ex.send(chunks)
+    if failing and not ex.is_head:
+        await ex.reset()
+
+
+def _stable_tag(ex: _Exchange) -> str:
+    return f"{zlib.crc32(_encode(ex.target)):08x}-{ex.integer('size', BLOCK)}"
+
+
+async def _range(ex: _Exchange) -> None:
+    await _serve_entity(ex, _Entity(ex, 1, _stable_tag(ex)))
+
+
+async def _norange(ex: _Exchange) -> None:
+    await _serve_entity(ex, _Entity(ex, 1, _stable_tag(ex)), ranges=False)
+
+
+async def _changing(ex: _Exchange) -> None:
+    await _serve_entity(ex, _Entity(ex, ex.attempt, f"v{ex.attempt}"))
+
+
+async def _wrong_range(ex: _Exchange) -> None:
+    await _serve_entity(ex, _Entity(ex, 1, _stable_tag(ex)), from_zero=True)
+
+
 _ROUTES: dict[str, Callable[[_Exchange], Awaitable[None]]] = {
     "ok": _ok,
     "slow": _slow,
@@ -469,6 +653,11 @@ _ROUTES: dict[str, Callable[[_Exchange], Awaitable[None]]] = {
     "big": _big,
     "gzip": _gzip,
     "gzip-bomb": _gzip_bomb,
+    # Continuing and refreshing
+    "range": _range,
+    "norange": _norange,
+    "changing": _changing,
+    "wrong-range": _wrong_range,
 }
 
 
@@ -506,6 +695,7 @@ class FaultServer:
         self._attempts: Counter[str] = Counter()
         self._last_headers: dict[str, dict[str, str]] = {}
         self._total_hits = 0
+        self._sent: Counter[str] = Counter()
         self._connections = 0
         self._in_flight = 0
         self._max_in_flight = 0
@@ -571,6 +761,15 @@ class FaultServer:
 
     # Instrumentation (thread-safe)
 
+    def bytes_sent(self, target: str) -> int:
+        """Body bytes written in answers to this raw target since reset_stats()."""
+        with self._cond:
+            return self._sent[target]
+
+    def _count_sent(self, target: str, size: int) -> None:
+        with self._cond:
+            self._sent[target] += size
+
     def hits(self, target: str) -> int:
         """Requests received for this exact raw target (query included) since reset_stats()."""
         with self._cond:
@@ -618,11 +817,13 @@ class FaultServer:
             return self._cond.wait_for(lambda: self._in_flight == 0, timeout)
 
     def reset_stats(self) -> None:
-        """Zero hits, total_hits, connections and last_headers; max_in_flight := in_flight.
+        """Zero hits, total_hits, bytes_sent, connections and last_headers; max_in_flight :=
+        in_flight.
         Fault sequencing ("the first K attempts") carries on regardless."""
         with self._cond:
             self._hits.clear()
             self._last_headers.clear()
+            self._sent.clear()
             self._total_hits = 0
             self._connections = 0
             self._max_in_flight = self._in_flight
@@ -753,6 +954,7 @@ class FaultServer:
         keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
         ex = _Exchange(reader, writer, method, target, headers, keep_alive)
         ex.attempt = self._begin(target, headers)
+        ex.count_sent = functools.partial(self._count_sent, target)
         try:
             if "chunked" in headers.get("transfer-encoding", ""):
                 ex.keep_alive = False
