@@ -217,7 +217,7 @@ class _Inflater:
                 yield self._head
             return
         if self._gzip and not self._inflate.eof:
-            msg = "the gzip data ends early (truncated file?)"
+            msg = "it ends early (a truncated file?)"
             raise zlib.error(msg)
 
 
@@ -403,6 +403,27 @@ class _Replay:
         self.index = self.size = 0
 
 
+_QUOTED_TEXT = re.compile(r'(?:[^"]|"")*')
+
+
+def _still_quoted(line: str, delimiter: str) -> bool:
+    """Whether a line that starts inside a quoted field ends inside one (then or again)."""
+    at, quoted = 0, True
+    while True:
+        if quoted:
+            at = _QUOTED_TEXT.match(line, at).end()  # type: ignore[union-attr]
+            if at == len(line):
+                return True
+            at, quoted = at + 1, False  # the closing quote
+        else:
+            at = line.find(delimiter, at)
+            if at < 0:
+                return False
+            at += 1
+            if line.startswith('"', at):
+                at, quoted = at + 1, True
+
+
 class _CsvRows(_Rows):
     """CSV or TSV with a header row; quoted fields may span lines."""
 
@@ -410,6 +431,7 @@ class _CsvRows(_Rows):
         super().__init__(source)
         self._replay = _Replay()
         self._reader = csv.reader(self._replay, dialect, strict=True)
+        self._delimiter = csv.get_dialect(dialect).delimiter
         self._start = 0  # the line number where the current record began
         self._bad_utf8 = False
         self._header: list[str] | None = None
@@ -428,8 +450,11 @@ class _CsvRows(_Rows):
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             text, self._bad_utf8 = raw.decode("utf-8", "replace"), True
+        continued = bool(replay.lines)
         replay.lines.append(text + "\n")  # the reader keeps newlines inside quoted fields
         replay.size += len(raw) + 1
+        if continued and _still_quoted(text, self._delimiter):
+            return None  # replaying the record only when it can end keeps a long one linear
         replay.index = 0
         try:
             fields = next(self._reader)
