@@ -130,7 +130,7 @@ def _read_netrc(path: str) -> tuple[dict[str, Login], Login | None]:
         parsed = netrc.netrc(os.fspath(path))
     except netrc.NetrcParseError as exc:
         # Never the message: it quotes the token it choked on, which may be a password.
-        msg = f"cannot use netrc {path}: not valid netrc syntax at line {exc.lineno}"
+        msg = f"cannot use netrc {path}: not valid netrc syntax near line {exc.lineno}"
         raise UsageError(msg) from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
