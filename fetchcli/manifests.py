@@ -17,13 +17,13 @@ from __future__ import annotations
 import csv
 import json
 import re
-import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from fetchcli.errors import UsageError
+from fetchcli.decoding import Decoder, ZlibDecoder
+from fetchcli.errors import FetchError, UsageError
 from fetchcli.models import Job
 from fetchcli.sources import MAX_LINE_BYTES, BadLine, parse_line
 
@@ -40,7 +40,6 @@ __all__ = [
 
 MAX_ROW_BYTES = 128 * 1024  # the csv module's own field limit; a longer row is a bad row
 BATCH = 256
-INFLATE_PIECE = 256 * 1024  # the most one step of gunzip makes: a few KiB may be gigabytes
 GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"
 KNOWN_COLUMNS = ("url", "path", "sha256", "size")
@@ -154,8 +153,8 @@ class ManifestParser:
                     item = rows.line(number, line)
                     if item is not None:
                         yield item
-        except zlib.error as exc:
-            yield self._broken(f"corrupt gzip data: {exc}")
+        except FetchError as exc:
+            yield self._broken(exc)
 
     def close(self) -> list[Item]:
         """The rows left at the end of the source."""
@@ -166,59 +165,56 @@ class ManifestParser:
         try:
             for piece in self._inflater.finish():
                 items.extend(rows.line(number, line) for number, line in self._lines.push(piece))
-        except zlib.error as exc:
-            items.append(self._broken(f"corrupt gzip data: {exc}"))
+        except FetchError as exc:
+            items.append(self._broken(exc))
         else:
             items.extend(rows.line(number, line) for number, line in self._lines.finish())
             items.append(rows.finish())
         return [item for item in items if item is not None]
 
-    def _broken(self, reason: str) -> BadLine:
+    def _broken(self, exc: FetchError) -> BadLine:
         # Nothing after a corrupt stretch of gzip can be read: one bad line, then stop.
         self._failed = True
+        if exc.kind == "truncated":
+            reason = "the gzip data ends early (a truncated file?)"
+        else:
+            reason = f"corrupt gzip data: {exc.__cause__ or exc}"
         return BadLine(self._source, self._lines.number + 1, "", reason)
 
 
 class _Inflater:
-    """gzip (one member or several) -> bytes, in bounded pieces; other data passes through."""
+    """gzip (one member or several) -> bytes, in bounded pieces; other data passes through.
+
+    The inflating is decoding.py's, as for a gzip body: at most `decoding.PIECE` bytes a step.
+    """
 
     def __init__(self) -> None:
         self._head = b""  # the first bytes, until two tell whether this is gzip
-        self._gzip: bool | None = None
-        self._inflate = zlib.decompressobj(wbits=47)
+        self._gzip: Decoder | None = None
+        self._known = False
 
     def push(self, data: bytes) -> Iterator[bytes]:
-        if self._gzip is None:
+        if not self._known:
             self._head += data
             if len(self._head) < len(GZIP_MAGIC):
                 return
-            self._gzip = self._head.startswith(GZIP_MAGIC)
+            self._known = True
+            if self._head.startswith(GZIP_MAGIC):
+                self._gzip = ZlibDecoder("gzip")
             data, self._head = self._head, b""
-        if not self._gzip:
+        if self._gzip is None:
             if data:
                 yield data
             return
-        while data:
-            if self._inflate.eof:
-                if not data.strip(b"\x00"):
-                    return  # zero padding after the last member, as tape tools write
-                # The next member of a multi-member file (`cat a.gz b.gz`).
-                self._inflate = zlib.decompressobj(wbits=47)
-            piece = self._inflate.decompress(data, INFLATE_PIECE)
-            if piece:
-                yield piece
-            inflate = self._inflate
-            data = inflate.unused_data if inflate.eof else inflate.unconsumed_tail
+        yield from self._gzip.decode(data)
 
     def finish(self) -> Iterator[bytes]:
-        if self._gzip is None:
-            self._gzip = False  # under two bytes: not gzip
+        if not self._known:
+            self._known = True  # under two bytes: not gzip
             if self._head:
                 yield self._head
-            return
-        if self._gzip and not self._inflate.eof:
-            msg = "it ends early (a truncated file?)"
-            raise zlib.error(msg)
+        elif self._gzip is not None:
+            yield from self._gzip.flush()
 
 
 class _LineSplitter:

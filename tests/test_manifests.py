@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from fetchcli.decoding import PIECE
 from fetchcli.errors import UsageError
 from fetchcli.manifests import (
     BATCH,
-    INFLATE_PIECE,
     MAX_ROW_BYTES,
     Expectation,
     Format,
@@ -281,7 +281,7 @@ def test_gzip_with_several_members_reads_them_all():
 def test_a_truncated_gzip_file_says_so_after_its_complete_rows():
     packed = gzip.compress(b"http://a.test/1\nhttp://a.test/2\n" * 100)
     items = parse(packed[:-12], Format.LINES)
-    assert bad(items) == [(len(items), "corrupt gzip data: it ends early (a truncated file?)")]
+    assert bad(items) == [(len(items), "the gzip data ends early (a truncated file?)")]
     assert len(items) > 1
 
 
@@ -297,10 +297,17 @@ def test_gunzip_makes_bounded_pieces_of_a_bomb():
     bomb = gzip.compress(b"\0" * (64 << 20))  # 64 MiB from about 64 KiB
     total = 0
     for piece in inflater.push(bomb):
-        assert len(piece) <= INFLATE_PIECE
+        assert len(piece) <= PIECE
         total += len(piece)
     list(inflater.finish())
     assert total == 64 << 20
+
+
+def test_every_row_of_a_gzip_chunk_comes_out_even_when_it_inflates_to_many_pieces():
+    data = b"".join(b"http://a.test/%s/%d\n" % (b"x" * 80, n) for n in range(8_000))
+    assert len(data) > 3 * PIECE
+    items = parse(gzip.compress(data), Format.LINES)  # one chunk in, several pieces out
+    assert len(items) == 8_000 and items[-1].job.url.endswith("/7999")
 
 
 def test_zlib_errors_are_not_raised_through_the_parser():
