@@ -13,9 +13,11 @@ has not expired. Longer paths come first in the header, as RFC 6265 asks.
 
 from __future__ import annotations
 
+import email.utils
 import ipaddress
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -23,10 +25,12 @@ import httpx
 
 from fetchcli.errors import UsageError
 
-__all__ = ["Cookie", "CookieFile", "parse_cookie_line"]
+__all__ = ["Cookie", "CookieFile", "HostJar", "parse_cookie_line", "parse_set_cookie"]
 
 HTTPONLY_PREFIX = "#HttpOnly_"
 MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_PER_HOST = 50  # what a HostJar keeps: a run may meet millions of hosts
+MAX_HOSTS = 10_000
 
 # Bytes that would break out of a Cookie header or confuse a server: never sent.
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f;]")
@@ -162,6 +166,96 @@ class CookieFile:
             return None
         found.sort(key=lambda cookie: len(cookie.path), reverse=True)  # stable: file order
         return "; ".join(f"{cookie.name}={cookie.value}" for cookie in found)
+
+
+class HostJar:
+    """`--keep-cookies`: what servers set during the run, sent back to the same host only.
+
+    Every cookie is host-only, whatever its Domain attribute says, so nothing set by one host
+    ever reaches another. Path, Secure, Max-Age and Expires are honoured (RFC 6265, 5.2).
+    Bounded: `MAX_PER_HOST` cookies a host, `MAX_HOSTS` hosts (the least recently used go).
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._hosts: OrderedDict[str, dict[tuple[str, str], Cookie]] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"<HostJar: {len(self._hosts)} hosts>"
+
+    def store(self, url: httpx.URL, set_cookies: Iterable[str]) -> None:
+        """Keep the cookies of a response's `Set-Cookie` fields, for `url`'s host."""
+        host = url.raw_host.decode("ascii").lower().rstrip(".")
+        default_path = _default_path(url.raw_path.split(b"?", 1)[0].decode("ascii"))
+        now = self._clock()
+        for value in set_cookies:
+            cookie = parse_set_cookie(value, host, default_path, now)
+            if cookie is None:
+                continue
+            cookies = self._hosts.setdefault(host, {})
+            self._hosts.move_to_end(host)
+            key = (cookie.name, cookie.path)
+            cookies.pop(key, None)
+            if cookie.expires and cookie.expires <= now:
+                continue  # Max-Age=0 or a past Expires: the server deletes the cookie
+            cookies[key] = cookie
+            if len(cookies) > MAX_PER_HOST:
+                del cookies[next(iter(cookies))]
+        while len(self._hosts) > MAX_HOSTS:
+            self._hosts.popitem(last=False)
+
+    def header_for(self, url: httpx.URL) -> str | None:
+        """The `Cookie` header value of the kept cookies for `url`, or None."""
+        host = url.raw_host.decode("ascii").lower().rstrip(".")
+        cookies = self._hosts.get(host)
+        if not cookies:
+            return None
+        path = url.raw_path.split(b"?", 1)[0].decode("ascii") or "/"
+        https, now = url.scheme == "https", self._clock()
+        found = [cookie for cookie in cookies.values() if cookie.matches(host, path, https, now)]
+        if not found:
+            return None
+        found.sort(key=lambda cookie: len(cookie.path), reverse=True)
+        return "; ".join(f"{cookie.name}={cookie.value}" for cookie in found)
+
+
+def parse_set_cookie(value: str, host: str, default_path: str, now: float) -> Cookie | None:
+    """One `Set-Cookie` value -> a host-only Cookie; None when it is unusable."""
+    pair, *attributes = value.split(";")
+    name, equals, cookie_value = pair.partition("=")
+    name, cookie_value = name.strip(), cookie_value.strip()
+    if not equals or not name or _UNSAFE.search(name) or _UNSAFE.search(cookie_value):
+        return None
+    path, secure, expires, max_age = default_path, False, 0, None
+    for attribute in attributes:
+        key, _, argument = attribute.partition("=")
+        key, argument = key.strip().lower(), argument.strip()
+        if key == "path" and argument.startswith("/"):
+            path = argument
+        elif key == "secure":
+            secure = True
+        elif key == "max-age" and re.fullmatch(r"-?[0-9]{1,12}", argument):
+            max_age = int(argument)
+        elif key == "expires":
+            expires = _http_date(argument) or expires
+    if max_age is not None:  # Max-Age wins over Expires
+        expires = int(now) + max_age if max_age > 0 else 1
+    return Cookie(host, False, path, secure, expires, name, cookie_value)
+
+
+def _default_path(path: str) -> str:
+    """RFC 6265, 5.1.4: the request path up to its last `/`, or `/`."""
+    if not path.startswith("/") or path.count("/") == 1:
+        return "/"
+    return path[: path.rindex("/")]
+
+
+def _http_date(text: str) -> int | None:
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(int(when.timestamp()), 1)
 
 
 def _domains_of(host: str) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from fetchcli.cookies import Cookie, CookieFile, parse_cookie_line
+from fetchcli.cookies import MAX_PER_HOST, Cookie, CookieFile, HostJar, parse_cookie_line
 from fetchcli.errors import UsageError
 
 NOW = 1_700_000_000
@@ -42,7 +42,7 @@ def jar() -> CookieFile:
     return CookieFile.parse(FILE, clock=lambda: NOW)
 
 
-def sent(jar: CookieFile, url: str) -> list[str]:
+def sent(jar: CookieFile | HostJar, url: str) -> list[str]:
     header = jar.header_for(httpx.URL(url))
     return [] if header is None else [part.split("=")[0] for part in header.split("; ")]
 
@@ -139,3 +139,53 @@ def test_load_reads_a_file_and_a_missing_one_is_a_usage_error(tmp_path):
     assert CookieFile.load(str(path)).header_for(httpx.URL("http://a.test/x")) == "c=v"
     with pytest.raises(UsageError, match=r"^cannot read cookie file .*: No such file"):
         CookieFile.load(str(tmp_path / "missing.txt"))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = float(NOW)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_kept_cookies_go_back_to_the_same_host_only_whatever_their_domain_says():
+    kept = HostJar(clock=Clock())
+    kept.store(httpx.URL("https://a.example.test/login"), ["sid=s3cr3t; Domain=.example.test"])
+    assert kept.header_for(httpx.URL("https://a.example.test/data")) == "sid=s3cr3t"
+    assert kept.header_for(httpx.URL("http://a.example.test:8080/")) == "sid=s3cr3t"  # RFC 6265
+    for other in ("https://b.example.test/", "https://example.test/", "https://x.a.example.test/"):
+        assert kept.header_for(httpx.URL(other)) is None
+    assert "s3cr3t" not in repr(kept)
+
+
+def test_kept_cookies_follow_path_secure_and_the_default_path():
+    kept = HostJar(clock=Clock())
+    kept.store(
+        httpx.URL("https://h.test/app/login?next=/"),
+        ["a=1", "b=2; Path=/; Secure", "c=3; path=/other", "broken", "=x", "d=4\x00"],
+    )
+    assert sent(kept, "https://h.test/app/page") == ["a", "b"]  # a: default path /app
+    assert sent(kept, "http://h.test/app/page") == ["a"]
+    assert sent(kept, "https://h.test/other/x") == ["c", "b"]
+    assert sent(kept, "https://h.test/application") == ["b"]
+
+
+def test_kept_cookies_expire_and_servers_can_delete_them():
+    clock = Clock()
+    kept = HostJar(clock=clock)
+    url = httpx.URL("https://h.test/")
+    kept.store(url, ["a=1; Max-Age=10", "b=2; Expires=Wed, 21 Oct 2015 07:28:00 GMT", "c=3"])
+    assert sent(kept, "https://h.test/") == ["a", "c"]
+    kept.store(url, ["c=gone; Max-Age=0"])
+    assert sent(kept, "https://h.test/") == ["a"]
+    clock.now += 10
+    assert kept.header_for(url) is None
+
+
+def test_the_kept_cookies_are_bounded():
+    kept = HostJar(clock=Clock())
+    url = httpx.URL("https://h.test/")
+    kept.store(url, [f"c{n}=v" for n in range(MAX_PER_HOST + 5)])
+    names = sent(kept, "https://h.test/")
+    assert len(names) == MAX_PER_HOST and "c0" not in names and f"c{MAX_PER_HOST + 4}" in names
