@@ -358,13 +358,20 @@ class _JsonLines(_Rows):
             return self._bad(number, raw.decode("utf-8", "replace"), reason + detail)
         if not isinstance(value, dict):
             return self._bad(number, raw.decode("utf-8", "replace"), "not a JSON object")
-        meta = {key: item for key, item in value.items() if key not in KNOWN_COLUMNS}
+        known: dict[str, Any] = {}
+        meta: dict[str, Any] = {}
+        for key, item in value.items():
+            name = key.lower()  # keys in any case, as CSV headers: LAION's "URL"
+            if name in KNOWN_COLUMNS and name not in known:
+                known[name] = item
+            else:
+                meta[key] = item
         return self._row(
             number,
-            value.get("url"),
-            value.get("path"),
-            value.get("sha256"),
-            value.get("size"),
+            known.get("url"),
+            known.get("path"),
+            known.get("sha256"),
+            known.get("size"),
             meta or None,
         )
 

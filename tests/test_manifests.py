@@ -213,7 +213,7 @@ def test_a_header_without_a_url_column_is_a_usage_error(header: bytes):
 def test_jsonl_rows_keep_json_values_in_meta():
     lines = [
         {"url": "http://a.test/1", "path": "a/1", "sha256": SHA, "size": 3, "tags": ["x"], "n": 1},
-        {"url": "http://a.test/2", "size": "4"},
+        {"URL": "http://a.test/2", "Size": "4"},
         {"url": "http://a.test/3", "path": None, "sha256": None, "size": None},
     ]
     data = b"\n".join(json.dumps(line).encode() for line in lines) + b"\n\n"
