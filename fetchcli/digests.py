@@ -279,9 +279,10 @@ class BodyCheck:
 
     @staticmethod
     def _digest(hashes: dict[str, hashlib._Hash], algorithm: str, sha256_hex: str | None) -> bytes:
-        if algorithm == "sha-256" and sha256_hex is not None and algorithm not in hashes:
-            return bytes.fromhex(sha256_hex)
-        return hashes[algorithm].digest()
+        if algorithm in hashes:
+            return hashes[algorithm].digest()
+        assert sha256_hex is not None, "decoded_sha256_given: verify() needs decoded_sha256"
+        return bytes.fromhex(sha256_hex)
 
 
 def _hasher(algorithm: str) -> hashlib._Hash:
