@@ -1,4 +1,7 @@
-"""URL -> a safe relative path `host/path` under the output directory; a pure function.
+"""URL -> a safe relative path under the output directory; pure functions.
+
+`relative_path` is the `tree` layout, `host/path` (`cut_dirs` drops leading directories);
+`flat_path` is the last segment alone; `row_path` is a name a manifest row asks for.
 
 Every path component is decoded, then sanitized on its own: separators, control bytes,
 characters Windows forbids, `.`/`..`, reserved device names, trailing dots and over-long
@@ -12,11 +15,15 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import PurePosixPath
+from typing import Literal
 from urllib.parse import quote, unquote
 
 import httpx
 
-__all__ = ["INDEX_NAME", "relative_path"]
+__all__ = ["INDEX_NAME", "LAYOUTS", "Layout", "flat_path", "relative_path", "row_path", "with_hash"]
+
+Layout = Literal["tree", "flat"]
+LAYOUTS: tuple[Layout, ...] = ("tree", "flat")
 
 INDEX_NAME = "index.html"
 HASH_CHARS = 10
@@ -25,6 +32,7 @@ MAX_PATH_BYTES = 1024  # PATH_MAX is 4096 on Linux; stay well inside it with any
 
 _UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]')
 _HASH_LIKE = re.compile(rf"~[0-9a-f]{{{HASH_CHARS}}}")
+_SEPARATORS = re.compile(r"[/\\]")
 _HOST = re.compile(r"[a-z0-9.-]+")
 _UNSAFE_HOST_CHARS = re.compile(r"[^a-z0-9.-]")
 # RFC 3986 pchar minus "%": what a segment may hold unescaped.
@@ -37,11 +45,13 @@ _RESERVED = frozenset(
 )
 
 
-def relative_path(url: httpx.URL) -> PurePosixPath:
+def relative_path(url: httpx.URL, cut_dirs: int = 0) -> PurePosixPath:
     """Map a URL to `host[_port]/dir/.../name`, never absolute and never containing `..`.
 
     https on 443 is plain `host`; http always names its port (`host_80`); https on any other
     port is `host_PORT_tls`. So http://h/x, https://h/x and https://h:80/x never share a file.
+    `cut_dirs` drops that many leading directories (as wget's --cut-dirs), never the file
+    name; the URLs it makes share a name are for the caller to tell apart (`names.NameBook`).
     """
     host = _host_name(url.raw_host.decode("ascii"))
     if url.scheme == "http":
@@ -50,13 +60,46 @@ def relative_path(url: httpx.URL) -> PurePosixPath:
         host = f"{host}_{url.port}_tls"
     raw_path, has_query, query = url.raw_path.decode("ascii").partition("?")
     *dirs, last = raw_path.split("/")[1:] or [""]
-    names = [_name(part) for part in dirs]
+    names = [_name(part) for part in dirs[cut_dirs:]]
     names.append(_file_name(last, query if has_query else None))
     path = PurePosixPath(host, *names)
     if len(str(path).encode()) > MAX_PATH_BYTES:
         name = "~" + _digest(str(url.copy_with(fragment=None)), 2 * HASH_CHARS)
         path = PurePosixPath(host, name + _extension(names[-1]))
     return path
+
+
+def flat_path(url: httpx.URL) -> PurePosixPath:
+    """The `flat` layout: the URL's last path segment alone, sanitized as in the tree."""
+    raw_path, has_query, query = url.raw_path.decode("ascii").partition("?")
+    last = raw_path.rsplit("/", 1)[-1]
+    return PurePosixPath(_file_name(last, query if has_query else None))
+
+
+def row_path(path: str, url: httpx.URL) -> PurePosixPath | None:
+    """The name a manifest row gives, confined to the output directory; None if it has none.
+
+    The text is taken literally (no percent-decoding); `/` and `\\` separate directories;
+    empty, `.` and `..` components are dropped, so nothing climbs out. Each name is sanitized
+    like a URL segment and marked with a hash when it had to change. A path ending in a
+    separator is a directory: the URL's last segment goes in it.
+    """
+    parts = [part for part in _SEPARATORS.split(path) if part not in ("", ".", "..")]
+    if not parts:
+        return None
+    names = [_literal_name(part) for part in parts]
+    if path[-1] in "/\\":
+        names.append(flat_path(url).name)
+    result = PurePosixPath(*names)
+    if len(str(result).encode()) > MAX_PATH_BYTES:
+        name = "~" + _digest(path, 2 * HASH_CHARS)
+        result = PurePosixPath(name + _extension(names[-1]))
+    return result
+
+
+def with_hash(path: PurePosixPath, original: str) -> PurePosixPath:
+    """`dir/name.ext` -> `dir/name~<hash of original>.ext`: the name for a second claimant."""
+    return path.with_name(_with_hash(path.name, original))
 
 
 def _host_name(host: str) -> str:
@@ -95,6 +138,16 @@ def _name(part: str) -> str:
     if clean != decoded or not canonical or _HASH_LIKE.search(decoded):
         clean = _with_hash(clean, part)
     return clean
+
+
+def _literal_name(part: str) -> str:
+    """A name given as text (not a URL segment) -> a safe name; hashed only when changed."""
+    clean = _UNSAFE_CHARS.sub("_", part).rstrip(". ") or "_"
+    if clean.split(".", 1)[0].upper() in _RESERVED:
+        clean = "_" + clean
+    if len(clean.encode()) > MAX_NAME_BYTES:
+        clean = clean.encode()[: MAX_NAME_BYTES - 40].decode(errors="ignore")
+    return clean if clean == part else _with_hash(clean, part)
 
 
 def _with_hash(name: str, original: str) -> str:

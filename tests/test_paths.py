@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fetchcli.paths import MAX_NAME_BYTES, MAX_PATH_BYTES, relative_path
+from fetchcli.paths import MAX_NAME_BYTES, MAX_PATH_BYTES, flat_path, relative_path, row_path
 from fetchcli.sources import url_key
 
 
@@ -153,3 +153,105 @@ def test_two_different_urls_map_to_different_paths(a: str, b: str) -> None:
         return
     if url_key(first) != url_key(second):  # the same resource: "http://h.test" is "http://h.test/"
         assert relative_path(first) != relative_path(second)
+
+
+@pytest.mark.parametrize(
+    ("url", "cut", "expected"),
+    [
+        ("https://example.com/pub/data/2024/file.nc", 0, "example.com/pub/data/2024/file.nc"),
+        ("https://example.com/pub/data/2024/file.nc", 2, "example.com/2024/file.nc"),
+        ("https://example.com/pub/data/2024/file.nc", 3, "example.com/file.nc"),
+        ("https://example.com/pub/data/2024/file.nc", 9, "example.com/file.nc"),  # never the name
+        ("https://example.com/a/b/", 1, "example.com/b/index.html"),
+        ("https://example.com/", 1, "example.com/index.html"),
+    ],
+)
+def test_cut_dirs_drops_leading_directories_but_never_the_host_or_the_name(url, cut, expected):
+    assert str(relative_path(httpx.URL(url), cut)) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://example.com/a/b/file.tar.gz", "file.tar.gz"),
+        ("https://example.com/", "index.html"),
+        ("https://example.com/dir/", "index.html"),
+        ("https://example.com/%E4%B8%AD.txt", "中.txt"),
+        ("https://example.com/x/CON", None),  # sanitized: a hash marks it
+        ("https://example.com/x/%2e%2e", None),
+    ],
+)
+def test_flat_is_the_last_segment_sanitized_as_in_the_tree(url, expected):
+    path = flat_path(httpx.URL(url))
+    assert len(path.parts) == 1
+    tree = relative_path(httpx.URL(url))
+    assert path.name == tree.name
+    if expected is not None:
+        assert str(path) == expected
+    else:
+        assert "~" in str(path)
+
+
+def test_flat_names_of_a_query_differ():
+    first = flat_path(httpx.URL("https://example.com/get?id=1"))
+    second = flat_path(httpx.URL("https://example.com/get?id=2"))
+    assert first != second and str(first).startswith("get~")
+
+
+URL = httpx.URL("https://example.com/d/remote.bin")
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("images/cat.jpg", "images/cat.jpg"),
+        ("/etc/passwd", "etc/passwd"),
+        ("../../x", "x"),
+        ("a/./b/../c", "a/b/c"),  # literal components: ".." is dropped, never climbed
+        ("a\\b.txt", "a/b.txt"),
+        ("a%2fb", "a%2fb"),  # taken literally: no percent-decoding
+        ("out/", "out/remote.bin"),
+        ("été/file", "été/file"),
+    ],
+)
+def test_row_paths_are_confined_and_taken_literally(given, expected):
+    assert str(row_path(given, URL)) == expected
+
+
+@pytest.mark.parametrize("given", ["", "/", ".", "..", "./..//"])
+def test_a_row_path_with_no_name_left_is_none(given):
+    assert row_path(given, URL) is None
+
+
+@pytest.mark.parametrize("given", ["CON", "a:b", "x\x00y", "trailing.", "q?.txt", "x" * 300])
+def test_unsafe_row_names_are_sanitized_and_marked_with_a_hash(given):
+    path = row_path(given, URL)
+    assert path is not None and "~" in str(path)
+    assert len(path.name.encode()) <= MAX_NAME_BYTES + 20
+    assert not set(path.name) & set('\\:*?"<>|\x00')
+
+
+def test_an_over_long_row_path_is_folded_into_one_name():
+    path = row_path("/".join(["segment"] * 400) + "/f.bin", URL)
+    assert path is not None and len(path.parts) == 1
+    assert str(path).startswith("~") and str(path).endswith(".bin")
+
+
+row_texts = st.lists(
+    st.sampled_from(["a", "b", ".", "..", "", "/", "\\", "%2e", "CON", "\x00", "é", " ", "~"]),
+    max_size=40,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(given=row_texts | st.text(max_size=80))
+def test_no_row_path_can_leave_the_output_dir(given: str) -> None:
+    path = row_path(given, URL)
+    if path is None:
+        return
+    result = str(path)
+    assert posixpath.normpath(posixpath.join("/out", result)).startswith("/out/")
+    assert not path.is_absolute()
+    assert all(part not in ("", ".", "..") for part in path.parts)
+    assert all("\x00" not in part and "/" not in part for part in path.parts)
+    assert len(result.encode()) <= MAX_PATH_BYTES + 64
