@@ -34,6 +34,7 @@ from fetchcli.batching import Batcher
 from fetchcli.config import Limits, Settings
 from fetchcli.engine import REPORT_SECONDS, frame, read_message
 from fetchcli.errors import sole_error
+from fetchcli.kinds import ErrorKind
 from fetchcli.models import Job, Record
 from fetchcli.producer import produce
 from fetchcli.sources import FingerprintSet, Lines
@@ -338,7 +339,7 @@ class _Pool:
                         url=url,
                         ok=False,
                         error=reason,
-                        error_kind="internal",
+                        error_kind=ErrorKind.INTERNAL,
                         source=source,
                         line=line,
                     )

@@ -16,7 +16,7 @@ import httpx
 import respx
 
 from fetchcli.cli import run_cli
-from fetchcli.client import Client
+from fetchcli.client import Client, HttpxTransport
 from fetchcli.config import Settings
 from fetchcli.environment import Environment
 from fetchcli.fetcher import Fetcher
@@ -88,7 +88,8 @@ async def fetch_rig(
             )
         return response
 
-    transport = httpx.MockTransport(as_network_would)
+    # Wrapped as the client wraps httpx's own transport: errors arrive in fetchcli's words.
+    transport = HttpxTransport(httpx.MockTransport(as_network_would))
     async with Client(transport=transport) as client, asyncio.TaskGroup() as group:
         group.create_task(saver.small_files.run())
         group.create_task(saver.sizes.run())
