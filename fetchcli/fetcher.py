@@ -12,7 +12,7 @@ import email.utils
 import itertools
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -335,7 +335,7 @@ class Fetcher:
 
 async def _decoded(
     response: httpx.Response, decoder: Decoder, progress: _Progress
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The decoded body in bounded pieces, the end of the compressed stream included."""
     async for chunk in response.aiter_raw():
         progress.received += len(chunk)

@@ -247,7 +247,8 @@ def _connect_failed(ex: Exchange, cause: BaseException | None) -> FetchError:
 
 def _untrusted(cause: BaseException) -> PermanentError:
     # A certificate that fails verification will fail again: not retried.
-    reason = getattr(cause, "verify_message", None) or _reason(cause)
+    reason = (getattr(cause, "verify_message", None) or "verification failed").rstrip(".")
+    reason = reason[:1].lower() + reason[1:]
     return PermanentError(ErrorKind.TLS, f"TLS certificate not trusted: {reason}")
 
 
@@ -297,15 +298,22 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen = seen.__cause__ or seen.__context__
 
 
-def _os_cause(exc: BaseException) -> BaseException | None:
-    """The OS or TLS error under an httpx one (httpcore and anyio keep it as a cause)."""
-    return next((cause for cause in _causes(exc) if isinstance(cause, OSError)), None)
+def _os_cause(exc: BaseException) -> OSError | None:
+    """The OS or TLS error under an httpx one (httpcore and anyio keep it as a cause).
+
+    The first with an error number: anyio puts its own "All connection attempts failed"
+    over the socket's ConnectionRefusedError.
+    """
+    errors = [cause for cause in _causes(exc) if isinstance(cause, OSError)]
+    return next((error for error in errors if error.errno is not None), None) or next(
+        iter(errors), None
+    )
 
 
 def _reason(exc: BaseException) -> str:
     """`connection refused`: the OS's words for an error, without its number."""
-    if isinstance(exc, OSError) and exc.errno and exc.errno > 0:
-        text = os.strerror(exc.errno)
+    if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError) and (exc.errno or 0) > 0:
+        text = os.strerror(exc.errno or 0)
     else:
         text = _first_line(str(exc)) or type(exc).__name__
     return text[:1].lower() + text[1:]
@@ -313,9 +321,8 @@ def _reason(exc: BaseException) -> str:
 
 def _ssl_reason(exc: ssl.SSLError) -> str:
     """`wrong version number`: OpenSSL's reason code, in words."""
-    if exc.reason:
-        return str(exc.reason).lower().replace("_", " ")
-    return _reason(exc)
+    reason = getattr(exc, "reason", None)  # set by the ssl module, absent on one built by hand
+    return str(reason).lower().replace("_", " ") if reason else "TLS error"
 
 
 def _first_line(text: str) -> str:

@@ -25,6 +25,8 @@ server's life; `size=N` anywhere means the body is body_for(target, N), else bod
     /drip/<key>?bytes=N&interval=S         Content-Length N (default 8), one byte every S s
                                            (default 0.1), each after its wait
     /hang/<key>                            never answers, until the client or the server leaves
+    /empty/<key>                           closes the connection (FIN) without a byte of answer
+    /garbage/<key>                         a status line that is not HTTP, then a close
     /redirect/chain/<key>/<n>?status=302   `status` to .../<n-1> (query kept); n=0: as /ok
     /redirect/loop/<key>/a ↔ .../b         `status` (302) to the other one, forever (query kept)
     /redirect/to/<key>?url=<url>&status=302  `status` to the percent-decoded `url`
@@ -409,6 +411,16 @@ async def _hang(ex: _Exchange) -> None:
         pass
 
 
+async def _empty(ex: _Exchange) -> None:
+    await ex.close()
+
+
+async def _garbage(ex: _Exchange) -> None:
+    ex.started = True
+    ex.writer.write(b"HTTP/1.1 abc Nonsense\r\nContent-Length: 2\r\n\r\nhi")
+    await ex.close()
+
+
 async def _redirect(ex: _Exchange) -> None:
     kind, _, rest = ex.rest("/redirect/").partition("/")
     status = ex.integer("status", 302)
@@ -464,6 +476,8 @@ _ROUTES: dict[str, Callable[[_Exchange], Awaitable[None]]] = {
     "chunked": _chunked,
     "drip": _drip,
     "hang": _hang,
+    "empty": _empty,
+    "garbage": _garbage,
     "redirect": _redirect,
     "headers": _headers,
     "big": _big,
