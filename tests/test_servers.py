@@ -279,6 +279,14 @@ def test_truncate_closes_cleanly_after_a_short_body(server: FaultServer, unique:
 def test_empty_closes_without_an_answer(server: FaultServer, unique: str) -> None:
     with raw(server, f"/empty/{unique}") as sock:
         assert read_to_eof(sock) == b""
+    with raw(server, f"/empty/{unique}?how=rst") as sock, pytest.raises(ConnectionResetError):
+        read_to_eof(sock)
+
+
+def test_ok_can_claim_an_encoding_it_does_not_use(server: FaultServer, unique: str) -> None:
+    target = f"/ok/{unique}?encoding=br"
+    response, body = get(server, target)
+    assert response.getheader("Content-Encoding") == "br" and body == body_for(target)
 
 
 def test_garbage_sends_a_status_line_that_is_not_http(server: FaultServer, unique: str) -> None:

@@ -7,8 +7,8 @@ import errno
 import re
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from fetchcli.client import AiohttpTransport, Client, HttpxTransport
 from fetchcli.errors import FetchError, PermanentError, TransientError
 from fetchcli.kinds import ErrorKind
 from fetchcli.transport_errors import Exchange, from_aiohttp, from_httpx, from_os_error
+from tests.helpers import refused_port, unanswered_port
 from tests.servers import FaultServer
 
 pytestmark = pytest.mark.anyio
@@ -549,34 +550,6 @@ def test_an_ipv6_origin_is_written_with_brackets():
 
 
 # --- the real transports against real servers -----------------------------------------------
-
-
-@contextmanager
-def refused_port() -> Iterator[int]:
-    """A port on 127.0.0.1 that refuses connections (bound, not listening: nobody takes it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
-
-
-@contextmanager
-def unanswered_port() -> Iterator[int]:
-    """A port whose connects hang: a listener with a full backlog that never accepts."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        port = listener.getsockname()[1]
-        fillers = []
-        try:
-            for _ in range(3):  # more than the backlog holds: the kernel drops later SYNs
-                filler = socket.socket()
-                filler.setblocking(False)
-                filler.connect_ex(("127.0.0.1", port))
-                fillers.append(filler)
-            yield port
-        finally:
-            for filler in fillers:
-                filler.close()
 
 
 TRANSPORTS = {
