@@ -7,19 +7,18 @@ A slot from the `Limiter` is held only during an attempt; the backoff sleep hold
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import itertools
 import math
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import httpx
 
 from fetchcli.config import HOST_PAUSE_STATUSES, HttpOptions, RetryPolicy, Settings, Timeouts
-from fetchcli.decoding import Decoder, decoder_for
+from fetchcli.decoding import decoder_for
 from fetchcli.errors import PermanentError, TransientError
 from fetchcli.kinds import ErrorKind
 from fetchcli.limits import Limiter
@@ -277,14 +276,22 @@ class Fetcher:
         status = response.status_code  # a failed body still had a response: say which
         if not encoding and expected is not None:
             self._check_size(expected, status, encoding, announced=True)  # before reading any
-        pieces = _decoded(response, decoder_for(encoding), progress)
-        async with contextlib.aclosing(pieces):
-            async for piece in pieces:
-                if body.feed(piece):
-                    await body.spill()
-                self._check_size(body.size, status, encoding)
+        decoder = decoder_for(encoding)
+        async for chunk in response.aiter_raw():
+            progress.received += len(chunk)
+            await self._take(decoder.decode(chunk), body, status, encoding)
+        await self._take(decoder.flush(), body, status, encoding)  # the end of a compressed one
         if expected is not None and progress.received < expected:
             raise body_cut_short(progress.received, expected, status)
+
+    async def _take(
+        self, pieces: Iterator[bytes], body: Body, status: int, encoding: str | None
+    ) -> None:
+        """Decoded pieces into the body, each checked against --max-bytes as it comes."""
+        for piece in pieces:
+            if body.feed(piece):
+                await body.spill()
+            self._check_size(body.size, status, encoding)
 
     def _check_size(
         self, size: int, status: int, encoding: str | None, *, announced: bool = False
@@ -331,18 +338,6 @@ class Fetcher:
             attempts=attempts,
             elapsed=self._clock() - started,
         )
-
-
-async def _decoded(
-    response: httpx.Response, decoder: Decoder, progress: _Progress
-) -> AsyncGenerator[bytes, None]:
-    """The decoded body in bounded pieces, the end of the compressed stream included."""
-    async for chunk in response.aiter_raw():
-        progress.received += len(chunk)
-        for piece in decoder.decode(chunk):
-            yield piece
-    for piece in decoder.flush():
-        yield piece
 
 
 async def _drain(response: httpx.Response) -> None:

@@ -2,9 +2,9 @@
 
 The transports (fetchcli/client.py) call these where a library error meets our code, so
 the fetcher only ever sees a `FetchError` with its kind, a one-line message and, once the
-response head arrived, its status. Each library class has its own case, most specific
-first; tests/test_transport.py drives every aiohttp and httpx error class through them
-and fails on a class it does not know.
+response head arrived, its status. Every library class is mapped on purpose, most specific
+first; tests/test_transport.py lists each aiohttp and httpx error class with the kind and
+words it must get, and fails on a class it does not list.
 
 An `Exchange` is the state of one request on the wire: where it was going, its time
 limits, and how much of the body arrived, which is what a good message needs.
