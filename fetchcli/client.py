@@ -4,8 +4,8 @@ httpx stays the client (requests, responses, headers, URLs, HTTP/2); only the HT
 work moves to aiohttp's connection pool and C parser. Measured on loopback
 (benchmarks/README.md): 2-3x the requests per second of httpx's default transport, and free
 of the shared-pool stall of httpcore 1.0 (encode/httpcore#822), so one client serves every
-worker. aiohttp errors are mapped to the most specific httpx error here, at the boundary,
-and `errors.map_transport_error` takes it from there.
+worker. Both transports raise fetchcli's own errors (fetchcli/transport_errors.py): the one
+translation happens here, at the boundary, where the most is known about what failed.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
+from types import TracebackType
 
 import aiohttp
 import httpx
@@ -24,51 +25,22 @@ import yarl
 
 from fetchcli.config import Settings
 from fetchcli.decoding import ACCEPT_ENCODING
+from fetchcli.transport_errors import Exchange, from_aiohttp, from_httpx, from_os_error
 
-__all__ = ["AiohttpTransport", "Client", "make_client"]
+__all__ = ["AiohttpTransport", "Client", "HttpxTransport", "make_client"]
 
 READ_CHUNK = 256 * 1024
 
 
 @contextmanager
-def _mapped_errors() -> Iterator[None]:
+def _translated(ex: Exchange) -> Iterator[None]:
+    """aiohttp's errors (and a socket's) as fetchcli's, raised from the original."""
     try:
         yield
     except aiohttp.ClientError as exc:
-        error_class, message = _mapped(exc)
-        # Keep the OSError (gaierror, SSLCertVerificationError ...) reachable for classification.
-        cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
-        raise error_class(message) from cause
+        raise from_aiohttp(exc, ex) from exc
     except OSError as exc:
-        message = str(exc) or type(exc).__name__
-        raise httpx.ReadError(message) from exc
-
-
-def _mapped(exc: aiohttp.ClientError) -> tuple[type[httpx.TransportError], str]:
-    """The most specific httpx error for an aiohttp one, and its message."""
-    text = str(exc) or type(exc).__name__
-    match exc:
-        case aiohttp.ConnectionTimeoutError():
-            return httpx.ConnectTimeout, text
-        case aiohttp.ServerTimeoutError():
-            return httpx.ReadTimeout, f"no data for the read timeout: {text}"
-        case aiohttp.ClientProxyConnectionError():
-            return httpx.ProxyError, text
-        case aiohttp.ClientHttpProxyError():
-            return httpx.ProxyError, f"proxy answered {exc.status} {exc.message}"
-        case aiohttp.ClientConnectorError():
-            return httpx.ConnectError, text
-        case aiohttp.ServerDisconnectedError():
-            return httpx.RemoteProtocolError, "server closed the connection without a response"
-        case aiohttp.ClientPayloadError():
-            return httpx.RemoteProtocolError, f"body incomplete: {_root_message(exc)}"
-        case aiohttp.ClientResponseError():
-            return httpx.RemoteProtocolError, f"malformed response: {exc.message}"
-        case aiohttp.InvalidURL():
-            return httpx.UnsupportedProtocol, f"invalid URL: {text}"
-        case aiohttp.ClientConnectionError():
-            return httpx.ReadError, text
-    return httpx.NetworkError, text
+        raise from_os_error(exc, ex) from exc
 
 
 def _env_proxies(environ: Mapping[str, str] | None) -> dict[str, str]:
@@ -95,20 +67,17 @@ def _http_version(version: aiohttp.HttpVersion | None) -> bytes:
     return b"HTTP/%d.%d" % (version.major, version.minor) if version else b"HTTP/1.1"
 
 
-def _root_message(exc: BaseException) -> str:
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return str(exc) or type(exc).__name__
-
-
 class _ResponseStream(httpx.AsyncByteStream):
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, ex: Exchange) -> None:
         self._response = response
+        self._ex = ex
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         content = self._response.content
-        with _mapped_errors():
+        ex = self._ex
+        with _translated(ex):
             while chunk := await content.readany():
+                ex.received += len(chunk)
                 yield chunk
 
     async def aclose(self) -> None:
@@ -155,20 +124,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         """Send `request`; the body is streamed to the caller."""
         if self._session is None:
             self._session = self._open()
-        timeout = request.extensions.get("timeout", {})
-        with _mapped_errors():
+        ex = Exchange.of(request)
+        with _translated(ex):
             response = await self._session.request(
                 request.method,
                 yarl.URL(str(request.url), encoded=True),
                 headers=_header_items(request.headers),
                 allow_redirects=False,
                 proxy=self._proxy or self._env_proxy(request.url),
-                timeout=self._timeout(timeout.get("connect"), timeout.get("read")),
+                timeout=self._timeout(ex.connect_timeout, ex.read_timeout),
             )
+        ex.respond(response.status, response.content_length)
         return httpx.Response(
             status_code=response.status,
             headers=response.raw_headers,
-            stream=_ResponseStream(response),
+            stream=_ResponseStream(response, ex),
             request=request,
             extensions={
                 "http_version": _http_version(response.version),
@@ -204,6 +174,76 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             await asyncio.sleep(0)
 
 
+class HttpxTransport(httpx.AsyncBaseTransport):
+    """httpx's own transport (httpcore: HTTP/2 over TLS), its errors in fetchcli's words.
+
+    Wraps any httpx transport, so errors cross into fetchcli translated, whichever
+    transport a request took.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request` through the wrapped transport."""
+        ex = Exchange.of(request)
+        with _httpx_translated(ex):
+            response = await self._inner.handle_async_request(request)
+        ex.respond(response.status_code, _content_length(response.headers))
+        response.stream = _HttpxStream(response.stream, ex)
+        return response
+
+    async def __aenter__(self) -> HttpxTransport:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self._inner.__aexit__(exc_type, exc_value, traceback)
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport."""
+        await self._inner.aclose()
+
+
+class _HttpxStream(httpx.AsyncByteStream):
+    def __init__(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream, ex: Exchange) -> None:
+        if not isinstance(stream, httpx.AsyncByteStream):
+            msg = "an async transport must return an async stream"
+            raise TypeError(msg)
+        self._stream = stream
+        self._ex = ex
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        ex = self._ex
+        with _httpx_translated(ex):
+            async for chunk in self._stream:
+                ex.received += len(chunk)
+                yield chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+@contextmanager
+def _httpx_translated(ex: Exchange) -> Iterator[None]:
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise from_httpx(exc, ex) from exc
+    except OSError as exc:
+        raise from_os_error(exc, ex) from exc
+
+
+def _content_length(headers: httpx.Headers) -> int | None:
+    value = headers.get("content-length")
+    return int(value) if value is not None and value.isdigit() else None
+
+
 class _NoCookies(httpx.Cookies):
     def extract_cookies(self, response: httpx.Response) -> None:
         """Keep nothing."""
@@ -236,11 +276,15 @@ async def make_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
     if options.http2:
         # aiohttp speaks HTTP/1.1 only; HTTP/2 is negotiated over TLS, so https goes to httpcore.
-        mounts["https://"] = httpx.AsyncHTTPTransport(
-            http2=True,
-            verify=await asyncio.to_thread(ssl.create_default_context) if options.verify else False,
-            proxy=options.proxy,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
+        mounts["https://"] = HttpxTransport(
+            httpx.AsyncHTTPTransport(
+                http2=True,
+                verify=await asyncio.to_thread(ssl.create_default_context)
+                if options.verify
+                else False,
+                proxy=options.proxy,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
+            )
         )
     client = Client(
         transport=transport,

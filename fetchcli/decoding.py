@@ -11,6 +11,7 @@ import zlib
 from collections.abc import Iterator
 
 from fetchcli.errors import PermanentError, TransientError
+from fetchcli.kinds import ErrorKind
 
 __all__ = ["ACCEPT_ENCODING", "Decoder", "decoder_for"]
 
@@ -57,8 +58,10 @@ class ZlibDecoder(Decoder):
             try:
                 piece = self._inflate.decompress(data, PIECE)
             except zlib.error as exc:
-                msg = f"invalid {self._encoding} data: {exc}"
-                raise PermanentError("decoding", msg) from exc
+                # zlib says "Error -3 while decompressing data: incorrect header check".
+                reason = str(exc).rpartition(": ")[2] or "corrupt"
+                msg = f"invalid {self._encoding} data: {reason}"
+                raise PermanentError(ErrorKind.DECODING, msg) from exc
             if piece:
                 yield piece
             data = self._inflate.unconsumed_tail
@@ -70,8 +73,8 @@ class ZlibDecoder(Decoder):
         yield from self.decode(b"")
         if not self._inflate.eof:
             # The body ended inside the compressed stream: it was cut short.
-            msg = f"{self._encoding} body ended before its end"
-            raise TransientError("truncated", msg)
+            msg = f"body cut short: its {self._encoding} stream stops before the end"
+            raise TransientError(ErrorKind.TRUNCATED, msg)
 
 
 class ChainDecoder(Decoder):
@@ -115,7 +118,7 @@ def decoder_for(content_encoding: str | None) -> Decoder:
             decoders.append(ZlibDecoder("deflate"))
         else:
             msg = f"unsupported Content-Encoding: {coding}"
-            raise PermanentError("decoding", msg)
+            raise PermanentError(ErrorKind.DECODING, msg)
     if not decoders:
         return IDENTITY
     return decoders[0] if len(decoders) == 1 else ChainDecoder(decoders)

@@ -9,7 +9,7 @@ Repr-Digest covers the whole representation, not this part: it is not checked. U
 insecure algorithms (md5, crc32c ...), a field that does not parse (RFC 8941 says: ignore
 it) and digests in trailers are not checked. The legacy `Digest` field is not read.
 
-A mismatch is `PermanentError("checksum", ...)`: the caller may retry it once, since a
+A mismatch is `PermanentError(ErrorKind.CHECKSUM, ...)`: the caller may retry it once, since a
 mirror may have served a bad copy.
 """
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fetchcli.errors import PermanentError
+from fetchcli.kinds import ErrorKind
 
 __all__ = [
     "ALGORITHMS",
@@ -206,7 +207,7 @@ def check_size(expected: int | None, size: int, *, final: bool) -> None:
         return
     got = f"at least {size}" if size > expected and not final else str(size)
     msg = f"size mismatch: expected {expected} bytes, got {got}"
-    raise PermanentError("checksum", msg)
+    raise PermanentError(ErrorKind.CHECKSUM, msg)
 
 
 class BodyCheck:
@@ -275,7 +276,7 @@ class BodyCheck:
             if item.digest not in got:
                 shown = " or ".join(_shown(item, digest) for digest in got)
                 msg = f"{item.origin} mismatch: expected {_shown(item, item.digest)}, got {shown}"
-                raise PermanentError("checksum", msg)
+                raise PermanentError(ErrorKind.CHECKSUM, msg)
 
     @staticmethod
     def _digest(hashes: dict[str, hashlib._Hash], algorithm: str, sha256_hex: str | None) -> bytes:

@@ -9,18 +9,17 @@
         ├── TransientError         worth another attempt (resets, timeouts, 429/503 ...)
         └── PermanentError         final at once (404, too large, redirect loop ...)
 
-Library errors are translated once, at the boundary, by `map_transport_error()`.
+`FetchError.kind` is an `ErrorKind` (fetchcli/kinds.py). Library errors are translated once,
+where the transports meet them (fetchcli/transport_errors.py), so nothing past the client
+sees an aiohttp or httpx exception.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
-import ssl
-from collections.abc import Iterator
 from enum import IntEnum, unique
 
-import httpx
+from fetchcli.kinds import ErrorKind
 
 __all__ = [
     "ExitStatus",
@@ -32,7 +31,6 @@ __all__ = [
     "ReaderGone",
     "TransientError",
     "UsageError",
-    "map_transport_error",
     "primary_error",
 ]
 
@@ -76,11 +74,11 @@ class Interrupted(FetchcliError):
 class FetchError(FetchcliError):
     """Raised when one attempt at one URL fails.
 
-    `kind` is a short stable word for summaries and the JSONL `error_kind` field;
-    `status` is the HTTP status when there was a response.
+    `kind` is the stable word for summaries and the JSONL `error_kind` field; `status`
+    is the HTTP status when there was a response. The message is one line.
     """
 
-    def __init__(self, kind: str, message: str, *, status: int | None = None) -> None:
+    def __init__(self, kind: ErrorKind, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
@@ -91,7 +89,7 @@ class TransientError(FetchError):
 
     def __init__(
         self,
-        kind: str,
+        kind: ErrorKind,
         message: str,
         *,
         status: int | None = None,
@@ -103,56 +101,6 @@ class TransientError(FetchError):
 
 class PermanentError(FetchError):
     """Raised when retrying cannot help; the URL fails at once."""
-
-
-def map_transport_error(exc: httpx.TransportError | httpx.DecodingError) -> FetchError:
-    """Translate an httpx error into the most specific fetchcli error."""
-    message = str(exc) or type(exc).__name__
-    match exc:
-        case httpx.ConnectTimeout():
-            return TransientError("timeout", f"connect timeout: {message}")
-        case httpx.TimeoutException():
-            return TransientError("timeout", f"timeout: {message}")
-        case httpx.UnsupportedProtocol():
-            return PermanentError("invalid_url", message)
-        case httpx.ProxyError():
-            return TransientError("proxy", f"proxy error: {message}")
-        case httpx.ConnectError() if _caused_by(exc, ssl.SSLCertVerificationError):
-            # A certificate that fails verification will fail again: do not retry it.
-            return PermanentError("tls", f"TLS verification failed: {message}")
-        case httpx.ConnectError() if _is_unknown_host(exc):
-            return PermanentError("dns", f"host not found: {message}")
-        case httpx.ConnectError():
-            return TransientError("connect", f"connection failed: {message}")
-        case httpx.RemoteProtocolError():
-            return TransientError("protocol", message)
-        case httpx.NetworkError():
-            return TransientError("network", f"network error: {message}")
-        case httpx.DecodingError():
-            return PermanentError("decoding", f"cannot decode body: {message}")
-        case httpx.LocalProtocolError():
-            return PermanentError("protocol", message)
-    return TransientError("network", message)
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """The exception and the chain of causes behind it."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        yield seen
-        seen = seen.__cause__ or seen.__context__
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    return any(isinstance(cause, kind) for cause in _causes(exc))
-
-
-def _is_unknown_host(exc: BaseException) -> bool:
-    for cause in _causes(exc):
-        if isinstance(cause, socket.gaierror):
-            # EAI_AGAIN is a temporary resolver failure; the others mean "no such name".
-            return cause.errno != socket.EAI_AGAIN
-    return False
 
 
 def primary_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

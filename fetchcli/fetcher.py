@@ -11,7 +11,7 @@ import email.utils
 import itertools
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -19,13 +19,15 @@ import httpx
 
 from fetchcli.config import HOST_PAUSE_STATUSES, HttpOptions, RetryPolicy, Settings, Timeouts
 from fetchcli.decoding import decoder_for
-from fetchcli.errors import FetchError, PermanentError, TransientError, map_transport_error
+from fetchcli.errors import PermanentError, TransientError
+from fetchcli.kinds import ErrorKind
 from fetchcli.limits import Limiter
 from fetchcli.models import Job, Record
 from fetchcli.paths import relative_path
 from fetchcli.sink import Body, Saver
 from fetchcli.sources import url_key
 from fetchcli.stats import SHOWN_TRANSFER_BYTES, RunStats, Transfer
+from fetchcli.transport_errors import body_cut_short, received, seconds
 
 __all__ = ["Fetcher", "backoff_delay", "parse_retry_after"]
 
@@ -70,6 +72,20 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
     return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+@dataclass(slots=True)
+class _Progress:
+    """How far one attempt got, for the message when its time runs out."""
+
+    status: int | None = None  # once the response head arrived
+    expected: int | None = None  # Content-Length
+    received: int = 0  # body bytes as sent, before decoding
+
+    def __str__(self) -> str:
+        if self.status is None:
+            return "no response"
+        return f"{received(self.received, self.expected)} received"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +146,7 @@ class Fetcher:
                 if self._skip_existing and relpath is not None:
                     size = await self._saver.existing_size(relpath)
                     if size is not None:
-                        return self._skipped_existing(job, relpath, size)
+                        return Record.exists(job, str(self._saver.root / relpath), size)
                 host = job.parsed.netloc.decode("ascii")
                 stats, limiter = self._stats, self._limiter
                 while True:
@@ -142,10 +158,10 @@ class Fetcher:
                     except TransientError as exc:
                         self._pause_host_if_asked(host, exc)
                         if attempts > self._retry.retries:
-                            return self._failed(job, exc, attempts, started)
+                            return Record.failed(job, exc, attempts, self._clock() - started)
                         retry = exc
                     except PermanentError as exc:
-                        return self._failed(job, exc, attempts, started)
+                        return Record.failed(job, exc, attempts, self._clock() - started)
                     else:
                         return self._succeeded(job, fetched, attempts, started)
                     finally:
@@ -153,8 +169,8 @@ class Fetcher:
                         limiter.release(host)
                     await self._wait_before_retry(host, attempts, retry)
         except TimeoutError:
-            error = TransientError("deadline", "deadline exceeded")
-            return self._failed(job, error, attempts, started)
+            error = TransientError(ErrorKind.DEADLINE, "deadline exceeded")
+            return Record.failed(job, error, attempts, self._clock() - started)
 
     def _pause_host_if_asked(self, host: str, exc: TransientError) -> None:
         # Even when this URL has no retries left: the host asked for quiet.
@@ -173,9 +189,12 @@ class Fetcher:
     async def _attempt(self, job: Job, relpath: PurePosixPath | None) -> _Fetched:
         body: Body | None = None
         transfer_id = next(self._ids)
+        progress = _Progress()
+        limit = asyncio.timeout(self._timeouts.total)
         try:
-            async with asyncio.timeout(self._timeouts.total):
+            async with limit:
                 response = await self._send(job.parsed)
+                progress.status = response.status_code
                 try:
                     if not 200 <= response.status_code < 300:
                         await _drain(response)
@@ -183,20 +202,17 @@ class Fetcher:
                     if self._http.method == "HEAD":
                         return self._fetched(response, None, 0, None)
                     body = self._saver.body(relpath if self._saver.save else None)
-                    expected = _content_length(response)
+                    expected = progress.expected = _content_length(response)
                     if expected is None or expected >= SHOWN_TRANSFER_BYTES:
                         self._stats.transfers[transfer_id] = Transfer(job.url, expected, body)
-                    await self._read_body(response, body)
+                    await self._read_body(response, body, progress)
                     path, digest = await body.finish()
                     size, body = body.size, None
                     return self._fetched(response, path, size, digest)
                 finally:
                     await response.aclose()
         except TimeoutError:
-            msg = f"no complete response within {self._timeouts.total:g}s"
-            raise TransientError("timeout", msg) from None
-        except (httpx.TransportError, httpx.DecodingError) as exc:
-            raise map_transport_error(exc) from exc
+            raise self._timed_out(limit, progress) from None
         finally:
             self._stats.transfers.pop(transfer_id, None)
             if body is not None:
@@ -222,17 +238,17 @@ class Fetcher:
                 target = url.join(location)
             except httpx.InvalidURL as exc:
                 msg = f"redirect to an invalid URL {location!r}"
-                raise PermanentError("redirect", msg, status=response.status_code) from exc
+                raise PermanentError(ErrorKind.REDIRECT, msg, status=response.status_code) from exc
             if target.scheme not in ("http", "https"):
                 msg = f"redirect to unsupported scheme {target.scheme!r}"
-                raise PermanentError("redirect", msg, status=response.status_code)
+                raise PermanentError(ErrorKind.REDIRECT, msg, status=response.status_code)
             if hop >= self._http.max_redirects:
                 msg = f"more than {self._http.max_redirects} redirects"
-                raise PermanentError("redirect", msg, status=response.status_code)
+                raise PermanentError(ErrorKind.REDIRECT, msg, status=response.status_code)
             key = url_key(target)
             if key in seen:
                 msg = f"redirect loop back to {target}"
-                raise PermanentError("redirect", msg, status=response.status_code)
+                raise PermanentError(ErrorKind.REDIRECT, msg, status=response.status_code)
             seen.add(key)
             if _origin(target) != _origin(url):
                 headers = httpx.Headers(
@@ -247,39 +263,56 @@ class Fetcher:
         message = f"HTTP {status} {reason}".strip()
         if status in self._retry.statuses:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
-            raise TransientError("http", message, status=status, retry_after=retry_after)
+            raise TransientError(ErrorKind.HTTP, message, status=status, retry_after=retry_after)
         if 300 <= status < 400:
             if not self._http.follow_redirects:
                 message += " (redirects not followed)"
-            raise PermanentError("redirect", message, status=status)
-        raise PermanentError("http", message, status=status)
+            raise PermanentError(ErrorKind.REDIRECT, message, status=status)
+        raise PermanentError(ErrorKind.HTTP, message, status=status)
 
-    async def _read_body(self, response: httpx.Response, body: Body) -> None:
-        max_bytes = self._http.max_bytes
-        expected = _content_length(response)
+    async def _read_body(self, response: httpx.Response, body: Body, progress: _Progress) -> None:
+        expected = progress.expected
         encoding = response.headers.get("content-encoding")
         status = response.status_code  # a failed body still had a response: say which
-        if max_bytes is not None and not encoding and expected is not None and expected > max_bytes:
-            msg = f"body of {expected} bytes is over --max-bytes {max_bytes}"
-            raise PermanentError("too_large", msg, status=status)
+        if not encoding and expected is not None:
+            self._check_size(expected, status, encoding, announced=True)  # before reading any
         decoder = decoder_for(encoding)
-        received = 0
         async for chunk in response.aiter_raw():
-            received += len(chunk)
-            for piece in decoder.decode(chunk):
-                if body.feed(piece):
-                    await body.spill()
-                if max_bytes is not None and body.size > max_bytes:
-                    msg = f"body over --max-bytes {max_bytes} (after decoding)"
-                    raise PermanentError("too_large", msg, status=status)
-        for piece in decoder.flush():
-            body.feed(piece)
-        if max_bytes is not None and body.size > max_bytes:
-            msg = f"body over --max-bytes {max_bytes} (after decoding)"
-            raise PermanentError("too_large", msg, status=status)
-        if expected is not None and received < expected:
-            msg = f"body incomplete: {received} of {expected} bytes"
-            raise TransientError("truncated", msg, status=status)
+            progress.received += len(chunk)
+            await self._take(decoder.decode(chunk), body, status, encoding)
+        await self._take(decoder.flush(), body, status, encoding)  # the end of a compressed one
+        if expected is not None and progress.received < expected:
+            raise body_cut_short(progress.received, expected, status)
+
+    async def _take(
+        self, pieces: Iterator[bytes], body: Body, status: int, encoding: str | None
+    ) -> None:
+        """Decoded pieces into the body, each checked against --max-bytes as it comes."""
+        for piece in pieces:
+            if body.feed(piece):
+                await body.spill()
+            self._check_size(body.size, status, encoding)
+
+    def _check_size(
+        self, size: int, status: int, encoding: str | None, *, announced: bool = False
+    ) -> None:
+        """The one --max-bytes check: a body over it fails the URL and is not kept."""
+        limit = self._http.max_bytes
+        if limit is None or size <= limit:
+            return
+        if announced:
+            msg = f"body of {size:,} bytes is over --max-bytes {limit:,}"
+        else:
+            msg = f"body over --max-bytes {limit:,}" + (" after decoding" if encoding else "")
+        raise PermanentError(ErrorKind.TOO_LARGE, msg, status=status)
+
+    def _timed_out(self, limit: asyncio.Timeout, progress: _Progress) -> TransientError:
+        total = self._timeouts.total
+        if total is None or not limit.expired():
+            # A TimeoutError from below the transport, not our limit (-t 0 has none).
+            return TransientError(ErrorKind.TIMEOUT, "timed out", status=progress.status)
+        msg = f"timed out after {seconds(total)} ({progress})"
+        return TransientError(ErrorKind.TIMEOUT, msg, status=progress.status)
 
     def _fetched(
         self, response: httpx.Response, path: str | None, size: int, digest: str | None
@@ -294,43 +327,16 @@ class Fetcher:
         )
 
     def _succeeded(self, job: Job, fetched: _Fetched, attempts: int, started: float) -> Record:
-        return Record(
-            url=job.url,
-            ok=True,
+        return Record.succeeded(
+            job,
             status=fetched.status,
             path=fetched.path,
-            bytes=fetched.size,
+            size=fetched.size,
             sha256=fetched.sha256,
-            elapsed=self._clock() - started,
-            attempts=attempts,
             final_url=fetched.final_url,
             content_type=fetched.content_type,
-            source=job.source,
-            line=job.line,
-        )
-
-    def _failed(self, job: Job, exc: FetchError, attempts: int, started: float) -> Record:
-        return Record(
-            url=job.url,
-            ok=False,
-            status=exc.status,
-            elapsed=self._clock() - started,
             attempts=attempts,
-            error=str(exc),
-            error_kind=exc.kind,
-            source=job.source,
-            line=job.line,
-        )
-
-    def _skipped_existing(self, job: Job, relpath: PurePosixPath, size: int) -> Record:
-        return Record(
-            url=job.url,
-            ok=True,
-            path=str(self._saver.root / relpath),
-            bytes=size,
-            skipped="exists",
-            source=job.source,
-            line=job.line,
+            elapsed=self._clock() - started,
         )
 
 

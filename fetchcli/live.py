@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fetchcli.environment import Environment
+from fetchcli.kinds import ErrorKind
 from fetchcli.models import Record
 from fetchcli.stats import SHOWN_TRANSFER_BYTES, RunStats
 from fetchcli.summary import size as _size
@@ -276,9 +277,10 @@ def summary_table(stats: RunStats, *, interrupted: bool = False) -> RenderableTy
 
 def _failure_line(record: Record) -> Text:
     """One line per failure, cut to the terminal's width: what went wrong, then where."""
-    what = str(record.status) if record.error_kind == "http" else record.error_kind or "error"
+    http = record.error_kind == ErrorKind.HTTP
+    what = str(record.status) if http else record.error_kind or "error"
     line = Text.assemble(("✗ ", "red"), (what, "red bold"), " ", record.url)
-    if record.error and record.error_kind != "http":
+    if record.error and not http:
         line.append(f"  {record.error}", style="dim")
     line.no_wrap = True
     line.overflow = "ellipsis"

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 import httpx
 
+from fetchcli.errors import FetchError
+from fetchcli.kinds import ErrorKind, Skipped
+
 __all__ = ["Job", "Record"]
 
 
@@ -26,6 +29,8 @@ class Record:
 
     `ok` is true when the body was fetched with a 2xx status (or the line needed no fetch:
     `skipped` says why). `error` is null or a short message; `error_kind` a stable word.
+    Build one with the constructor for what happened (`Record.succeeded(...)`,
+    `Record.failed(...)` ...), so every record of a kind carries the same fields.
     """
 
     url: str
@@ -37,17 +42,101 @@ class Record:
     elapsed: float = 0.0
     attempts: int = 0
     error: str | None = None
-    error_kind: str | None = None
+    error_kind: ErrorKind | None = None
     final_url: str | None = None
     content_type: str | None = None
-    skipped: str | None = None  # "duplicate" | "exists"
+    skipped: Skipped | None = None
     source: str = "-"
     line: int = 0
 
     @classmethod
+    def succeeded(
+        cls,
+        job: Job,
+        *,
+        status: int,
+        path: str | None,
+        size: int,
+        sha256: str | None,
+        final_url: str,
+        content_type: str | None,
+        attempts: int,
+        elapsed: float,
+    ) -> Record:
+        """A body fetched with a 2xx status (saved at `path` unless None)."""
+        return cls(
+            url=job.url,
+            ok=True,
+            status=status,
+            path=path,
+            bytes=size,
+            sha256=sha256,
+            elapsed=elapsed,
+            attempts=attempts,
+            final_url=final_url,
+            content_type=content_type,
+            source=job.source,
+            line=job.line,
+        )
+
+    @classmethod
+    def failed(cls, job: Job, error: FetchError, attempts: int, elapsed: float) -> Record:
+        """A URL given up on after `attempts`, for the reason `error` gives."""
+        return cls(
+            url=job.url,
+            ok=False,
+            status=error.status,
+            elapsed=elapsed,
+            attempts=attempts,
+            error=str(error),
+            error_kind=error.kind,
+            source=job.source,
+            line=job.line,
+        )
+
+    @classmethod
+    def invalid(cls, source: str, line: int, text: str, reason: str) -> Record:
+        """An input line that is not a usable URL; `text` is the line as read."""
+        return cls(
+            url=text,
+            ok=False,
+            error=reason,
+            error_kind=ErrorKind.INVALID_URL,
+            source=source,
+            line=line,
+        )
+
+    @classmethod
+    def duplicate(cls, job: Job) -> Record:
+        """A URL seen earlier in the run, not fetched again."""
+        return cls(
+            url=job.url, ok=True, skipped=Skipped.DUPLICATE, source=job.source, line=job.line
+        )
+
+    @classmethod
+    def exists(cls, job: Job, path: str, size: int) -> Record:
+        """A URL whose file was already saved (--skip-existing): `size` bytes at `path`."""
+        return cls(
+            url=job.url,
+            ok=True,
+            path=path,
+            bytes=size,
+            skipped=Skipped.EXISTS,
+            source=job.source,
+            line=job.line,
+        )
+
+    @classmethod
     def lost(cls, source: str, line: int, url: str, reason: str) -> Record:
-        """The record of a job whose engine went away before it finished."""
-        return cls(url=url, ok=False, error=reason, error_kind="internal", source=source, line=line)
+        """A job that fetchcli itself lost (its engine process died): fails, saying why."""
+        return cls(
+            url=url,
+            ok=False,
+            error=reason,
+            error_kind=ErrorKind.INTERNAL,
+            source=source,
+            line=line,
+        )
 
     def to_json(self) -> str:
         """One line of JSON, fields in declaration order."""

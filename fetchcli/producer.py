@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from fetchcli.executor import Emit, Handoff, loop_time
-from fetchcli.models import Job, Record
+from fetchcli.models import Record
 from fetchcli.sources import BadLine, FingerprintSet, Lines, parse_line, url_key
 from fetchcli.stats import RunStats
 
@@ -34,34 +34,12 @@ async def produce(
                     if item is None:
                         continue
                     if isinstance(item, BadLine):
-                        await emit(_invalid(item))
+                        await emit(Record.invalid(item.source, item.line, item.text, item.reason))
                     elif done is not None and item.url.encode() in done:
                         stats.resumed += 1
                     elif seen is not None and not seen.add(url_key(item.parsed)):
-                        await emit(_duplicate(item))
+                        await emit(Record.duplicate(item))
                     else:
                         await handoff(item)
     except TimeoutError:
         pass  # the deadline: stop reading; what was handed off is recorded as unfinished
-
-
-def _invalid(line: BadLine) -> Record:
-    return Record(
-        url=line.text,
-        ok=False,
-        error=line.reason,
-        error_kind="invalid_url",
-        source=line.source,
-        line=line.line,
-    )
-
-
-def _duplicate(job: Job) -> Record:
-    return Record(
-        url=job.url,
-        ok=True,
-        error=None,
-        skipped="duplicate",
-        source=job.source,
-        line=job.line,
-    )

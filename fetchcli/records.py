@@ -14,6 +14,7 @@ from typing import BinaryIO, Self
 
 from fetchcli.batching import Batcher
 from fetchcli.errors import OutputError, ReaderGone
+from fetchcli.kinds import Skipped
 from fetchcli.models import Record
 from fetchcli.sources import FingerprintSet
 
@@ -140,7 +141,7 @@ def load_done(path: str) -> FingerprintSet:
             if (
                 isinstance(record, dict)
                 and record.get("ok") is True
-                and record.get("skipped") in (None, "exists")
+                and record.get("skipped") in (None, Skipped.EXISTS)
             ):
                 url = record.get("url")
                 if isinstance(url, str):

@@ -24,6 +24,7 @@ from typing import NamedTuple, Self
 
 from fetchcli.batching import Batcher
 from fetchcli.errors import PermanentError
+from fetchcli.kinds import ErrorKind
 
 __all__ = ["SPILL_BYTES", "TEMP_SUFFIX", "Body", "Saver"]
 
@@ -299,7 +300,7 @@ def _clash_path(relpath: PurePosixPath) -> PurePosixPath:
 
 def _write_error(path: Path, exc: OSError) -> PermanentError:
     reason = exc.strerror or str(exc)
-    return PermanentError("io", f"cannot write {path}: {reason}")
+    return PermanentError(ErrorKind.IO, f"cannot write {path}: {reason}")
 
 
 def _write_all(fd: int, chunks: list[bytes]) -> None:

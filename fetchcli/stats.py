@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from fetchcli.kinds import ErrorKind
 from fetchcli.models import Record
 
 __all__ = ["SHOWN_TRANSFER_BYTES", "Progress", "RunStats", "Transfer"]
@@ -79,6 +80,6 @@ class RunStats:
 
 def _outcome(record: Record) -> str:
     """A failed record's row in the summary: its status class, or its error kind."""
-    if record.error_kind == "http" and record.status is not None:
+    if record.error_kind == ErrorKind.HTTP and record.status is not None:
         return f"HTTP {record.status // 100}xx"
     return record.error_kind or "error"

@@ -7,9 +7,10 @@ import io
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import httpx
 import respx
 
 from fetchcli.cli import run_cli
-from fetchcli.client import Client
+from fetchcli.client import Client, HttpxTransport
 from fetchcli.config import Settings
 from fetchcli.environment import Environment
 from fetchcli.fetcher import Fetcher
@@ -91,7 +92,8 @@ async def fetch_rig(
             )
         return response
 
-    transport = httpx.MockTransport(as_network_would)
+    # Wrapped as the client wraps httpx's own transport: errors arrive in fetchcli's words.
+    transport = HttpxTransport(httpx.MockTransport(as_network_would))
     async with Client(transport=transport) as client, saver:
         fetcher = Fetcher(
             client, settings, limiter, saver, stats, random.Random(7).random, sleep=record_sleep
@@ -171,3 +173,31 @@ def write_list(path: Path, urls: list[str]) -> Path:
 
 def saved_path(out: Path, server: FaultServer, target: str) -> Path:
     return out / f"127.0.0.1_{server.port}" / target.lstrip("/")
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections (bound, not listening: nobody takes it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A port whose connects hang: a listener with a full backlog that never accepts."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(3):  # more than the backlog holds: the kernel drops later SYNs
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            yield port
+        finally:
+            for filler in fillers:
+                filler.close()

@@ -9,6 +9,7 @@ Routes (the first path segment decides; `<key>` is any text, so each test owns i
 server's life; `size=N` anywhere means the body is body_for(target, N), else body_for(target)):
 
     /ok/<any>?size=N&type=<mime>           200, the body (Content-Type `type`, default text/plain)
+       ...&encoding=<coding>               ... claiming `Content-Encoding: coding`, sent as is
     /slow/<key>?delay=S                    wait S seconds (default 1), then as /ok
     /status/<code>[/<key>]                 that status, short body (none for 204 and 304)
     /flaky/<key>?fail=K&status=503         attempts <= K (default 1): `status`; then as /ok
@@ -25,6 +26,9 @@ server's life; `size=N` anywhere means the body is body_for(target, N), else bod
     /drip/<key>?bytes=N&interval=S         Content-Length N (default 8), one byte every S s
                                            (default 0.1), each after its wait
     /hang/<key>                            never answers, until the client or the server leaves
+    /empty/<key>?how=fin|rst               ends the connection (FIN, or a TCP RST with how=rst)
+                                           without a byte of answer
+    /garbage/<key>                         a status line that is not HTTP, then a close
     /redirect/chain/<key>/<n>?status=302   `status` to .../<n-1> (query kept); n=0: as /ok
     /redirect/loop/<key>/a ↔ .../b         `status` (302) to the other one, forever (query kept)
     /redirect/to/<key>?url=<url>&status=302  `status` to the percent-decoded `url`
@@ -309,7 +313,10 @@ class _Exchange:
     async def respond_body(self, content_type: str = "text/plain") -> None:
         """200 with this target's body, streamed."""
         length, chunks = self.body()
-        await self.start(200, [("Content-Type", self.params.get("type", content_type))], length)
+        headers = [("Content-Type", self.params.get("type", content_type))]
+        if "encoding" in self.params:
+            headers.append(("Content-Encoding", self.params["encoding"]))
+        await self.start(200, headers, length)
         await self.send(chunks)
 
     async def close(self) -> None:
@@ -431,6 +438,19 @@ async def _hang(ex: _Exchange) -> None:
     ex.keep_alive = False
     while await ex.reader.read(65536):  # until the client closes; anything it sends is ignored
         pass
+
+
+async def _empty(ex: _Exchange) -> None:
+    how = ex.params.get("how", "fin")
+    if how not in ("fin", "rst"):
+        raise _BadRequest("how must be fin or rst")
+    await (ex.reset() if how == "rst" else ex.close())
+
+
+async def _garbage(ex: _Exchange) -> None:
+    ex.started = True
+    ex.writer.write(b"HTTP/1.1 abc Nonsense\r\nContent-Length: 2\r\n\r\nhi")
+    await ex.close()
 
 
 async def _redirect(ex: _Exchange) -> None:
@@ -648,6 +668,8 @@ _ROUTES: dict[str, Callable[[_Exchange], Awaitable[None]]] = {
     "chunked": _chunked,
     "drip": _drip,
     "hang": _hang,
+    "empty": _empty,
+    "garbage": _garbage,
     "redirect": _redirect,
     "headers": _headers,
     "big": _big,

@@ -1,70 +1,62 @@
-"""Every httpx transport error maps to a fetchcli error, classified by what to do next."""
+"""The error hierarchy and its contract words (library errors: tests/test_transport.py)."""
 
 from __future__ import annotations
 
-import socket
-import ssl
+import json
 
-import httpx
 import pytest
 
-from fetchcli.errors import PermanentError, TransientError, map_transport_error
+from fetchcli.errors import FetchError, PermanentError, TransientError, primary_error
+from fetchcli.kinds import ErrorKind, Skipped
+
+CONTRACT_KINDS = [
+    "http",
+    "timeout",
+    "connect",
+    "dns",
+    "tls",
+    "network",
+    "protocol",
+    "truncated",
+    "redirect",
+    "too_large",
+    "decoding",
+    "io",
+    "proxy",
+    "invalid_url",
+    "deadline",
+    "checksum",
+    "internal",
+]
 
 
-def all_subclasses(cls: type) -> set[type]:
-    found = set()
-    for sub in cls.__subclasses__():
-        found |= {sub} | all_subclasses(sub)
-    return found
+def test_the_kinds_are_the_contract_words():
+    assert [kind.value for kind in ErrorKind] == CONTRACT_KINDS
+    assert [value.value for value in Skipped] == ["duplicate", "exists", "not_modified"]
 
 
-@pytest.mark.parametrize("error_class", sorted(all_subclasses(httpx.TransportError), key=str))
-def test_every_transport_error_is_mapped(error_class: type[httpx.TransportError]):
-    mapped = map_transport_error(error_class("boom"))
-    assert isinstance(mapped, (TransientError, PermanentError))
-    assert mapped.kind and str(mapped)
+@pytest.mark.parametrize("kind", list(ErrorKind) + list(Skipped))
+def test_a_kind_is_its_word_in_json_and_in_text(kind: ErrorKind | Skipped):
+    assert json.dumps({"k": kind}) == json.dumps({"k": kind.value})
+    assert kind == kind.value and str(kind) == f"{kind}" == kind.value
 
 
-@pytest.mark.parametrize(
-    ("error", "kind", "transient"),
-    [
-        (httpx.ConnectTimeout("t"), "timeout", True),
-        (httpx.ReadTimeout("t"), "timeout", True),
-        (httpx.ConnectError("refused"), "connect", True),
-        (httpx.ReadError("reset"), "network", True),
-        (httpx.RemoteProtocolError("cut"), "protocol", True),
-        (httpx.UnsupportedProtocol("x"), "invalid_url", False),
-        (httpx.DecodingError("bad gzip"), "decoding", False),
-    ],
-)
-def test_classification(error, kind, transient):
-    mapped = map_transport_error(error)
-    assert mapped.kind == kind
-    assert isinstance(mapped, TransientError) is transient
-
-
-def caused_by(error: Exception, cause: BaseException) -> Exception:
-    error.__cause__ = cause
-    return error
-
-
-def test_a_bad_certificate_is_not_retried():
-    error = caused_by(httpx.ConnectError("x"), ssl.SSLCertVerificationError("bad cert"))
-    mapped = map_transport_error(error)
-    assert isinstance(mapped, PermanentError) and mapped.kind == "tls"
-
-
-def test_an_unknown_host_is_not_retried_but_a_resolver_hiccup_is():
-    nxdomain = caused_by(httpx.ConnectError("x"), socket.gaierror(socket.EAI_NONAME, "unknown"))
-    again = caused_by(httpx.ConnectError("x"), socket.gaierror(socket.EAI_AGAIN, "try again"))
-    assert isinstance(map_transport_error(nxdomain), PermanentError)
-    assert isinstance(map_transport_error(again), TransientError)
+def test_a_fetch_error_carries_its_kind_status_and_wish():
+    error = TransientError(ErrorKind.HTTP, "HTTP 429", status=429, retry_after=7)
+    assert isinstance(error, FetchError)
+    assert (error.kind, error.status, error.retry_after, str(error)) == (
+        "http",
+        429,
+        7,
+        "HTTP 429",
+    )
+    assert PermanentError(ErrorKind.IO, "cannot write").status is None
 
 
 def test_a_group_of_several_errors_comes_out_as_its_most_telling_leaf():
     import asyncio
 
-    from fetchcli.errors import Interrupted, OutputError, ReaderGone, primary_error
+    from fetchcli.errors import Interrupted, OutputError, ReaderGone
 
     gone = ReaderGone("cannot write records to stdout: Broken pipe")
     group = BaseExceptionGroup(

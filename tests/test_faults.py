@@ -53,7 +53,7 @@ def test_a_body_cut_short_is_never_ok_nor_kept(server, unique, tmp_path, route):
     result, record = fetch_one(server.url(target), "-o", str(tmp_path), "-r", "2")
     assert result.exit_code == 1
     assert not record["ok"] and record["attempts"] == 3 and server.hits(target) == 3
-    assert record["error_kind"] in ("protocol", "network", "truncated")
+    assert record["error_kind"] == "truncated" and record["error"].startswith("body cut short: ")
     assert files_under(tmp_path) == []
 
 

@@ -158,7 +158,33 @@ async def test_the_attempt_timeout_cuts_a_response_that_never_comes(respx_mock: 
     async with fetch_rig(respx_mock, retries=0, timeout=0.05) as rig:
         record = await rig.fetcher.fetch(job(URL))
     assert not record.ok and record.error_kind == "timeout"
-    assert record.error == "no complete response within 0.05s"
+    assert record.error == "timed out after 0.05 s (no response)"
+
+
+async def test_the_attempt_timeout_says_how_much_of_the_body_arrived(respx_mock: respx.MockRouter):
+    async def stalls_halfway():
+        yield b"x" * 1000
+        await asyncio.Event().wait()
+
+    respx_mock.get(URL).mock(
+        return_value=httpx.Response(
+            200, headers={"Content-Length": "2000"}, content=stalls_halfway()
+        )
+    )
+    async with fetch_rig(respx_mock, retries=0, timeout=0.05) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert record.error_kind == "timeout" and record.status == 200
+    assert record.error == "timed out after 0.05 s (1,000 of 2,000 bytes received)"
+
+
+async def test_a_timeout_from_below_with_no_attempt_limit_is_still_a_record(
+    respx_mock: respx.MockRouter,
+):
+    # -t 0: no limit of our own, so a TimeoutError must come from below and say so.
+    respx_mock.get(URL).mock(side_effect=TimeoutError)
+    async with fetch_rig(respx_mock, retries=0, timeout=0) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert not record.ok and record.error_kind == "timeout" and record.error == "timed out"
 
 
 async def test_the_deadline_records_the_url_as_unfinished(respx_mock: respx.MockRouter):
@@ -262,13 +288,22 @@ async def test_a_body_shorter_than_its_content_length_is_retried(respx_mock: res
     assert record.ok and record.attempts == 2 and record.bytes == 100
 
 
+async def test_a_body_cut_short_says_how_much_arrived(respx_mock: respx.MockRouter):
+    short = httpx.Response(200, headers={"Content-Length": "2000"}, content=b"x" * 1000)
+    respx_mock.get(URL).mock(return_value=short)
+    async with fetch_rig(respx_mock, retries=0) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert (record.error_kind, record.status) == ("truncated", 200)
+    assert record.error == "body cut short: 1,000 of 2,000 bytes"
+
+
 async def test_max_bytes_by_content_length_fails_without_reading(respx_mock: respx.MockRouter):
     respx_mock.get(URL).mock(return_value=httpx.Response(200, content=b"x" * 2000))
     async with fetch_rig(respx_mock, max_bytes=1000) as rig:
         record = await rig.fetcher.fetch(job(URL))
     assert not record.ok and record.error_kind == "too_large" and record.attempts == 1
     assert record.status == 200  # the server answered; the body was refused
-    assert record.error == "body of 2000 bytes is over --max-bytes 1000"
+    assert record.error == "body of 2,000 bytes is over --max-bytes 1,000"
 
 
 async def test_max_bytes_counts_decoded_bytes(respx_mock: respx.MockRouter, tmp_path: Path):
@@ -279,7 +314,7 @@ async def test_max_bytes_counts_decoded_bytes(respx_mock: respx.MockRouter, tmp_
     async with fetch_rig(respx_mock, tmp_path, max_bytes="1M") as rig:
         record = await rig.fetcher.fetch(job(URL))
     assert len(bomb) < 1_000_000
-    assert not record.ok and record.error == "body over --max-bytes 1048576 (after decoding)"
+    assert not record.ok and record.error == "body over --max-bytes 1,048,576 after decoding"
     assert list(tmp_path.rglob("*")) == [] or all(p.is_dir() for p in tmp_path.rglob("*"))
 
 
@@ -403,3 +438,31 @@ def test_zero_backoff_means_no_wait():
 def test_parse_retry_after(header: str | None, expected: float | None):
     now = 1795600800.0  # Wed, 25 Nov 2026 10:00:00 GMT
     assert parse_retry_after(header, now=now) == expected
+
+
+async def test_max_bytes_without_a_content_length_stops_the_stream(respx_mock: respx.MockRouter):
+    async def endless():
+        while True:
+            yield b"x" * 10_000
+
+    respx_mock.get(URL).mock(return_value=httpx.Response(200, content=endless()))
+    async with fetch_rig(respx_mock, max_bytes=25_000) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert (record.error_kind, record.status, record.attempts) == ("too_large", 200, 1)
+    assert record.error == "body over --max-bytes 25,000"
+
+
+async def test_max_bytes_holds_for_what_the_end_of_a_gzip_stream_gives(
+    respx_mock: respx.MockRouter,
+):
+    # The last piece comes out of the decoder's flush, after the final network chunk.
+    body = gzip.compress(b"y" * 3000)
+    respx_mock.get(URL).mock(
+        return_value=httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=body)
+    )
+    async with fetch_rig(respx_mock, max_bytes=2999) as rig:
+        too_large = await rig.fetcher.fetch(job(URL))
+    async with fetch_rig(respx_mock, max_bytes=3000) as rig:
+        fits = await rig.fetcher.fetch(job(URL))
+    assert too_large.error == "body over --max-bytes 2,999 after decoding"
+    assert fits.ok and fits.bytes == 3000

@@ -276,6 +276,25 @@ def test_truncate_closes_cleanly_after_a_short_body(server: FaultServer, unique:
     assert get(server, target)[1] == body_for(target, 1000)
 
 
+def test_empty_closes_without_an_answer(server: FaultServer, unique: str) -> None:
+    with raw(server, f"/empty/{unique}") as sock:
+        assert read_to_eof(sock) == b""
+    with raw(server, f"/empty/{unique}?how=rst") as sock, pytest.raises(ConnectionResetError):
+        read_to_eof(sock)
+
+
+def test_ok_can_claim_an_encoding_it_does_not_use(server: FaultServer, unique: str) -> None:
+    target = f"/ok/{unique}?encoding=br"
+    response, body = get(server, target)
+    assert response.getheader("Content-Encoding") == "br" and body == body_for(target)
+
+
+def test_garbage_sends_a_status_line_that_is_not_http(server: FaultServer, unique: str) -> None:
+    with raw(server, f"/garbage/{unique}") as sock:
+        answer = read_to_eof(sock)
+    assert answer.startswith(b"HTTP/1.1 abc Nonsense\r\n")
+
+
 def test_chunked_whole_and_truncated(server: FaultServer, unique: str) -> None:
     target = f"/chunked/{unique}?size=5000"
     response, body = get(server, target)

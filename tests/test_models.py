@@ -1,0 +1,114 @@
+"""Record's named constructors: each kind of outcome carries exactly its fields, in JSONL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fetchcli.errors import PermanentError, TransientError
+from fetchcli.kinds import ErrorKind, Skipped
+from fetchcli.models import Record
+from tests.helpers import job
+
+URL = "http://example.test/a"
+EMPTY: dict[str, Any] = {
+    "url": URL,
+    "ok": False,
+    "status": None,
+    "path": None,
+    "bytes": 0,
+    "sha256": None,
+    "elapsed": 0.0,
+    "attempts": 0,
+    "error": None,
+    "error_kind": None,
+    "final_url": None,
+    "content_type": None,
+    "skipped": None,
+    "source": "-",
+    "line": 3,
+}
+
+
+def as_json(record: Record) -> dict[str, Any]:
+    line = record.to_json()
+    assert "\n" not in line
+    decoded: dict[str, Any] = json.loads(line)
+    assert list(decoded) == list(EMPTY)  # every field, always, in this order
+    return decoded
+
+
+def test_succeeded():
+    record = Record.succeeded(
+        job(URL, line=3),
+        status=200,
+        path="out/example.test/a",
+        size=5,
+        sha256="ab" * 32,
+        final_url=URL + "/b",
+        content_type="text/plain",
+        attempts=2,
+        elapsed=0.25,
+    )
+    assert as_json(record) == EMPTY | {
+        "ok": True,
+        "status": 200,
+        "path": "out/example.test/a",
+        "bytes": 5,
+        "sha256": "ab" * 32,
+        "elapsed": 0.25,
+        "attempts": 2,
+        "final_url": URL + "/b",
+        "content_type": "text/plain",
+    }
+
+
+def test_failed_carries_the_error_its_kind_and_status():
+    error = TransientError(ErrorKind.TRUNCATED, "body cut short: 1,000 of 2,000 bytes", status=200)
+    record = Record.failed(job(URL, line=3), error, attempts=4, elapsed=1.5)
+    assert record.error_kind is ErrorKind.TRUNCATED
+    assert as_json(record) == EMPTY | {
+        "status": 200,
+        "elapsed": 1.5,
+        "attempts": 4,
+        "error": "body cut short: 1,000 of 2,000 bytes",
+        "error_kind": "truncated",
+    }
+    refused = Record.failed(
+        job(URL, 3), PermanentError(ErrorKind.HTTP, "HTTP 404", status=404), 1, 0
+    )
+    assert as_json(refused)["status"] == 404
+
+
+def test_invalid_keeps_the_line_as_read():
+    record = Record.invalid("urls.txt", 3, "ftp://x", "unsupported scheme 'ftp'")
+    assert as_json(record) == EMPTY | {
+        "url": "ftp://x",
+        "error": "unsupported scheme 'ftp'",
+        "error_kind": "invalid_url",
+        "source": "urls.txt",
+    }
+
+
+def test_duplicate_and_exists():
+    assert as_json(Record.duplicate(job(URL, line=3))) == EMPTY | {
+        "ok": True,
+        "skipped": "duplicate",
+    }
+    exists = Record.exists(job(URL, line=3), "out/example.test/a", 4)
+    assert exists.skipped is Skipped.EXISTS
+    assert as_json(exists) == EMPTY | {
+        "ok": True,
+        "path": "out/example.test/a",
+        "bytes": 4,
+        "skipped": "exists",
+    }
+
+
+def test_lost():
+    record = Record.lost("urls.txt", 3, URL, "engine process died (exit -9)")
+    assert as_json(record) == EMPTY | {
+        "error": "engine process died (exit -9)",
+        "error_kind": "internal",
+        "source": "urls.txt",
+    }
