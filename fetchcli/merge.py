@@ -121,11 +121,12 @@ def merge(
         db = _database(os.path.join(directory, "records.db"))
         stack.callback(db.close)
         matcher = _SourceMatcher(inputs)
+        repeats = _Repeats(db)
         for number, path in enumerate(ledgers):
-            _load(db, path, number, matcher, report)
+            _load(db, repeats, path, number, matcher, report)
         db.execute("CREATE INDEX by_line ON rec (src, line, state, ledger)")
         out = stack.enter_context(_rerun_file(rerun)) if rerun else None
-        _join(db, inputs, streams, out, report)
+        _join(db, repeats, inputs, streams, out, report)
     return report
 
 
@@ -159,9 +160,50 @@ def _database(path: str) -> sqlite3.Connection:
     db.execute(
         "CREATE TABLE rec (src INTEGER, line INTEGER, state INTEGER, ledger INTEGER, error TEXT)"
     )
-    # The URLs of duplicate records, to find the earlier line each repeats.
-    db.execute("CREATE TABLE dup (url BLOB PRIMARY KEY, seen INTEGER, ok INTEGER) WITHOUT ROWID")
     return db
+
+
+class _Repeats:
+    """The URLs of the duplicate records (as written, without the fragment), and whether the
+    earlier line with each is ok. A filter of one bit per hash in front of the table spares
+    it a lookup for nearly every line, which is nobody's earlier line."""
+
+    BITS = 1 << 27  # 16 MiB: a few per cent of false hits with a few million repeated URLs
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._bits: bytearray | None = None  # made by the first duplicate: most runs have none
+        db.execute(
+            "CREATE TABLE dup (url BLOB PRIMARY KEY, seen INTEGER, ok INTEGER) WITHOUT ROWID"
+        )
+
+    def add(self, urls: list[bytes]) -> None:
+        """Remember the URLs of duplicate records."""
+        if not urls:
+            return
+        if self._bits is None:
+            self._bits = bytearray(self.BITS // 8)
+        for url in urls:
+            # hash() is seeded per process, and this filter lives in one process.
+            bit = hash(url) & (self.BITS - 1)
+            self._bits[bit >> 3] |= 1 << (bit & 7)
+        self._db.executemany("INSERT OR IGNORE INTO dup VALUES (?, 0, 0)", ((u,) for u in urls))
+
+    def note(self, url: bytes, ok: bool) -> None:
+        """A line that is not a duplicate may be the earlier line of one: note how it did."""
+        if self._bits is None:
+            return
+        bit = hash(url) & (self.BITS - 1)
+        if self._bits[bit >> 3] & (1 << (bit & 7)):
+            self._db.execute(
+                "UPDATE dup SET seen = 1, ok = max(ok, ?) WHERE url = ?", (int(ok), url)
+            )
+
+    def earlier_ok(self, url: bytes) -> bool:
+        """For a duplicate: whether its earlier line is ok (True too when it is not to be
+        found: written differently, it was matched by fetchcli's parsing, not by merge)."""
+        found = self._db.execute("SELECT seen, ok FROM dup WHERE url = ?", (url,)).fetchone()
+        return found is None or not found[0] or bool(found[1])
 
 
 class _SourceMatcher:
@@ -188,15 +230,20 @@ class _SourceMatcher:
 
 
 def _load(
-    db: sqlite3.Connection, path: str, number: int, matcher: _SourceMatcher, report: MergeReport
+    db: sqlite3.Connection,
+    repeats: _Repeats,
+    path: str,
+    number: int,
+    matcher: _SourceMatcher,
+    report: MergeReport,
 ) -> None:
     rows: list[tuple[int, int, int, int, str | None]] = []
-    dups: list[tuple[bytes]] = []
+    dups: list[bytes] = []
 
     def flush() -> None:
         db.execute("BEGIN")
         db.executemany("INSERT INTO rec VALUES (?, ?, ?, ?, ?)", rows)
-        db.executemany("INSERT OR IGNORE INTO dup VALUES (?, 0, 0)", dups)
+        repeats.add(dups)
         db.execute("COMMIT")
         rows.clear()
         dups.clear()
@@ -219,7 +266,7 @@ def _load(
                 continue
             rows.append((src, line, state, number, error))
             if state is State.DUPLICATE:
-                dups.append((_spelling(url.encode("utf-8", "surrogateescape")),))
+                dups.append(_spelling(url.encode("utf-8", "surrogateescape")))
             if len(rows) >= BATCH:
                 flush()
     flush()
@@ -243,7 +290,12 @@ def _record(raw: bytes) -> tuple[str, int, str, State, str | None] | None:
         return None
     if not isinstance(record, dict):
         return None
-    source, line, url, ok = (record.get(k) for k in ("source", "line", "url", "ok"))
+    source, line, url, ok = (
+        record.get("source"),
+        record.get("line"),
+        record.get("url"),
+        record.get("ok"),
+    )
     if not (isinstance(source, str) and isinstance(line, int) and isinstance(url, str)):
         return None
     if not isinstance(ok, bool) or isinstance(line, bool) or line < 1:
@@ -295,88 +347,109 @@ _LINES = """
 
 def _join(
     db: sqlite3.Connection,
+    repeats: _Repeats,
     inputs: Sequence[str],
     streams: Sequence[BinaryIO],
     out: IO[bytes] | None,
     report: MergeReport,
 ) -> None:
     """Walk the input lines and the recorded lines side by side, both in (source, line) order."""
-    has_dups = db.execute("SELECT 1 FROM dup LIMIT 1").fetchone() is not None
     db.execute("BEGIN")  # one transaction for the notes on duplicates, not one per line
-    recorded = db.execute(_LINES)
-    current = recorded.fetchone()
+    recorded = _Recorded(db.execute(_LINES))
     for src, (name, stream) in enumerate(zip(inputs, streams, strict=True)):
         for number, raw in _numbered_lines(name, stream):
-            while current is not None and (current[0], current[1]) < (src, number):
-                _stray(report, Entry(inputs[current[0]], current[1], "", "no such input line"))
-                current = recorded.fetchone()
+            for stray, line in recorded.before(src, number):
+                _stray(report, Entry(inputs[stray], line, "", "no such input line"))
+            row = recorded.take(src, number)
             text = None if raw is None else raw.strip()
             if text is not None and (not text or text.startswith(b"#")):
-                if current is not None and (current[0], current[1]) == (src, number):
+                if row is not None:
                     _stray(report, Entry(name, number, "", "a blank or comment line"))
-                    current = recorded.fetchone()
                 continue
             report.lines += 1
-            url = "" if text is None else text.decode("utf-8", "replace")
-            if current is None or (current[0], current[1]) != (src, number):
-                _missing(report, out, name, number, raw, url)
-                if has_dups and text is not None:
-                    _earlier_ok(db, State.FAILED, _spelling(text))
-                continue
-            _, _, state, ledgers, oks = current
-            current = recorded.fetchone()
-            if ledgers > 1 or oks > 1:
-                report.repeated += 1
-                if len(report.repeats) < SAMPLE:
-                    note = f"in {ledgers} ledgers" if ledgers > 1 else f"fetched ok {oks} times"
-                    report.repeats.append(Entry(name, number, url, note))
-            if has_dups and text is not None and not _earlier_ok(db, state, _spelling(text)):
-                # Its URL is listed (and rerun) with the earlier line: counted, not rerun twice.
-                _failed(report, Entry(name, number, url, "repeats an earlier line that is not ok"))
-            elif state >= State.DUPLICATE:
-                report.ok += 1
+            entry = Entry(name, number, "" if text is None else text.decode("utf-8", "replace"))
+            if row is None:
+                _missing(report, out, entry, raw)
+                if text is not None:
+                    repeats.note(_spelling(text), ok=False)
             else:
-                why = _error(db, src, number) if len(report.failures) < SAMPLE else None
-                _failed(report, Entry(name, number, url, why))
-                if state == State.INVALID:
-                    report.invalid += 1
-                elif out is not None and text is not None:
-                    out.write(text + b"\n")
-                    report.rerun += 1
-    while current is not None:
-        _stray(report, Entry(inputs[current[0]], current[1], "", "no such input line"))
-        current = recorded.fetchone()
+                _judge(db, repeats, out, report, entry, src, text, row)
+    for stray, line in recorded.before(len(inputs), 0):
+        _stray(report, Entry(inputs[stray], line, "", "no such input line"))
     db.execute("COMMIT")
 
 
-def _missing(
-    report: MergeReport,
+class _Recorded:
+    """The rows of `_LINES`, taken in order as the input lines come."""
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+        self._row: tuple[int, int, int, int, int] | None = cursor.fetchone()
+
+    def before(self, src: int, line: int) -> Iterator[tuple[int, int]]:
+        """The recorded (source, line)s before this one: records of no input line."""
+        while self._row is not None and (self._row[0], self._row[1]) < (src, line):
+            yield self._row[0], self._row[1]
+            self._row = self._cursor.fetchone()
+
+    def take(self, src: int, line: int) -> tuple[int, int, int] | None:
+        """(best state, ledgers, times fetched ok) of this line, if it has records."""
+        row = self._row
+        if row is None or (row[0], row[1]) != (src, line):
+            return None
+        self._row = self._cursor.fetchone()
+        return row[2], row[3], row[4]
+
+
+def _judge(
+    db: sqlite3.Connection,
+    repeats: _Repeats,
     out: IO[bytes] | None,
-    name: str,
-    number: int,
-    raw: bytes | None,
-    url: str,
+    report: MergeReport,
+    entry: Entry,
+    src: int,
+    text: bytes | None,
+    row: tuple[int, int, int],
 ) -> None:
-    report.missing += 1
-    if len(report.missings) < SAMPLE:
-        report.missings.append(Entry(name, number, url or f"(longer than {MAX_LINE_BYTES} bytes)"))
-    # Only what fetchcli would fetch: a line that is not a URL would only fail again.
-    if out is not None and raw is not None and isinstance(parse_line(name, number, raw), Job):
-        out.write(raw.strip() + b"\n")
+    """Count one recorded line as ok or failed, and note it if it was recorded twice."""
+    state, ledgers, oks = row
+    if ledgers > 1 or oks > 1:
+        report.repeated += 1
+        if len(report.repeats) < SAMPLE:
+            note = f"in {ledgers} ledgers" if ledgers > 1 else f"fetched ok {oks} times"
+            report.repeats.append(Entry(entry.source, entry.line, entry.url, note))
+    if text is None:  # over-long: its record can only be a failure
+        state = min(state, State.INVALID)
+    elif state == State.DUPLICATE:
+        if not repeats.earlier_ok(_spelling(text)):
+            # Its URL is listed, and rerun, with its earlier line: not rerun twice.
+            why = "repeats an earlier line that is not ok"
+            _failed(report, Entry(entry.source, entry.line, entry.url, why))
+            return
+    else:
+        repeats.note(_spelling(text), ok=state == State.OK)
+    if state >= State.DUPLICATE:
+        report.ok += 1
+        return
+    if len(report.failures) < SAMPLE:
+        entry = Entry(entry.source, entry.line, entry.url, _error(db, src, entry.line))
+    _failed(report, entry)
+    if state == State.INVALID:
+        report.invalid += 1
+    elif out is not None and text is not None:
+        out.write(text + b"\n")
         report.rerun += 1
 
 
-def _earlier_ok(db: sqlite3.Connection, state: int, spelling: bytes) -> bool:
-    """For a duplicate: whether the earlier line with its URL is ok (or is not to be found).
-    For any other line: True, after noting its state for the duplicates that follow it."""
-    if state == State.DUPLICATE:
-        found = db.execute("SELECT seen, ok FROM dup WHERE url = ?", (spelling,)).fetchone()
-        return found is None or not found[0] or bool(found[1])
-    db.execute(
-        "UPDATE dup SET seen = 1, ok = max(ok, ?) WHERE url = ?",
-        (int(state == State.OK), spelling),
-    )
-    return True
+def _missing(report: MergeReport, out: IO[bytes] | None, entry: Entry, raw: bytes | None) -> None:
+    report.missing += 1
+    if len(report.missings) < SAMPLE:
+        url = entry.url or f"(longer than {MAX_LINE_BYTES} bytes)"
+        report.missings.append(Entry(entry.source, entry.line, url))
+    # Only what fetchcli would fetch: a line that is not a URL would only fail again.
+    if out is not None and raw is not None and isinstance(parse_line("", 1, raw), Job):
+        out.write(raw.strip() + b"\n")
+        report.rerun += 1
 
 
 def _failed(report: MergeReport, entry: Entry) -> None:
