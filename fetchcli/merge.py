@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import IO, BinaryIO
 
-from fetchcli.errors import UsageError
+from fetchcli.errors import OutputError, UsageError
 from fetchcli.models import Job
 from fetchcli.sources import MAX_LINE_BYTES, parse_line
 
@@ -102,8 +102,9 @@ def merge(
 
     `inputs` are read in order ("-" is `stdin`). `rerun`, when given, receives the URLs of
     the failed and missing lines in input order (written whole, or not at all). The
-    temporary database goes in `tmpdir` (default: the system's, `TMPDIR`): about 40 bytes a
-    record. Raises UsageError when a file cannot be read or written.
+    scratch database goes in `tmpdir` (default: the system's, `TMPDIR`): about 40 bytes a
+    record. Raises UsageError when a file cannot be read or written, OutputError when the
+    scratch database fails.
     """
     if not inputs:
         msg = "merge needs --input LIST: the list the shards fetched"
@@ -117,16 +118,21 @@ def merge(
         for stream in streams:
             if stream is not stdin:
                 stack.callback(stream.close)
-        directory = stack.enter_context(tempfile.TemporaryDirectory(dir=tmpdir, prefix="merge-"))
-        db = _database(os.path.join(directory, "records.db"))
-        stack.callback(db.close)
-        matcher = _SourceMatcher(inputs)
-        repeats = _Repeats(db)
-        for number, path in enumerate(ledgers):
-            _load(db, repeats, path, number, matcher, report)
-        db.execute("CREATE INDEX by_line ON rec (src, line, state, ledger)")
+        # Made first, so that an unwritable rerun path is known before hours of reading.
         out = stack.enter_context(_rerun_file(rerun)) if rerun else None
-        _join(db, repeats, inputs, streams, out, report)
+        directory = stack.enter_context(tempfile.TemporaryDirectory(dir=tmpdir, prefix="merge-"))
+        try:
+            db = _database(os.path.join(directory, "records.db"))
+            stack.callback(db.close)
+            matcher = _SourceMatcher(inputs)
+            repeats = _Repeats(db)
+            for number, path in enumerate(ledgers):
+                _load(db, repeats, path, number, matcher, report)
+            db.execute("CREATE INDEX by_line ON rec (src, line, state, ledger)")
+            _join(db, repeats, inputs, streams, out, report)
+        except sqlite3.Error as exc:  # a full disk, most likely
+            msg = f"merge's scratch database in {directory} failed: {exc}"
+            raise OutputError(msg) from exc
     return report
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from fetchcli import cli as cli_module
 from fetchcli import merge as merge_module
 from fetchcli import sources
-from fetchcli.errors import UsageError
+from fetchcli.errors import OutputError, UsageError
 from fetchcli.merge import Entry, merge
 from fetchcli.merge_cli import merge_command
 from fetchcli.models import Job, Record
@@ -369,3 +370,14 @@ def test_cli_usage_errors_exit_2(merge_cli, listed: Path, tmp_path: Path, args, 
     assert result.exit_code == 2
     (line,) = result.stderr.splitlines()
     assert line.startswith(message)
+
+
+def test_a_full_scratch_disk_is_an_output_error(listed: Path, tmp_path: Path, monkeypatch):
+    def full(*args: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(merge_module, "_join", full)
+    path = ledger(tmp_path / "0.jsonl", *(ok(n, u) for n, u in LINES))
+    with pytest.raises(OutputError, match=r"scratch database in .* failed: database or disk"):
+        merge([path], ["list.txt"], rerun="rerun.txt")
+    assert not Path("rerun.txt").exists()
