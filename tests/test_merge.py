@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from fetchcli import cli as cli_module
 from fetchcli import merge as merge_module
 from fetchcli import sources
+from fetchcli.environment import Environment
 from fetchcli.errors import OutputError, UsageError
 from fetchcli.merge import Entry, merge
 from fetchcli.merge_cli import merge_command
@@ -381,3 +383,23 @@ def test_a_full_scratch_disk_is_an_output_error(listed: Path, tmp_path: Path, mo
     with pytest.raises(OutputError, match=r"scratch database in .* failed: database or disk"):
         merge([path], ["list.txt"], rerun="rerun.txt")
     assert not Path("rerun.txt").exists()
+
+
+def test_the_command_finds_the_environment_inside_an_invocation(listed: Path, tmp_path: Path):
+    """cli.py after its split hands commands an object with `.env`, not the Environment."""
+    path = ledger(tmp_path / "0.jsonl", *(ok(n, u) for n, u in LINES))
+    stderr = io.StringIO()
+
+    @dataclass
+    class Invocation:
+        env: Environment
+
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    app.command("merge")(merge_command)
+    command = typer.main.get_command(app)
+    env = Environment(stdin=io.BytesIO(), stdout=io.BytesIO(), stderr=stderr, environ={})
+    code = command.main(
+        ["merge", path, "-i", "list.txt"], standalone_mode=False, obj=Invocation(env)
+    )
+    assert code == 0 and stderr.getvalue().endswith("complete: every line ok\n")
