@@ -1,19 +1,27 @@
-"""The live view on a terminal: overall progress, counts, the largest transfers, failures
-printed above, and a summary table at the end.
+"""The views on a terminal: the live view when the terminal is ours, complete status lines
+when it is shared, and the summary table at the end.
 
-It is drawn by a chain of fire-and-forget frame tasks (about 10 a second), kept in a
-strong-reference set with a done callback that surfaces a failed redraw instead of losing
-it. Events only touch counters in `RunStats`; nothing is drawn per chunk.
+`LiveDisplay` redraws an area at the bottom: overall progress, counts, the largest
+transfers, failures printed above it. It is drawn by a chain of fire-and-forget frame tasks
+(about 10 a second). `StatusLines` is for a terminal that others write to as well (the
+reader of a pipe on stdout, records on stdout, someone typing the URLs): it never moves the
+cursor, and prints a complete line now and then, as aria2c prints its summaries.
+
+Background tasks are kept in a strong-reference set with a done callback that surfaces a
+failed redraw instead of losing it. Events only touch counters in `RunStats`; nothing is
+drawn per chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -25,51 +33,137 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from fetchcli.config import OutputOptions
 from fetchcli.environment import Environment
 from fetchcli.models import Record
 from fetchcli.stats import SHOWN_TRANSFER_BYTES, RunStats
+from fetchcli.summary import more_failures, resume_hint, transferred
 from fetchcli.summary import size as _size
 
-__all__ = ["LiveDisplay", "summary_table"]
+__all__ = ["Estimate", "LiveDisplay", "StatusLines", "estimate", "status_line", "summary_table"]
 
 FRAME_SECONDS = 0.1
+STATUS_SECONDS = 5.0  # between two status lines on a shared terminal
 RATE_WINDOW_SECONDS = 5.0
 MAX_FAILURE_LINES = 10
 MAX_TRANSFER_ROWS = 3
 # Columns left free at the right: the terminal echoes "^C" after the cursor, and a line it
 # wraps would make the live area one line taller than Rich erases when it stops.
 ECHO_ROOM = 2
+NO_OPTIONS = OutputOptions()
 
 
-class LiveDisplay:
-    """A live display: overall progress, counts, the largest transfers, failures above."""
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """How far the run is: URLs done, and the share of the work, by bytes where known."""
 
-    @classmethod
-    def on_stderr(cls, stats: RunStats, env: Environment) -> LiveDisplay:
-        """A live display on the environment's stderr (a terminal)."""
-        console = Console(file=env.stderr, force_terminal=True, no_color=env.no_color)
-        return cls(stats, console)
+    done: int  # URLs finished, those an earlier run did (--resume) too
+    total: int | None  # URLs in all, when counted ahead
+    share: float | None  # of the work done, 0 to 1; None without a total
+    left: float  # work left for the ETA: bytes when `by_bytes`, else URLs
+    by_bytes: bool
 
-    def __init__(self, stats: RunStats, console: Console) -> None:
+
+def estimate(stats: RunStats) -> Estimate:
+    """How far the run is, weighted by bytes once any size is known.
+
+    Counting URLs says 100% of five while their five bodies of 200 MB are a quarter done.
+    So each URL weighs its size: finished, the bytes of its body; in flight, its
+    Content-Length; unknown (not started, no Content-Length, done by an earlier run), the
+    mean of the known ones. Until a size is known, URLs are counted.
+    """
+    done = stats.done + stats.resumed
+    total = stats.total
+    if not total:
+        return Estimate(done, total, None, 0.0, by_bytes=False)
+    transfers = list(stats.transfers.values())
+    sized = [t for t in transfers if t.expected]
+    known = stats.bytes + sum(t.expected or 0 for t in sized)
+    if known <= 0:
+        left = max(total - done, 0)
+        return Estimate(done, total, min(done / total, 1.0), left, by_bytes=False)
+    mean = known / (stats.done + len(sized))
+    unsized = max(total - done - len(sized), 0) + stats.resumed
+    whole = known + unsized * mean
+    got = (
+        stats.bytes
+        + sum(min(t.progress.size, t.expected or 0) for t in sized)
+        + stats.resumed * mean
+    )
+    for transfer in transfers:
+        if not transfer.expected:  # no Content-Length: at least what has arrived
+            whole += max(transfer.progress.size - mean, 0)
+            got += transfer.progress.size
+    return Estimate(done, total, min(got / whole, 1.0), max(whole - got, 0.0), by_bytes=True)
+
+
+class _Rates:
+    """Requests and bytes per second over the last few seconds."""
+
+    def __init__(self) -> None:
+        self._samples: deque[tuple[float, int, int]] = deque()
+
+    def update(self, now: float, done: int, moved: int) -> tuple[float, float]:
+        self._samples.append((now, done, moved))
+        while len(self._samples) > 2 and now - self._samples[0][0] > RATE_WINDOW_SECONDS:
+            self._samples.popleft()
+        first_time, first_done, first_bytes = self._samples[0]
+        span = now - first_time
+        if span <= 0:
+            return 0.0, 0.0
+        return (done - first_done) / span, (moved - first_bytes) / span
+
+
+def _eta(progress: Estimate, request_rate: float, byte_rate: float) -> float | None:
+    rate = byte_rate if progress.by_bytes else request_rate
+    if progress.share is None or progress.left <= 0 or rate <= 0:
+        return None
+    return progress.left / rate
+
+
+def _percent(share: float) -> int:
+    # Rounded down: 100% only when everything is done.
+    return math.floor(100 * share)
+
+
+def status_line(stats: RunStats, progress: Estimate, request_rate: float, byte_rate: float) -> Text:
+    """One complete line about the run, for a terminal shared with others."""
+    if progress.share is not None and progress.total is not None:
+        where = f"{_percent(progress.share)}% · {progress.done:,}/{progress.total:,} URLs"
+    else:
+        where = f"{progress.done:,} done"
+    line = Text(f"fetchcli: {where} · {_size(transferred(stats))} at {_size(byte_rate)}/s · ")
+    line.append(_clock(stats.elapsed))
+    eta = _eta(progress, request_rate, byte_rate)
+    if eta is not None:
+        line.append(f" · ETA {_clock(eta)}")
+    line.append(f" · ok {stats.ok:,} · failed {stats.failed:,} · in flight {stats.in_flight:,}")
+    if stats.retrying:
+        line.append(f" · retrying {stats.retrying:,}")
+    line.no_wrap = True
+    line.overflow = "ellipsis"
+    return line
+
+
+class _Terminal:
+    """What both views share: their background tasks, the count ahead, the summary."""
+
+    def __init__(self, stats: RunStats, console: Console, output: OutputOptions) -> None:
         self._stats = stats
         self._console = console
-        self._live = Live(console=console, auto_refresh=False, transient=True)
+        self._output = output
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
-        self._failures: deque[Text] = deque()
-        self._failures_shown = 0
-        self._samples: deque[tuple[float, int, int]] = deque()
-        self._speeds: dict[int, tuple[float, int, float]] = {}
-        self._spinner = Spinner("dots", style="cyan")
+        self._rates = _Rates()
         self.error: BaseException | None = None
         self.counter: threading.Thread | None = None  # counting the lines of the list files
 
     def start(self, files: Sequence[str]) -> None:
+        """Begin drawing; count the lines of `files` (regular files only) for the total."""
         # Only regular files: reading a pipe a second time would steal its lines.
         if files:
             self.spawn(self._count_lines(list(files)))
-        self._live.start()
-        self.spawn(self._frame(0.0))
+        self._begin()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` in the background, holding a strong reference until it is done."""
@@ -78,14 +172,10 @@ class LiveDisplay:
         task.add_done_callback(self._task_done)
 
     def on_record(self, record: Record) -> None:
-        if record.ok or self._closed:
-            return
-        if self._failures_shown + len(self._failures) < MAX_FAILURE_LINES:
-            self._failures.append(_failure_line(record))
-        elif self._failures_shown + len(self._failures) == MAX_FAILURE_LINES:
-            self._failures.append(Text("… more failures: see the summary and the records", "dim"))
+        """A record was produced (the counters are in the stats already)."""
 
     async def aclose(self, *, interrupted: bool, summary: bool = True) -> None:
+        """Stop drawing, then print the summary (unless told not to)."""
         # Drawing first and waiting last: a second Ctrl-C here must not leave the terminal
         # with a live display (and a hidden cursor) behind.
         tasks = list(self._tasks)
@@ -93,11 +183,21 @@ class LiveDisplay:
             task.cancel()
         if not self._closed:
             self._closed = True
-            self._draw()
-        self._live.stop()
+            self._last()
+        self._stop()
         if summary:
-            self._console.print(summary_table(self._stats, interrupted=interrupted))
+            table = summary_table(self._stats, interrupted=interrupted, output=self._output)
+            self._console.print(table)
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _begin(self) -> None:
+        """Start drawing."""
+
+    def _last(self) -> None:
+        """Draw a last time, as the run ends."""
+
+    def _stop(self) -> None:
+        """Give the terminal back; called more than once."""
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -106,25 +206,12 @@ class LiveDisplay:
         # A redraw that fails must be seen, not lost with its task; the fetching goes on.
         self.error = task.exception()
         self._closed = True
-        self._live.stop()
+        self._stop()
         self._console.print(
             f"fetchcli: display error: {type(self.error).__name__}: {self.error};"
             " the live display is off for the rest of the run",
             markup=False,
         )
-
-    async def _frame(self, delay: float) -> None:
-        await asyncio.sleep(delay)
-        if self._closed:
-            return
-        self._draw()
-        self.spawn(self._frame(FRAME_SECONDS))
-
-    def _draw(self) -> None:
-        while self._failures:
-            self._console.print(self._failures.popleft())
-            self._failures_shown += 1
-        self._live.update(self._render(), refresh=True)
 
     async def _count_lines(self, files: list[str]) -> None:
         # A daemon thread told to stop, not the default executor: asyncio.run() waits for the
@@ -148,30 +235,144 @@ class LiveDisplay:
         finally:
             stop.set()
 
+
+def _console(env: Environment) -> Console:
+    return Console(file=env.stderr, force_terminal=True, no_color=env.no_color)
+
+
+class StatusLines(_Terminal):
+    """A terminal shared with others: a complete status line now and then, never a redraw.
+
+    Whatever the others write (jq's lines, records on stdout, what a person types) stays on
+    the screen: nothing here moves the cursor or erases. A line is printed every `every`
+    seconds when something changed (`None`: none at all), and the summary table at the end.
+    """
+
+    @classmethod
+    def on_stderr(
+        cls,
+        stats: RunStats,
+        env: Environment,
+        output: OutputOptions = NO_OPTIONS,
+        *,
+        every: float | None = STATUS_SECONDS,
+        note: str | None = None,
+    ) -> StatusLines:
+        """Status lines on the environment's stderr (a terminal)."""
+        return cls(stats, _console(env), output, every=every, note=note)
+
+    def __init__(
+        self,
+        stats: RunStats,
+        console: Console,
+        output: OutputOptions = NO_OPTIONS,
+        *,
+        every: float | None = STATUS_SECONDS,
+        note: str | None = None,
+    ) -> None:
+        super().__init__(stats, console, output)
+        self._every = every
+        self._note = note
+        self._shown: tuple[int, int] | None = None  # (done, bytes) of the last line
+
+    def _begin(self) -> None:
+        if self._note:
+            self._console.print(Text(self._note, style="dim"))
+        if self._every is not None:
+            self._rates.update(time.monotonic(), self._stats.done, transferred(self._stats))
+            self.spawn(self._tick(self._every))
+
+    async def _tick(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self._closed:
+            return
+        stats = self._stats
+        moved = transferred(stats)
+        request_rate, byte_rate = self._rates.update(time.monotonic(), stats.done, moved)
+        if self._shown != (stats.done, moved):  # an unchanged line says nothing new
+            self._shown = (stats.done, moved)
+            self._console.print(status_line(stats, estimate(stats), request_rate, byte_rate))
+        self.spawn(self._tick(delay))
+
+
+class LiveDisplay(_Terminal):
+    """A terminal of our own: overall progress, counts, the largest transfers, failures above."""
+
+    @classmethod
+    def on_stderr(
+        cls, stats: RunStats, env: Environment, output: OutputOptions = NO_OPTIONS
+    ) -> LiveDisplay:
+        """A live display on the environment's stderr (a terminal)."""
+        return cls(stats, _console(env), output)
+
+    def __init__(
+        self, stats: RunStats, console: Console, output: OutputOptions = NO_OPTIONS
+    ) -> None:
+        super().__init__(stats, console, output)
+        # stdout is left alone: Rich would otherwise swap sys.stdout for a proxy that prints
+        # on this console, and stdout carries only what was asked for.
+        self._live = Live(
+            console=console, auto_refresh=False, transient=True, redirect_stdout=False
+        )
+        self._failures: deque[Text] = deque()
+        self._failures_shown = 0
+        self._speeds: dict[int, tuple[float, int, float]] = {}
+        self._spinner = Spinner("dots", style="cyan")
+
+    def on_record(self, record: Record) -> None:
+        if record.ok or self._closed:
+            return
+        if self._failures_shown + len(self._failures) < MAX_FAILURE_LINES:
+            self._failures.append(_failure_line(record))
+        elif self._failures_shown + len(self._failures) == MAX_FAILURE_LINES:
+            self._failures.append(Text(more_failures(self._output), "dim"))
+
+    def _begin(self) -> None:
+        self._live.start()
+        self.spawn(self._frame(0.0))
+
+    def _last(self) -> None:
+        self._draw()
+
+    def _stop(self) -> None:
+        self._live.stop()
+
+    async def _frame(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self._closed:
+            return
+        self._draw()
+        self.spawn(self._frame(FRAME_SECONDS))
+
+    def _draw(self) -> None:
+        while self._failures:
+            self._console.print(self._failures.popleft())
+            self._failures_shown += 1
+        self._live.update(self._render(), refresh=True)
+
     def _render(self) -> RenderableType:
         stats = self._stats
         now = time.monotonic()
-        # Bytes of finished bodies and of those still arriving, so a big download shows.
-        received = stats.bytes + sum(t.progress.size for t in list(stats.transfers.values()))
-        request_rate, byte_rate = self._rates(now, received)
-        done = stats.done + stats.resumed
+        moved = transferred(stats)  # finished bodies and those still arriving
+        request_rate, byte_rate = self._rates.update(now, stats.done, moved)
+        progress = estimate(stats)
         top = Table.grid(expand=True, padding=(0, 1))
-        if stats.total:
+        if progress.share is not None and progress.total is not None:
             top.add_column(ratio=1)
             top.add_column(no_wrap=True, justify="right")
-            share = min(done / stats.total, 1.0)
+            figure = f"{_percent(progress.share):3d}% {progress.done:,}/{progress.total:,}"
             top.add_row(
-                ProgressBar(total=stats.total, completed=done),
-                Text(f"{100 * share:3.0f}% {done:,}/{stats.total:,}", style="bold"),
+                ProgressBar(total=1.0, completed=progress.share), Text(figure, style="bold")
             )
         else:
             top.add_column(no_wrap=True)
             top.add_row(self._spinner)
-            self._spinner.text = Text(f"{done:,} done", style="bold")
-        rates = Text(f"{request_rate:,.0f} req/s · {_size(received)} at {_size(byte_rate)}/s · ")
+            self._spinner.text = Text(f"{progress.done:,} done", style="bold")
+        rates = Text(f"{request_rate:,.0f} req/s · {_size(moved)} at {_size(byte_rate)}/s · ")
         rates.append(_clock(stats.elapsed))
-        if stats.total and request_rate > 0 and done < stats.total:
-            rates.append(f" · ETA {_clock((stats.total - done) / request_rate)}")
+        eta = _eta(progress, request_rate, byte_rate)
+        if eta is not None:
+            rates.append(f" · ETA {_clock(eta)}")
         counts = Text.assemble(
             ("ok ", "green"),
             f"{stats.ok:,} · ",
@@ -186,18 +387,6 @@ class LiveDisplay:
             counts.append(f" · skipped {stats.skipped + stats.resumed:,}")
         group = Group(top, rates, counts, *self._transfer_rows(now))
         return Constrain(group, width=max(self._console.width - ECHO_ROOM, 20))
-
-    def _rates(self, now: float, received: int) -> tuple[float, float]:
-        """Requests and bytes per second over the last few seconds."""
-        done = self._stats.done
-        self._samples.append((now, done, received))
-        while len(self._samples) > 2 and now - self._samples[0][0] > RATE_WINDOW_SECONDS:
-            self._samples.popleft()
-        first_time, first_done, first_bytes = self._samples[0]
-        span = now - first_time
-        if span <= 0:
-            return 0.0, 0.0
-        return (done - first_done) / span, (received - first_bytes) / span
 
     def _transfer_rows(self, now: float) -> list[RenderableType]:
         """The largest transfers in progress, each with its own bar and speed."""
@@ -236,8 +425,13 @@ class LiveDisplay:
         return [rows]
 
 
-def summary_table(stats: RunStats, *, interrupted: bool = False) -> RenderableType:
-    """The end-of-run summary for a terminal: outcomes with an example each, then totals."""
+def summary_table(
+    stats: RunStats, *, interrupted: bool = False, output: OutputOptions = NO_OPTIONS
+) -> RenderableType:
+    """The end-of-run summary for a terminal: outcomes with an example each, then totals.
+
+    After an interruption it says how to fetch only the rest, as `output` allows.
+    """
     title = "fetchcli: interrupted" if interrupted else "fetchcli: done"
     title_text = Text(title, style="italic")
     table = Table(show_edge=False, expand=False)
@@ -252,10 +446,11 @@ def summary_table(stats: RunStats, *, interrupted: bool = False) -> RenderableTy
     if stats.resumed:
         table.add_row("[dim]already done (--resume)[/]", f"{stats.resumed:,}", "")
     elapsed = stats.elapsed
+    moved = transferred(stats)  # with an interrupted run's unfinished bodies
     rate = stats.done / elapsed if elapsed > 0 else 0.0
-    byte_rate = stats.bytes / elapsed if elapsed > 0 else 0.0
+    byte_rate = moved / elapsed if elapsed > 0 else 0.0
     totals = Text(
-        f"{stats.done:,} URL{_s(stats.done)} · {_size(stats.bytes)} · {elapsed:.1f}s · "
+        f"{stats.done:,} URL{_s(stats.done)} · {_size(moved)} · {elapsed:.1f}s · "
         f"{rate:,.0f} req/s · {_size(byte_rate)}/s · {stats.retries:,} retries",
         style="bold",
     )
@@ -264,13 +459,7 @@ def summary_table(stats: RunStats, *, interrupted: bool = False) -> RenderableTy
         parts.append(table)
     parts.append(totals)
     if interrupted:
-        parts.append(
-            Text(
-                "What had not finished has no record: run the same command again with "
-                "--jsonl FILE --resume to fetch only the rest.",
-                style="dim",
-            )
-        )
+        parts.append(Text(resume_hint(output), style="dim"))
     return Group(*parts)
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from fetchcli.config import OutputOptions
 from fetchcli.stats import RunStats
 
-__all__ = ["size", "summary_line"]
+__all__ = ["more_failures", "resume_hint", "size", "summary_line", "transferred"]
 
 
 def summary_line(stats: RunStats) -> str:
@@ -21,9 +22,49 @@ def summary_line(stats: RunStats) -> str:
         parts.append(f"{stats.skipped:,} skipped")
     if stats.resumed:
         parts.append(f"{stats.resumed:,} already done")
-    parts.append(size(stats.bytes))
+    parts.append(size(transferred(stats)))
     parts.append(f"{stats.retries:,} retries")
     return ", ".join(parts)
+
+
+def transferred(stats: RunStats) -> int:
+    """Body bytes that arrived, whatever became of them.
+
+    The per-chunk count (`received`) when something feeds it; else the bodies of finished
+    records and of the transfers still in flight, which is all that can be seen of them.
+    """
+    in_flight = sum(transfer.progress.size for transfer in list(stats.transfers.values()))
+    return max(stats.received, stats.bytes + in_flight)
+
+
+def resume_hint(output: OutputOptions) -> str:
+    """After an interrupted run: how to fetch only the rest, true to where the records went."""
+    if output.jsonl == "-":
+        return (
+            "The records went to stdout: next time give --jsonl a FILE, so that --resume "
+            "can fetch only the rest."
+        )
+    if output.jsonl:
+        again = "again" if output.resume else "again with --resume"
+        return (
+            f"What had not finished has no record in {output.jsonl}: run the same command "
+            f"{again} to fetch only the rest."
+        )
+    hint = "Nothing recorded what finished (no --jsonl). "
+    if output.save and output.skip_existing:
+        hint += "The same command again passes over the files already saved. "
+    elif output.save:  # saved files are whole: a partial body never has the final name
+        hint += "Run it again with --skip-existing to pass over the files already saved. "
+    return hint + "Next time add --jsonl FILE, so that --resume can fetch only the rest."
+
+
+def more_failures(output: OutputOptions) -> str:
+    """The line that stands for the failures not listed one by one."""
+    if output.jsonl == "-":
+        return "… more failures: see the summary and the records on stdout"
+    if output.jsonl:
+        return f"… more failures: see the summary and the records in {output.jsonl}"
+    return "… more failures: see the summary"
 
 
 def size(count: float | None) -> str:
