@@ -126,13 +126,16 @@ def _percent(share: float) -> int:
     return math.floor(100 * share)
 
 
-def status_line(stats: RunStats, progress: Estimate, request_rate: float, byte_rate: float) -> Text:
-    """One complete line about the run, for a terminal shared with others."""
+def status_line(
+    stats: RunStats, progress: Estimate, moved: int, request_rate: float, byte_rate: float
+) -> Text:
+    """One complete line about the run, for a terminal shared with others; `moved` is the
+    bytes that arrived so far."""
     if progress.share is not None and progress.total is not None:
         where = f"{_percent(progress.share)}% · {progress.done:,}/{progress.total:,} URLs"
     else:
         where = f"{progress.done:,} done"
-    line = Text(f"fetchcli: {where} · {_size(transferred(stats))} at {_size(byte_rate)}/s · ")
+    line = Text(f"fetchcli: {where} · {_size(moved)} at {_size(byte_rate)}/s · ")
     line.append(_clock(stats.elapsed))
     eta = _eta(progress, request_rate, byte_rate)
     if eta is not None:
@@ -155,6 +158,7 @@ class _Terminal:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._rates = _Rates()
+        self._moved = 0
         self.error: BaseException | None = None
         self.counter: threading.Thread | None = None  # counting the lines of the list files
 
@@ -183,17 +187,28 @@ class _Terminal:
             task.cancel()
         if not self._closed:
             self._closed = True
-            self._last()
+            self._last(interrupted=interrupted)
         self._stop()
         if summary:
-            table = summary_table(self._stats, interrupted=interrupted, output=self._output)
+            table = summary_table(
+                self._stats, interrupted=interrupted, output=self._output, seen=self._moved
+            )
             self._console.print(table)
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _moved_so_far(self) -> int:
+        """Bytes that arrived, as far as seen: never less than at the last look.
+
+        Without a per-chunk count, the bytes of a body cut short (or interrupted) are seen
+        only while it is in flight; the most seen so far is still a true lower bound.
+        """
+        self._moved = max(self._moved, transferred(self._stats))
+        return self._moved
 
     def _begin(self) -> None:
         """Start drawing."""
 
-    def _last(self) -> None:
+    def _last(self, *, interrupted: bool) -> None:
         """Draw a last time, as the run ends."""
 
     def _stop(self) -> None:
@@ -279,19 +294,24 @@ class StatusLines(_Terminal):
         if self._note:
             self._console.print(Text(self._note, style="dim"))
         if self._every is not None:
-            self._rates.update(time.monotonic(), self._stats.done, transferred(self._stats))
+            self._rates.update(time.monotonic(), self._stats.done, self._moved_so_far())
             self.spawn(self._tick(self._every))
+
+    def _last(self, *, interrupted: bool) -> None:
+        if interrupted:  # the terminal echoed "^C" where the cursor was: start below it
+            self._console.print()
 
     async def _tick(self, delay: float) -> None:
         await asyncio.sleep(delay)
         if self._closed:
             return
         stats = self._stats
-        moved = transferred(stats)
+        moved = self._moved_so_far()
         request_rate, byte_rate = self._rates.update(time.monotonic(), stats.done, moved)
         if self._shown != (stats.done, moved):  # an unchanged line says nothing new
             self._shown = (stats.done, moved)
-            self._console.print(status_line(stats, estimate(stats), request_rate, byte_rate))
+            line = status_line(stats, estimate(stats), moved, request_rate, byte_rate)
+            self._console.print(line)
         self.spawn(self._tick(delay))
 
 
@@ -331,7 +351,7 @@ class LiveDisplay(_Terminal):
         self._live.start()
         self.spawn(self._frame(0.0))
 
-    def _last(self) -> None:
+    def _last(self, *, interrupted: bool) -> None:
         self._draw()
 
     def _stop(self) -> None:
@@ -353,7 +373,7 @@ class LiveDisplay(_Terminal):
     def _render(self) -> RenderableType:
         stats = self._stats
         now = time.monotonic()
-        moved = transferred(stats)  # finished bodies and those still arriving
+        moved = self._moved_so_far()  # finished bodies and those still arriving
         request_rate, byte_rate = self._rates.update(now, stats.done, moved)
         progress = estimate(stats)
         top = Table.grid(expand=True, padding=(0, 1))
@@ -426,11 +446,16 @@ class LiveDisplay(_Terminal):
 
 
 def summary_table(
-    stats: RunStats, *, interrupted: bool = False, output: OutputOptions = NO_OPTIONS
+    stats: RunStats,
+    *,
+    interrupted: bool = False,
+    output: OutputOptions = NO_OPTIONS,
+    seen: int = 0,
 ) -> RenderableType:
     """The end-of-run summary for a terminal: outcomes with an example each, then totals.
 
-    After an interruption it says how to fetch only the rest, as `output` allows.
+    After an interruption it says how to fetch only the rest, as `output` allows. `seen` is
+    the most bytes a display saw arrive, when it saw more than the stats now tell.
     """
     title = "fetchcli: interrupted" if interrupted else "fetchcli: done"
     title_text = Text(title, style="italic")
@@ -446,7 +471,7 @@ def summary_table(
     if stats.resumed:
         table.add_row("[dim]already done (--resume)[/]", f"{stats.resumed:,}", "")
     elapsed = stats.elapsed
-    moved = transferred(stats)  # with an interrupted run's unfinished bodies
+    moved = max(transferred(stats), seen)  # with an interrupted run's unfinished bodies
     rate = stats.done / elapsed if elapsed > 0 else 0.0
     byte_rate = moved / elapsed if elapsed > 0 else 0.0
     totals = Text(

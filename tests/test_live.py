@@ -211,7 +211,8 @@ async def test_the_top_bar_shows_the_share_of_the_bytes_not_of_the_urls():
 
 def test_the_eta_comes_from_the_bytes_left_and_the_byte_rate():
     stats = big_run(small_done=0)
-    line = status_line(stats, estimate(stats), request_rate=0.0, byte_rate=50_000_000)
+    progress = estimate(stats)
+    line = status_line(stats, progress, 250_000_000, request_rate=0.0, byte_rate=50_000_000)
     assert "25% · 0/5 URLs" in line.plain and "250.0 MB at 50.0 MB/s" in line.plain
     assert "ETA 0:00:15" in line.plain  # 750 MB left at 50 MB/s
 
@@ -293,3 +294,16 @@ async def test_more_failures_names_the_records_file():
     await asyncio.sleep(0.05)
     await display.aclose(interrupted=False)
     assert "more failures: see the summary and the records in out.jsonl" in screen.getvalue()
+
+
+async def test_bytes_seen_in_flight_still_count_after_their_transfer_is_gone():
+    # Interrupted: the fetcher drops its unfinished transfers before the summary is drawn.
+    stats = RunStats()
+    stats.add(Record(url="http://a.test/small", ok=True, status=200, bytes=501))
+    stats.transfers[1] = Transfer("http://a.test/big", 400_000_000, Arrived(350_000_000))
+    display, screen = live(stats)
+    display.start([])
+    await asyncio.sleep(0.05)
+    del stats.transfers[1]
+    await display.aclose(interrupted=True)
+    assert "1 URL · 350.0 MB ·" in screen.getvalue()
