@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import threading
 import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -36,116 +34,21 @@ from rich.text import Text
 from fetchcli.config import OutputOptions
 from fetchcli.environment import Environment
 from fetchcli.models import Record
+from fetchcli.progress import Rates, estimate, eta, percent, transferred
 from fetchcli.stats import SHOWN_TRANSFER_BYTES, RunStats
-from fetchcli.summary import more_failures, resume_hint, transferred
+from fetchcli.summary import clock, more_failures, resume_hint, status_line
 from fetchcli.summary import size as _size
 
-__all__ = ["Estimate", "LiveDisplay", "StatusLines", "estimate", "status_line", "summary_table"]
+__all__ = ["LiveDisplay", "StatusLines", "summary_table"]
 
 FRAME_SECONDS = 0.1
 STATUS_SECONDS = 5.0  # between two status lines on a shared terminal
-RATE_WINDOW_SECONDS = 5.0
 MAX_FAILURE_LINES = 10
 MAX_TRANSFER_ROWS = 3
 # Columns left free at the right: the terminal echoes "^C" after the cursor, and a line it
 # wraps would make the live area one line taller than Rich erases when it stops.
 ECHO_ROOM = 2
 NO_OPTIONS = OutputOptions()
-
-
-@dataclass(frozen=True, slots=True)
-class Estimate:
-    """How far the run is: URLs done, and the share of the work, by bytes where known."""
-
-    done: int  # URLs finished, those an earlier run did (--resume) too
-    total: int | None  # URLs in all, when counted ahead
-    share: float | None  # of the work done, 0 to 1; None without a total
-    left: float  # work left for the ETA: bytes when `by_bytes`, else URLs
-    by_bytes: bool
-
-
-def estimate(stats: RunStats) -> Estimate:
-    """How far the run is, weighted by bytes once any size is known.
-
-    Counting URLs says 100% of five while their five bodies of 200 MB are a quarter done.
-    So each URL weighs its size: finished, the bytes of its body; in flight, its
-    Content-Length; unknown (not started, no Content-Length, done by an earlier run), the
-    mean of the known ones. Until a size is known, URLs are counted.
-    """
-    done = stats.done + stats.resumed
-    total = stats.total
-    if not total:
-        return Estimate(done, total, None, 0.0, by_bytes=False)
-    transfers = list(stats.transfers.values())
-    sized = [t for t in transfers if t.expected]
-    known = stats.bytes + sum(t.expected or 0 for t in sized)
-    if known <= 0:
-        left = max(total - done, 0)
-        return Estimate(done, total, min(done / total, 1.0), left, by_bytes=False)
-    mean = known / (stats.done + len(sized))
-    unsized = max(total - done - len(sized), 0) + stats.resumed
-    whole = known + unsized * mean
-    got = (
-        stats.bytes
-        + sum(min(t.progress.size, t.expected or 0) for t in sized)
-        + stats.resumed * mean
-    )
-    for transfer in transfers:
-        if not transfer.expected:  # no Content-Length: at least what has arrived
-            whole += max(transfer.progress.size - mean, 0)
-            got += transfer.progress.size
-    return Estimate(done, total, min(got / whole, 1.0), max(whole - got, 0.0), by_bytes=True)
-
-
-class _Rates:
-    """Requests and bytes per second over the last few seconds."""
-
-    def __init__(self) -> None:
-        self._samples: deque[tuple[float, int, int]] = deque()
-
-    def update(self, now: float, done: int, moved: int) -> tuple[float, float]:
-        self._samples.append((now, done, moved))
-        while len(self._samples) > 2 and now - self._samples[0][0] > RATE_WINDOW_SECONDS:
-            self._samples.popleft()
-        first_time, first_done, first_bytes = self._samples[0]
-        span = now - first_time
-        if span <= 0:
-            return 0.0, 0.0
-        return (done - first_done) / span, (moved - first_bytes) / span
-
-
-def _eta(progress: Estimate, request_rate: float, byte_rate: float) -> float | None:
-    rate = byte_rate if progress.by_bytes else request_rate
-    if progress.share is None or progress.left <= 0 or rate <= 0:
-        return None
-    return progress.left / rate
-
-
-def _percent(share: float) -> int:
-    # Rounded down: 100% only when everything is done.
-    return math.floor(100 * share)
-
-
-def status_line(
-    stats: RunStats, progress: Estimate, moved: int, request_rate: float, byte_rate: float
-) -> Text:
-    """One complete line about the run, for a terminal shared with others; `moved` is the
-    bytes that arrived so far."""
-    if progress.share is not None and progress.total is not None:
-        where = f"{_percent(progress.share)}% · {progress.done:,}/{progress.total:,} URLs"
-    else:
-        where = f"{progress.done:,} done"
-    line = Text(f"fetchcli: {where} · {_size(moved)} at {_size(byte_rate)}/s · ")
-    line.append(_clock(stats.elapsed))
-    eta = _eta(progress, request_rate, byte_rate)
-    if eta is not None:
-        line.append(f" · ETA {_clock(eta)}")
-    line.append(f" · ok {stats.ok:,} · failed {stats.failed:,} · in flight {stats.in_flight:,}")
-    if stats.retrying:
-        line.append(f" · retrying {stats.retrying:,}")
-    line.no_wrap = True
-    line.overflow = "ellipsis"
-    return line
 
 
 class _Terminal:
@@ -157,7 +60,7 @@ class _Terminal:
         self._output = output
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
-        self._rates = _Rates()
+        self._rates = Rates()
         self._moved = 0
         self.error: BaseException | None = None
         self.counter: threading.Thread | None = None  # counting the lines of the list files
@@ -311,7 +214,10 @@ class StatusLines(_Terminal):
         if self._shown != (stats.done, moved):  # an unchanged line says nothing new
             self._shown = (stats.done, moved)
             line = status_line(stats, estimate(stats), moved, request_rate, byte_rate)
-            self._console.print(line)
+            # print() joins Texts into a new one, which wraps: one line is asked of print.
+            self._console.print(
+                line, no_wrap=True, overflow="ellipsis", markup=False, highlight=False
+            )
         self.spawn(self._tick(delay))
 
 
@@ -366,7 +272,7 @@ class LiveDisplay(_Terminal):
 
     def _draw(self) -> None:
         while self._failures:
-            self._console.print(self._failures.popleft())
+            self._console.print(self._failures.popleft(), no_wrap=True, overflow="ellipsis")
             self._failures_shown += 1
         self._live.update(self._render(), refresh=True)
 
@@ -380,7 +286,7 @@ class LiveDisplay(_Terminal):
         if progress.share is not None and progress.total is not None:
             top.add_column(ratio=1)
             top.add_column(no_wrap=True, justify="right")
-            figure = f"{_percent(progress.share):3d}% {progress.done:,}/{progress.total:,}"
+            figure = f"{percent(progress.share):3d}% {progress.done:,}/{progress.total:,}"
             top.add_row(
                 ProgressBar(total=1.0, completed=progress.share), Text(figure, style="bold")
             )
@@ -389,10 +295,10 @@ class LiveDisplay(_Terminal):
             top.add_row(self._spinner)
             self._spinner.text = Text(f"{progress.done:,} done", style="bold")
         rates = Text(f"{request_rate:,.0f} req/s · {_size(moved)} at {_size(byte_rate)}/s · ")
-        rates.append(_clock(stats.elapsed))
-        eta = _eta(progress, request_rate, byte_rate)
-        if eta is not None:
-            rates.append(f" · ETA {_clock(eta)}")
+        rates.append(clock(stats.elapsed))
+        left = eta(progress, request_rate, byte_rate)
+        if left is not None:
+            rates.append(f" · ETA {clock(left)}")
         counts = Text.assemble(
             ("ok ", "green"),
             f"{stats.ok:,} · ",
@@ -489,13 +395,11 @@ def summary_table(
 
 
 def _failure_line(record: Record) -> Text:
-    """One line per failure, cut to the terminal's width: what went wrong, then where."""
+    """One line per failure (printed cut to the terminal's width): what went wrong, where."""
     what = str(record.status) if record.error_kind == "http" else record.error_kind or "error"
     line = Text.assemble(("✗ ", "red"), (what, "red bold"), " ", record.url)
     if record.error and record.error_kind != "http":
         line.append(f"  {record.error}", style="dim")
-    line.no_wrap = True
-    line.overflow = "ellipsis"
     return line
 
 
@@ -505,11 +409,6 @@ def _s(count: int) -> str:
 
 def _short_name(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1].split("?")[0] or url
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _count_url_lines(files: list[str], stop: threading.Event) -> int | None:

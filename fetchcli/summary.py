@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from fetchcli.config import OutputOptions
+from fetchcli.progress import Estimate, eta, percent, transferred
 from fetchcli.stats import RunStats
 
-__all__ = ["more_failures", "resume_hint", "size", "summary_line", "transferred"]
+__all__ = ["clock", "more_failures", "resume_hint", "size", "status_line", "summary_line"]
 
 
 def summary_line(stats: RunStats) -> str:
@@ -27,14 +28,23 @@ def summary_line(stats: RunStats) -> str:
     return ", ".join(parts)
 
 
-def transferred(stats: RunStats) -> int:
-    """Body bytes that arrived, whatever became of them.
-
-    The per-chunk count (`received`) when something feeds it; else the bodies of finished
-    records and of the transfers still in flight, which is all that can be seen of them.
-    """
-    in_flight = sum(transfer.progress.size for transfer in list(stats.transfers.values()))
-    return max(stats.received, stats.bytes + in_flight)
+def status_line(
+    stats: RunStats, progress: Estimate, moved: int, request_rate: float, byte_rate: float
+) -> str:
+    """One complete line about the run so far, for a terminal shared with others; `moved`
+    is the bytes that arrived."""
+    if progress.share is not None and progress.total is not None:
+        where = f"{percent(progress.share)}% · {progress.done:,}/{progress.total:,} URLs"
+    else:
+        where = f"{progress.done:,} done"
+    line = f"fetchcli: {where} · {size(moved)} at {size(byte_rate)}/s · {clock(stats.elapsed)}"
+    left = eta(progress, request_rate, byte_rate)
+    if left is not None:
+        line += f" · ETA {clock(left)}"
+    line += f" · ok {stats.ok:,} · failed {stats.failed:,} · in flight {stats.in_flight:,}"
+    if stats.retrying:
+        line += f" · retrying {stats.retrying:,}"
+    return line
 
 
 def resume_hint(output: OutputOptions) -> str:
@@ -76,3 +86,9 @@ def size(count: float | None) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1000
     return f"{count:.1f} TB"  # pragma: no cover
+
+
+def clock(seconds: float) -> str:
+    """A duration as H:MM:SS."""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

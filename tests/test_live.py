@@ -12,9 +12,11 @@ import pytest
 from rich.console import Console
 
 from fetchcli.config import OutputOptions
-from fetchcli.live import LiveDisplay, StatusLines, estimate, status_line, summary_table
+from fetchcli.live import LiveDisplay, StatusLines, summary_table
 from fetchcli.models import Record
+from fetchcli.progress import estimate
 from fetchcli.stats import RunStats, Transfer
+from fetchcli.summary import status_line
 
 pytestmark = pytest.mark.anyio
 
@@ -213,8 +215,8 @@ def test_the_eta_comes_from_the_bytes_left_and_the_byte_rate():
     stats = big_run(small_done=0)
     progress = estimate(stats)
     line = status_line(stats, progress, 250_000_000, request_rate=0.0, byte_rate=50_000_000)
-    assert "25% · 0/5 URLs" in line.plain and "250.0 MB at 50.0 MB/s" in line.plain
-    assert "ETA 0:00:15" in line.plain  # 750 MB left at 50 MB/s
+    assert "25% · 0/5 URLs" in line and "250.0 MB at 50.0 MB/s" in line
+    assert "ETA 0:00:15" in line  # 750 MB left at 50 MB/s
 
 
 def test_the_interrupted_summary_counts_what_was_transferred():
@@ -307,3 +309,25 @@ async def test_bytes_seen_in_flight_still_count_after_their_transfer_is_gone():
     del stats.transfers[1]
     await display.aclose(interrupted=True)
     assert "1 URL · 350.0 MB ·" in screen.getvalue()
+
+
+async def test_failure_and_status_lines_are_cut_to_one_line_never_wrapped():
+    long = "http://a.test/" + "x" * 200
+    stats = RunStats(total=3)
+    stats.add(Record(url=long, ok=False, status=404, error_kind="http"))
+    display, screen = live(stats)
+    display.start([])
+    display.on_record(Record(url=long, ok=False, status=404, error_kind="http"))
+    await asyncio.sleep(0.05)
+    await display.aclose(interrupted=False)
+    shown = [_plain(line) for line in screen.getvalue().splitlines()]
+    (at,) = [i for i, line in enumerate(shown) if "✗ 404" in line]
+    assert shown[at].endswith("…") and not shown[at + 1].startswith("x")  # not wrapped
+    narrow = io.StringIO()
+    console = Console(file=narrow, force_terminal=True, width=40, color_system=None)
+    lines = StatusLines(stats, console, every=0.01)
+    lines.start([])
+    await asyncio.sleep(0.05)
+    await lines.aclose(interrupted=False)
+    (status,) = [line for line in narrow.getvalue().splitlines() if "URLs" in line]
+    assert len(status) == 40 and status.endswith("…")

@@ -6,8 +6,9 @@ import pytest
 
 from fetchcli.config import OutputOptions
 from fetchcli.models import Record
+from fetchcli.progress import transferred
 from fetchcli.stats import RunStats, Transfer
-from fetchcli.summary import more_failures, resume_hint, summary_line, transferred
+from fetchcli.summary import more_failures, resume_hint, summary_line
 
 
 class Arrived:
