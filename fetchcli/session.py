@@ -36,9 +36,7 @@ async def run(settings: Settings, env: Environment) -> RunStats:
     output = settings.output
     stats = RunStats()
     async with contextlib.AsyncExitStack() as opened:
-        sources = await asyncio.to_thread(
-            open_sources, settings.input.sources, env.stdin, env.stdin_isatty
-        )
+        sources = await asyncio.to_thread(open_sources, settings.input.sources, env.stdin)
         opened.push_async_callback(asyncio.to_thread, close_sources, sources)
         done = None
         if output.resume and output.jsonl:

@@ -71,14 +71,13 @@ class Source:
     reading: bool = False
 
 
-def open_sources(names: tuple[str, ...], stdin: BinaryIO, stdin_isatty: bool) -> list[Source]:
+def open_sources(names: tuple[str, ...], stdin: BinaryIO) -> list[Source]:
     """Open every source up front, so a missing one is a usage error before any fetch."""
     sources = []
     for name in names:
         if name == "-":
-            if stdin_isatty:
-                msg = "no URLs: give a file of URLs, or pipe them on stdin"
-                raise UsageError(msg)
+            # An explicit "-" on a terminal reads what is typed there until Ctrl-D, as
+            # `cat -` does; the CLI refuses a terminal only when no source was given.
             sources.append(Source("-", stdin))
             continue
         try:
@@ -175,7 +174,7 @@ async def _read_chunks(stream: BinaryIO, *, close: bool) -> AsyncIterator[bytes]
     def reader() -> None:
         try:
             while not stop.is_set():
-                chunk = _read1(stream)
+                chunk = _read1(stream, stdin=not close)
                 if not _hand_over(chunk) or not chunk:
                     return
         except (OSError, ValueError) as exc:
@@ -216,8 +215,17 @@ async def _read_chunks(stream: BinaryIO, *, close: bool) -> AsyncIterator[bytes]
         stop.set()
 
 
-def _read1(stream: BinaryIO) -> bytes:
+def _read1(stream: BinaryIO, *, stdin: bool = False) -> bytes:
     # read1 returns whatever has arrived (at least one byte) instead of waiting for a full block.
+    raw = getattr(stream, "raw", None) if stdin else None
+    if raw is not None:
+        # stdin's buffered reader would be locked by this thread while it waits, and an
+        # interpreter exiting on Ctrl-C aborts on that lock (sys.stdin is closed at exit).
+        chunk: bytes | None = raw.read(READ_SIZE)
+        if chunk is None:  # a non-blocking stdin with nothing yet: say so, never cut it short
+            msg = "stdin is in non-blocking mode"
+            raise BlockingIOError(msg)
+        return chunk
     read1 = getattr(stream, "read1", None)
     return read1(READ_SIZE) if read1 is not None else stream.read(READ_SIZE)
 

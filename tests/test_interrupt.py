@@ -118,3 +118,27 @@ def test_large_transfers_in_flight_leave_no_partial_file(server, unique, tmp_pat
     stop(process, signal.SIGINT)
     assert process.returncode == 130
     assert temp_files(out) == [] and [p for p in out.rglob("*") if p.is_file()] == []
+
+
+def test_ctrl_c_while_stdin_stays_open_exits_130_quietly(server, unique):
+    # The reader thread waits in a read of stdin that never ends; the exit must not abort on
+    # that stream ("Fatal Python error: could not acquire lock ... daemon threads", 134).
+    first = f"/ok/{unique}/first"
+    process = subprocess.Popen(
+        [*FETCHCLI, "get", "-", "--no-save", "-P", "1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdin is not None and process.stderr is not None
+    try:
+        process.stdin.write(server.url(first).encode() + b"\n")
+        process.stdin.flush()  # and left open
+        assert server.wait_for_hits(first, 1, timeout=20)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) == 130
+        assert "Fatal Python error" not in process.stderr.read().decode()
+    finally:
+        process.kill()
+        process.stdin.close()
+        process.stderr.close()

@@ -119,17 +119,19 @@ async def test_an_over_long_last_line_without_newline_is_reported():
 
 def test_a_missing_source_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match=r"cannot read .*nope.txt: No such file or directory"):
-        open_sources((str(tmp_path / "nope.txt"),), io.BytesIO(), stdin_isatty=False)
+        open_sources((str(tmp_path / "nope.txt"),), io.BytesIO())
 
 
 def test_a_directory_is_not_a_source(tmp_path):
     with pytest.raises(UsageError, match="Is a directory"):
-        open_sources((str(tmp_path),), io.BytesIO(), stdin_isatty=False)
+        open_sources((str(tmp_path),), io.BytesIO())
 
 
-def test_stdin_from_a_terminal_is_a_usage_error():
-    with pytest.raises(UsageError, match="no URLs"):
-        open_sources(("-",), io.BytesIO(), stdin_isatty=True)
+def test_an_explicit_dash_is_stdin_whatever_it_is():
+    # A terminal too, as with `cat -`: whether to refuse one is the CLI's call (no source).
+    stdin = io.BytesIO(b"http://a.test/\n")
+    (source,) = open_sources(("-",), stdin)
+    assert source.name == "-" and source.stream is stdin
 
 
 def test_url_key_ignores_the_fragment_and_default_port():
