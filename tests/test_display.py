@@ -341,3 +341,14 @@ def test_the_view_fits_whoever_else_writes_to_the_terminal(tmp_path):
         assert isinstance(displayed(pipe, stderr_isatty=False), PlainDisplay)
     os.close(read_end)
     os.close(leader)
+
+
+def test_the_summary_counts_bytes_of_a_body_cut_short(server, unique):
+    # A body reset halfway still moved bytes: the summary says so, whichever executor ran.
+    from tests.helpers import cli
+
+    target = f"/reset/{unique}?after=200000&size=400000"
+    result = cli("get", "--no-save", "-r", "0", "-P", "1", stdin=server.url(target).encode())
+    assert result.exit_code == 1
+    moved = re.search(r", ([\d.]+) kB, ", result.stderr)  # not "0 B": the cut body counts
+    assert moved and float(moved[1]) > 10, result.stderr
