@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from fetchcli.paths import MAX_NAME_BYTES, MAX_PATH_BYTES, relative_path
 from fetchcli.sources import url_key
+from fetchcli.tree import TEMP_SUFFIX
 
 
 def path_of(url: str) -> str:
@@ -153,3 +154,16 @@ def test_two_different_urls_map_to_different_paths(a: str, b: str) -> None:
         return
     if url_key(first) != url_key(second):  # the same resource: "http://h.test" is "http://h.test/"
         assert relative_path(first) != relative_path(second)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/.a.0badc0de-0.fetchcli-part",
+        "https://example.com/.a.0badc0de-0.fetchcli-part/b",
+        "https://example.com/x.fetchcli-part?q",
+    ],
+)
+def test_no_saved_name_looks_like_a_temporary_file(url: str) -> None:
+    # A later run removes files named like a dead run's temporary file: no body may be one.
+    assert not any(part.endswith(TEMP_SUFFIX) for part in relative_path(httpx.URL(url)).parts)
