@@ -56,7 +56,7 @@ class Saver:
     """Owns the output directory for one run: targets, temporary files, batched writes.
 
     `async with Saver(...)` runs its writers; on the way out they finish what they hold,
-    and every temporary file still registered is removed.
+    every temporary file still registered is removed, and the run's lock is released.
     """
 
     def __init__(self, output_dir: Path, *, save: bool) -> None:
@@ -107,13 +107,15 @@ class Saver:
     def sweep(self) -> None:
         """Remove every temporary file still registered, then release the output directory;
         later writes are refused. Blocking."""
-        with self._lock:
-            self._closed = True
-            # Under the lock: a registered directory descriptor is open until it is forgotten.
-            for dir_fd, name in self._temps:
-                _unlink(name, dir_fd)
-            self._temps = set()
-        self._tree.close()
+        try:
+            with self._lock:
+                self._closed = True
+                temps, self._temps = self._temps, set()
+                # Under the lock: a registered directory descriptor is open until forgotten.
+                for dir_fd, name in temps:
+                    _unlink(name, dir_fd)
+        finally:
+            self._tree.close()  # the run's lock last: its temporary files are gone
 
     # The methods below run in worker threads.
 

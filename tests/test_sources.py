@@ -153,11 +153,14 @@ def test_fingerprint_set_grows_and_remembers():
     assert keys[1234] in seen and b"http://h.test/other" not in seen
 
 
-@pytest.mark.parametrize("spelling", ["urls.txt", "./urls.txt", "link.txt", "{tmp}/urls.txt"])
+@pytest.mark.parametrize(
+    "spelling", ["urls.txt", "./urls.txt", "link.txt", "hard.txt", "{tmp}/urls.txt"]
+)
 def test_a_records_file_that_is_a_source_is_a_usage_error(tmp_path, monkeypatch, spelling):
     urls = tmp_path / "urls.txt"
     urls.write_text("http://a.test/\n")
     (tmp_path / "link.txt").symlink_to(urls)
+    (tmp_path / "hard.txt").hardlink_to(urls)
     monkeypatch.chdir(tmp_path)
     records = spelling.format(tmp=tmp_path)
     with pytest.raises(UsageError, match=rf"^--jsonl {records} is also a source \(urls.txt\)"):
