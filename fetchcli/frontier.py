@@ -60,7 +60,7 @@ class _Lane(Generic[T]):
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.fresh: deque[T] = deque()  # first attempts, in input order
+        self.fresh: deque[tuple[float, int, T]] = deque()  # first attempts: (0, seq, item)
         self.retries: list[tuple[float, int, T]] = []  # heap of (not before, seq, item)
         self.in_flight = 0
         self.paused_until = 0.0
@@ -83,6 +83,8 @@ class Slot(Generic[T]):
     host: str
     item: T
     _lane: _Lane[T] = field(repr=False)
+    _entry: tuple[float, int, T] = field(repr=False)  # as it waited: to put it back in place
+    _retry: bool = field(repr=False)
     _open: bool = field(default=True, repr=False)
 
 
@@ -130,6 +132,7 @@ class Frontier(Generic[T]):
         self._expiring: list[tuple[float, int, _Lane[T]]] = []  # idle lanes kept for a pause
         self._seq = itertools.count()
         self._waiters: deque[asyncio.Future[Slot[T] | None]] = deque()  # workers in get()
+        self._unclaimed = 0  # slots handed to waiters that have not resumed yet
         self._room: deque[tuple[str, asyncio.Future[None]]] = deque()  # producers in put()
         self._in_flight = 0
         self._pending = 0  # jobs waiting in lanes, retries included
@@ -188,10 +191,11 @@ class Frontier(Generic[T]):
                 if not room.done():
                     self._room.remove(entry)
         lane = self._lane(host)
-        lane.fresh.append(item)
+        lane.fresh.append((0.0, next(self._seq), item))
         self._pending += 1
-        self._file(lane, self._clock())
-        self._dispatch()
+        now = self._clock()
+        self._file(lane, now)
+        self._dispatch(now)
 
     async def feed(self, queue: asyncio.Queue[T | None], host_of: Callable[[T], str]) -> None:
         """Move jobs from `queue` into the lanes until a None arrives, then `close()`."""
@@ -210,7 +214,7 @@ class Frontier(Generic[T]):
         lanes = list(self._lanes.values())
         for lane in lanes:
             taken.extend(item for _, _, item in sorted(lane.retries, key=lambda r: r[:2]))
-            taken.extend(lane.fresh)
+            taken.extend(item for _, _, item in lane.fresh)
             lane.fresh.clear()
             lane.retries.clear()
             lane.queued, lane.wake_at = False, _NEVER
@@ -236,7 +240,7 @@ class Frontier(Generic[T]):
             self._give_back(slot)
 
     async def _next(self) -> Slot[T] | None:
-        if not self._waiters:
+        if not self._waiters and not self._unclaimed:
             now = self._clock()
             self._wake_timed(now)
             slot = self._take(now)
@@ -249,6 +253,10 @@ class Frontier(Generic[T]):
         self._waiters.append(waiter)
         self._dispatch()
         try:
+            if waiter.done() and self._unclaimed > 1:
+                # Workers handed a job before us have not run yet: let them start first,
+                # so that a host's requests leave in the order of its lane.
+                await asyncio.sleep(0)
             return await waiter
         except asyncio.CancelledError:
             if not waiter.done() or waiter.cancelled():
@@ -258,12 +266,16 @@ class Frontier(Generic[T]):
                 # Handed a slot just as we were cancelled: put the job back where it was.
                 self._give_back(slot)
             raise
+        finally:
+            if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
+                self._unclaimed -= 1
 
     def done(self, slot: Slot[T]) -> None:
         """The attempt is over, for good: give back its slot."""
         lane = self._release(slot)
-        self._file(lane, self._clock())
-        self._dispatch()
+        now = self._clock()
+        self._file(lane, now)
+        self._dispatch(now)
 
     def retry(self, slot: Slot[T], item: T, delay: float) -> None:
         """Give back the slot and put `item` back in its lane, to start no sooner than `delay`
@@ -275,7 +287,7 @@ class Frontier(Generic[T]):
         self._pending += 1
         self._retrying += 1
         self._file(lane, now)
-        self._dispatch()
+        self._dispatch(now)
 
     def pause_host(self, host: str, seconds: float, *, announce: bool = True) -> None:
         """Start no new request to `host` for `seconds` (a Retry-After on 429/503)."""
@@ -366,11 +378,12 @@ class Frontier(Generic[T]):
             if self._due(lane) > now:  # paused, or its limit reached, since it was filed
                 self._file(lane, now)
                 continue
-            if lane.retries and lane.retries[0][0] <= now:
-                item = heapq.heappop(lane.retries)[2]
+            retry = bool(lane.retries) and lane.retries[0][0] <= now
+            if retry:
+                entry = heapq.heappop(lane.retries)
                 self._retrying -= 1
             else:
-                item = lane.fresh.popleft()
+                entry = lane.fresh.popleft()
             self._pending -= 1
             lane.in_flight += 1
             self._in_flight += 1
@@ -379,7 +392,7 @@ class Frontier(Generic[T]):
             if self._host_interval:
                 lane.next_start = now + self._host_interval
             self._file(lane, now)  # at the back of the ring: hosts take turns
-            return Slot(lane.name, item, lane)
+            return Slot(lane.name, entry[2], lane, entry, retry)
         return None
 
     def _wake_timed(self, now: float) -> None:
@@ -394,7 +407,8 @@ class Frontier(Generic[T]):
         """After any change: hand out what may start, wake producers, set the timer."""
         if now is None:
             now = self._clock()
-        self._wake_timed(now)
+        if self._timed and self._timed[0][0] <= now:
+            self._wake_timed(now)
         waiters = self._waiters
         while waiters:
             if waiters[0].done():  # cancelled while waiting
@@ -404,18 +418,25 @@ class Frontier(Generic[T]):
             if slot is None:
                 break
             waiters.popleft().set_result(slot)
+            self._unclaimed += 1
         if self._finished():
             while waiters:
                 waiter = waiters.popleft()
                 if not waiter.done():
                     waiter.set_result(None)
+        if self._room:
+            self._wake_producers()
+        if self._expiring and self._expiring[0][0] <= now:
+            self._forget_expired(now)
+        if self._waiters or self._timer is not None:
+            self._set_timer(now)
+
+    def _wake_producers(self) -> None:
         for entry in list(self._room):
             if self._pending < self._park or self._starts_at_once(entry[0]):
                 self._room.remove(entry)
                 if not entry[1].done():
                     entry[1].set_result(None)
-        self._forget_expired(now)
-        self._set_timer(now)
 
     def _set_timer(self, now: float) -> None:
         at = _NEVER  # no worker waits, or all slots are taken: get() or done() looks again
@@ -456,7 +477,14 @@ class Frontier(Generic[T]):
     def _give_back(self, slot: Slot[T]) -> None:
         """Undo a hand-out whose worker never saw it: the job goes back to its lane's front."""
         lane = self._release(slot)
-        lane.fresh.appendleft(slot.item)
+        entry = slot._entry
+        if slot._retry:
+            heapq.heappush(lane.retries, entry)
+            self._retrying += 1
+        else:
+            # Others may have been given back before it: in front of the lane, in list order.
+            at = next((i for i, e in enumerate(lane.fresh) if e[1] > entry[1]), len(lane.fresh))
+            lane.fresh.insert(at, entry)
         self._pending += 1
         self._file(lane, self._clock())
         self._dispatch()

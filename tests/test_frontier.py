@@ -470,3 +470,18 @@ def test_a_slot_is_given_back_once():
             await frontier.put("h", "late")
 
     run(main())
+
+
+def test_a_pause_between_hand_out_and_start_sends_the_job_back():
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        frontier: Frontier[str] = Frontier(concurrency=2)
+        getting = asyncio.ensure_future(frontier.get())
+        await asyncio.sleep(0)  # it waits
+        await frontier.put("h", "job")  # handed to `getting`, which has not run yet ...
+        frontier.pause_host("h", 5)  # ... when another worker reads a 429 from "h"
+        slot = await getting
+        assert slot is not None and slot.item == "job" and loop.time() == 5.0
+        frontier.done(slot)
+
+    run(main())

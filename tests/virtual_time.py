@@ -3,6 +3,10 @@
 The asyncio counterpart of trio's autojump MockClock: `asyncio.sleep`, `loop.call_at` and
 `loop.time()` all run on it, so a test of something timed takes no real time, and its timings
 are exact instead of "about right on a quiet machine". Nothing may wait on real I/O.
+
+A deadlock (every task waits, no timer) and a livelock (the loop spins without time moving)
+fail the test at once: pytest-timeout cannot, as asyncio swallows what its alarm raises
+inside a callback.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ __all__ = ["VirtualTimeLoop", "run"]
 
 T = TypeVar("T")
 
+SPINS = 200_000  # loop iterations at one instant taken for a livelock
+
 
 class _JumpingSelector(selectors.DefaultSelector):
     def __init__(self) -> None:
         super().__init__()
         self.now = 0.0
+        self.spins = 0
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         events = super().select(0)
@@ -29,6 +36,12 @@ class _JumpingSelector(selectors.DefaultSelector):
             raise RuntimeError(msg)
         if not events and timeout:
             self.now += timeout  # nothing to do until the next timer: go there at once
+            self.spins = 0
+        else:
+            self.spins += 1
+            if self.spins > SPINS:
+                msg = f"livelock: {SPINS} loop iterations without the clock moving"
+                raise RuntimeError(msg)
         return events
 
 
