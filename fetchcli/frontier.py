@@ -10,14 +10,15 @@ waits on a busy host.
 limit (--per-host), the global and the host's start rates (--rate, --per-host-rate) and the
 host's pause (Retry-After) all allow it. A job whose host does not allow it waits in its host's
 lane, not in a worker; lanes keep their order, and hosts with work take turns. The lanes are
-bounded in total (`park`): when they are full, `put()` waits, so memory stays flat however long
-the list. A retry goes back into its lane with a not-before time instead of sleeping in a
-worker. Lanes of idle hosts are forgotten.
+bounded in total: `put()` waits while `park` jobs wait, and jobs waiting or in flight, retries
+included, never pass `park + concurrency`, so memory stays flat however long the list. A retry
+goes back into its lane with a not-before time instead of sleeping in a worker. Lanes of idle
+hosts are forgotten.
 
 Slots are counted from the moment `get()` hands one out to `done()`/`retry()`, which contains
 the request as the server sees it: the limits hold there exactly. Time is the running event
 loop's (its clock and timers): the tests run the frontier on a loop with a virtual clock.
-Everything happens on that one loop; no method but `put()` and `get()` waits.
+Everything happens on that one loop; no method but `put()`, `feed()` and `get()` waits.
 """
 
 from __future__ import annotations
