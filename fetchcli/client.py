@@ -105,7 +105,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
-            limit=0,  # the Limiter bounds concurrency; the pool must not queue on its own
+            limit=0,  # the frontier bounds concurrency; the pool must not queue on its own
             # aiohttp's own default contexts (system CA store, SSL_CERT_FILE/DIR honoured, as
             # with curl): loading a second CA bundle would cost ~35 ms at every start.
             ssl=self._verify,

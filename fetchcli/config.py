@@ -1,7 +1,7 @@
 """Settings: frozen value objects built once from the flags (or the library call), then passed down.
 
 Each group is shaped for the module that consumes it: `fetcher.py` takes a `RetryPolicy` and
-`Timeouts`, `limits.py` takes `Limits`, and so on. `Settings.create()` is the one place where
+`Timeouts`, the frontier takes `Limits`, and so on. `Settings.create()` is the one place where
 values are validated, and its signature is the list of options: their names, types and defaults
 (the flags in `options.py` read theirs from it). `Settings.from_options()` is the way in for
 untyped callers, the command line and `fetchcli.fetch()` alike. Both raise `UsageError` with a
@@ -74,6 +74,7 @@ class Limits:
     workers: int = DEFAULT_CONCURRENCY
     per_host: int = 0  # 0: no per-host limit
     rate: float = 0.0  # requests started per second over the whole run; 0: no limit
+    per_host_rate: float = 0.0  # requests started per second to one host; 0: no limit
     processes: int = 0  # engine processes; 0: auto (see runner.engine_count)
 
 
@@ -158,6 +159,7 @@ class Settings:
         workers: int | None = None,
         per_host: int = 0,
         rate: float = 0.0,
+        per_host_rate: float = 0.0,
         processes: int = 0,
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
@@ -187,6 +189,7 @@ class Settings:
         _at_least("workers", concurrency if workers is None else workers, 1)
         _at_least("per-host", per_host, 0)
         _at_least("rate", rate, 0)
+        _at_least("per-host-rate", per_host_rate, 0)
         _at_least("processes", processes, 0)
         for name, value in (
             ("timeout", timeout),
@@ -216,6 +219,7 @@ class Settings:
                 workers=concurrency if workers is None else workers,
                 per_host=per_host,
                 rate=float(rate),
+                per_host_rate=float(per_host_rate),
                 processes=processes,
             ),
             timeouts=Timeouts(

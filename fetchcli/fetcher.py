@@ -1,7 +1,11 @@
 """Fetch one URL: attempts with per-attempt timeouts, redirects, body checks, and retries.
 
-A slot from the `Limiter` is held only during an attempt; the backoff sleep holds none.
-`backoff_delay()` is a pure function of the attempt number, the policy and a random draw.
+A job's way is in steps, so that nothing waits in a worker: `prepare()` once (is there
+anything to fetch?), then `attempt()` once per request, each returning a `Record` or
+`Again(pending, delay)`: the frontier (fetchcli/frontier.py) holds the job until the retry is
+due and its host allows it. `fetch()` runs the same steps alone, sleeping between attempts
+(the library's tests and single-URL callers). `backoff_delay()` is a pure function of the
+attempt number, the policy and a random draw.
 """
 
 from __future__ import annotations
@@ -20,16 +24,17 @@ import httpx
 from fetchcli.config import HOST_PAUSE_STATUSES, HttpOptions, RetryPolicy, Settings, Timeouts
 from fetchcli.decoding import decoder_for
 from fetchcli.errors import PermanentError, TransientError
+from fetchcli.frontier import Again
 from fetchcli.kinds import ErrorKind
-from fetchcli.limits import Limiter
 from fetchcli.models import Job, Record
 from fetchcli.paths import relative_path
+from fetchcli.shard import host_key
 from fetchcli.sink import Body, Saver
 from fetchcli.sources import url_key
 from fetchcli.stats import SHOWN_TRANSFER_BYTES, RunStats, Transfer
 from fetchcli.transport_errors import body_cut_short, received, seconds
 
-__all__ = ["Fetcher", "backoff_delay", "parse_retry_after"]
+__all__ = ["Fetcher", "Pending", "backoff_delay", "host_of", "parse_retry_after"]
 
 # Headers that carry credentials: never sent to another origin after a redirect.
 SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
@@ -98,18 +103,36 @@ class _Fetched:
     content_type: str | None
 
 
+def host_of(job: Job) -> str:
+    """The host a job's limits and pauses count by, as `--shard` and the engines deal hosts:
+    its netloc (`host` or `host:port`), lowercased."""
+    return host_key(job.parsed).decode("ascii")
+
+
+@dataclass(slots=True, eq=False)
+class Pending:
+    """A job on its way: what its attempts share, from `prepare()` to its record."""
+
+    job: Job
+    host: str
+    relpath: PurePosixPath | None  # where its body goes (or is looked for); None: nowhere
+    attempts: int = 0
+    started: float | None = None  # when its first attempt started (the Fetcher's clock)
+
+
 class Fetcher:
-    """Fetches jobs into records: owns the retry loop and one attempt's anatomy."""
+    """Fetches jobs into records: the steps of a job (prepare, attempt) and an attempt's
+    anatomy. `pause_host(host, seconds)` hears of every Retry-After that pauses a host."""
 
     def __init__(
         self,
         client: httpx.AsyncClient,
         settings: Settings,
-        limiter: Limiter,
         saver: Saver,
         stats: RunStats,
         random: Callable[[], float],
         *,
+        pause_host: Callable[[str, float], None] = lambda host, seconds: None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -118,7 +141,7 @@ class Fetcher:
         self._timeouts: Timeouts = settings.timeouts
         self._retry: RetryPolicy = settings.retry
         self._skip_existing = settings.output.skip_existing
-        self._limiter = limiter
+        self._pause_host = pause_host
         self._saver = saver
         self._stats = stats
         self._random = random
@@ -132,59 +155,94 @@ class Fetcher:
         self._headers = httpx.Headers(headers)
 
     async def fetch(self, job: Job, deadline: float | None = None) -> Record:
-        """Fetch one job, retrying transient failures; never raises for a failed URL.
+        """Fetch one job alone, sleeping out each retry's delay; never raises for a failed URL.
 
         `deadline` is an event-loop time: past it, the URL is recorded as unfinished.
         """
-        started = self._clock()
+        try:
+            async with asyncio.timeout_at(deadline):
+                prepared = await self.prepare(job)
+        except TimeoutError:
+            prepared = Pending(job, host_of(job), None)
+        if isinstance(prepared, Record):
+            return prepared
+        while True:
+            outcome = await self.attempt(prepared, deadline)
+            if isinstance(outcome, Record):
+                return outcome
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._sleep(outcome.delay)
+            except TimeoutError:
+                return self.unfinished(prepared)
+
+    async def prepare(self, job: Job) -> Pending | Record:
+        """Before any request: the job's state, or its record when it needs no fetch."""
         relpath = None
         if self._saver.save or self._skip_existing:
             relpath = relative_path(job.parsed)
-        attempts = 0
+        if self._skip_existing and relpath is not None:
+            size = await self._saver.existing_size(relpath)
+            if size is not None:
+                return Record.exists(job, str(self._saver.root / relpath), size)
+        return Pending(job, host_of(job), relpath)
+
+    async def attempt(
+        self, pending: Pending, deadline: float | None = None
+    ) -> Record | Again[Pending]:
+        """Make one attempt: the job's record, or `Again(pending, delay)` for a retry.
+
+        Called when the job's host and the limits allow a request now. `deadline` is an
+        event-loop time: an attempt cut by it, or a retry that could not start before it,
+        gives the "deadline exceeded" record.
+        """
+        stats = self._stats
+        if pending.attempts:
+            stats.retrying -= 1  # its wait is over
+        if pending.started is None:
+            pending.started = self._clock()
+        pending.attempts += 1
+        stats.in_flight += 1
         try:
             async with asyncio.timeout_at(deadline):
-                if self._skip_existing and relpath is not None:
-                    size = await self._saver.existing_size(relpath)
-                    if size is not None:
-                        return Record.exists(job, str(self._saver.root / relpath), size)
-                host = job.parsed.netloc.decode("ascii")
-                stats, limiter = self._stats, self._limiter
-                while True:
-                    await limiter.acquire(host)
-                    attempts += 1
-                    stats.in_flight += 1
-                    try:
-                        fetched = await self._attempt(job, relpath)
-                    except TransientError as exc:
-                        self._pause_host_if_asked(host, exc)
-                        if attempts > self._retry.retries:
-                            return Record.failed(job, exc, attempts, self._clock() - started)
-                        retry = exc
-                    except PermanentError as exc:
-                        return Record.failed(job, exc, attempts, self._clock() - started)
-                    else:
-                        return self._succeeded(job, fetched, attempts, started)
-                    finally:
-                        stats.in_flight -= 1
-                        limiter.release(host)
-                    await self._wait_before_retry(host, attempts, retry)
+                fetched = await self._attempt(pending.job, pending.relpath)
+        except TransientError as exc:
+            return self._after_transient(pending, exc, deadline)
+        except PermanentError as exc:
+            return self._failed(pending, exc)
         except TimeoutError:
-            error = TransientError(ErrorKind.DEADLINE, "deadline exceeded")
-            return Record.failed(job, error, attempts, self._clock() - started)
+            return self.unfinished(pending, waiting=False)
+        finally:
+            stats.in_flight -= 1
+        return self._succeeded(pending, fetched)
 
-    def _pause_host_if_asked(self, host: str, exc: TransientError) -> None:
-        # Even when this URL has no retries left: the host asked for quiet.
+    def unfinished(self, pending: Pending, *, waiting: bool = True) -> Record:
+        """The record of a job the deadline left unfinished; `waiting`: it was between
+        attempts (not in one)."""
+        if waiting and pending.attempts:
+            self._stats.retrying -= 1
+        return self._failed(pending, TransientError(ErrorKind.DEADLINE, "deadline exceeded"))
+
+    def _after_transient(
+        self, pending: Pending, exc: TransientError, deadline: float | None
+    ) -> Record | Again[Pending]:
         if exc.retry_after is not None and exc.status in HOST_PAUSE_STATUSES:
-            self._limiter.pause_host(host, min(exc.retry_after, self._retry.backoff_max))
-
-    async def _wait_before_retry(self, host: str, attempts: int, exc: TransientError) -> None:
-        delay = backoff_delay(attempts, self._retry, self._random, exc.retry_after)
+            # Even when this URL has no retries left: the host asked for quiet.
+            self._pause_host(pending.host, min(exc.retry_after, self._retry.backoff_max))
+        if pending.attempts > self._retry.retries:
+            return self._failed(pending, exc)
+        delay = backoff_delay(pending.attempts, self._retry, self._random, exc.retry_after)
+        if deadline is not None and asyncio.get_running_loop().time() + delay >= deadline:
+            return self.unfinished(pending, waiting=False)  # its retry would come too late
         self._stats.retries += 1
         self._stats.retrying += 1
-        try:
-            await self._sleep(delay)
-        finally:
-            self._stats.retrying -= 1
+        return Again(pending, delay)
+
+    def _elapsed(self, pending: Pending) -> float:
+        return 0.0 if pending.started is None else self._clock() - pending.started
+
+    def _failed(self, pending: Pending, exc: TransientError | PermanentError) -> Record:
+        return Record.failed(pending.job, exc, pending.attempts, self._elapsed(pending))
 
     async def _attempt(self, job: Job, relpath: PurePosixPath | None) -> _Fetched:
         body: Body | None = None
@@ -327,17 +385,17 @@ class Fetcher:
             content_type=response.headers.get("content-type"),
         )
 
-    def _succeeded(self, job: Job, fetched: _Fetched, attempts: int, started: float) -> Record:
+    def _succeeded(self, pending: Pending, fetched: _Fetched) -> Record:
         return Record.succeeded(
-            job,
+            pending.job,
             status=fetched.status,
             path=fetched.path,
             size=fetched.size,
             sha256=fetched.sha256,
             final_url=fetched.final_url,
             content_type=fetched.content_type,
-            attempts=attempts,
-            elapsed=self._clock() - started,
+            attempts=pending.attempts,
+            elapsed=self._elapsed(pending),
         )
 
 

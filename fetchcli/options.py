@@ -69,11 +69,18 @@ PANELS: dict[str, tuple[Flag, ...]] = {
             show_default=False,
         ),
         flag(
+            "per_host_rate",
+            "--per-host-rate",
+            help="Requests started per second to one host at most (0: no limit).",
+            show_default=False,
+        ),
+        flag(
             "processes",
             "-P",
             "--processes",
             help="Engine processes, each with its own event loop, one per core at most; 0: auto, "
-            "up to 4 (one with --per-host, with -c under 8, or for a list file under 256 KiB).",
+            "up to 4 (one with -c under 8 or for a list file under 256 KiB; with --per-host N, "
+            "no more than -c / N). With per-host limits, each host is fetched by one engine.",
         ),
     ),
     "Timeouts and retries": (

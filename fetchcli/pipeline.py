@@ -1,10 +1,18 @@
-"""The in-process executor: the producer feeds a bounded queue, N workers drain it.
+"""The in-process executor: the producer feeds a bounded queue, the frontier hands jobs to N
+workers as their hosts allow.
 
-    producer ─▶ bounded Queue ─▶ N workers ─▶ Fetcher ─▶ emit(record)
+    producer ─▶ bounded Queue ─▶ feeder ─▶ Frontier (a lane per host) ─▶ N workers ─▶ emit
+                                                ▲                            │
+                                                └── retry, not before T ◀────┘
 
-Every task is a child of one TaskGroup, so a failing child cancels its siblings. The
-producer ends with one sentinel per worker. The client and the Saver are opened around the
-group and closed after it, whatever happens: temporary files are gone when `run()` returns.
+No worker waits on a busy or paused host, nor sleeps out a backoff: the frontier parks such
+jobs per host (fetchcli/frontier.py) and every worker makes one attempt at a time
+(`Fetcher.attempt`). Every task is a child of one TaskGroup, so a failing child cancels its
+siblings; the producer ends with one sentinel, and the workers end when the frontier has
+handed out its last job. With a deadline, a timer takes what is still waiting out of the
+frontier when it passes ("deadline exceeded"); attempts then running are cut by it. The
+client and the Saver are opened around the group and closed after it, whatever happens:
+temporary files are gone when `run()` returns.
 """
 
 from __future__ import annotations
@@ -15,9 +23,9 @@ from collections.abc import Callable
 from fetchcli.client import make_client
 from fetchcli.config import Settings
 from fetchcli.executor import Emit, Produce, loop_time
-from fetchcli.fetcher import Fetcher
-from fetchcli.limits import Limiter
-from fetchcli.models import Job
+from fetchcli.fetcher import Fetcher, Pending
+from fetchcli.frontier import Again, Frontier, work
+from fetchcli.models import Job, Record
 from fetchcli.sink import Saver
 from fetchcli.stats import RunStats
 
@@ -27,7 +35,11 @@ QUEUE_PER_WORKER = 2
 
 
 class InProcess:
-    """Fetches on this event loop: one client, one Saver, `--workers` worker tasks."""
+    """Fetches on this event loop: one client, one Saver, one frontier, `--workers` workers.
+
+    `on_pause(host, seconds)` hears of every host pause a response asked for (an engine
+    process passes them on to the others); `pause_host()` brings one in from elsewhere.
+    """
 
     def __init__(
         self,
@@ -36,43 +48,120 @@ class InProcess:
         *,
         random: Callable[[], float],
         deadline_at: float | None,
-        limiter: Limiter | None = None,
+        on_pause: Callable[[str, float], None] | None = None,
     ) -> None:
-        # `limiter`: an engine process passes its own, to hear of and spread host pauses.
         self._settings = settings
         self._stats = stats
         self._random = random
         self._deadline_at = deadline_at
-        self._limiter = limiter
+        self._on_pause = on_pause
+        self._frontier: Frontier[Pending] | None = None
+        self._early_pauses: list[tuple[str, float]] = []
+
+    def pause_host(self, host: str, seconds: float) -> None:
+        """Start no request to `host` for `seconds`: a pause another engine heard of."""
+        if self._frontier is None:
+            self._early_pauses.append((host, seconds))  # before run() made the frontier
+        else:
+            self._frontier.pause_host(host, seconds, announce=False)
 
     async def run(self, produce: Produce, emit: Emit) -> None:
         """Fetch every job `produce` hands off; return when each has its record."""
         settings = self._settings
-        workers = settings.limits.workers
-        queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=QUEUE_PER_WORKER * workers)
+        limits = settings.limits
+        queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=QUEUE_PER_WORKER * limits.workers)
+        frontier: Frontier[Pending] = Frontier(
+            concurrency=limits.concurrency,
+            per_host=limits.per_host,
+            rate=limits.rate,
+            per_host_rate=limits.per_host_rate,
+            on_pause=self._on_pause,
+        )
+        self._frontier = frontier
+        for host, seconds in self._early_pauses:
+            frontier.pause_host(host, seconds, announce=False)
         deadline = loop_time(self._deadline_at)
-        limiter = self._limiter or Limiter(settings.limits)
-        async with (
-            Saver(settings.output.output_dir, save=settings.output.save) as saver,
-            make_client(settings) as client,
-        ):
-            fetcher = Fetcher(client, settings, limiter, saver, self._stats, self._random)
-            async with asyncio.TaskGroup() as work:
-                work.create_task(_feed(produce, queue, workers))
-                for _ in range(workers):
-                    work.create_task(_consume(queue, fetcher, emit, deadline))
+        try:
+            async with (
+                Saver(settings.output.output_dir, save=settings.output.save) as saver,
+                make_client(settings) as client,
+            ):
+                fetcher = Fetcher(
+                    client,
+                    settings,
+                    saver,
+                    self._stats,
+                    self._random,
+                    pause_host=frontier.pause_host,
+                )
+                await _Run(frontier, fetcher, emit, deadline).run(produce, queue, limits.workers)
+        finally:
+            self._frontier = None
 
 
-async def _feed(produce: Produce, queue: asyncio.Queue[Job | None], workers: int) -> None:
-    """The producer's task: every job into the bounded queue, then one sentinel per worker."""
+class _Run:
+    """One run's tasks: the producer, the feeder, the workers, and the deadline's timer."""
+
+    def __init__(
+        self,
+        frontier: Frontier[Pending],
+        fetcher: Fetcher,
+        emit: Emit,
+        deadline: float | None,
+    ) -> None:
+        self._frontier = frontier
+        self._fetcher = fetcher
+        self._emit = emit
+        self._deadline = deadline
+        self._expired = False
+
+    async def run(self, produce: Produce, queue: asyncio.Queue[Job | None], workers: int) -> None:
+        frontier, deadline = self._frontier, self._deadline
+        async with asyncio.TaskGroup() as group:
+            group.create_task(_produce(produce, queue))
+            group.create_task(self._feed(queue))
+            tasks = [
+                group.create_task(work(frontier, self._attempt, self._emit)) for _ in range(workers)
+            ]
+            if deadline is not None:
+                timer = group.create_task(self._expire_at(deadline))
+                await asyncio.wait(tasks)  # the workers are done: nothing left to time out
+                timer.cancel()
+
+    async def _attempt(self, pending: Pending) -> Record | Again[Pending]:
+        return await self._fetcher.attempt(pending, self._deadline)
+
+    async def _feed(self, queue: asyncio.Queue[Job | None]) -> None:
+        """Jobs from the queue into the frontier, by host, until the sentinel; then close it."""
+        frontier, fetcher, emit = self._frontier, self._fetcher, self._emit
+        while (job := await queue.get()) is not None:
+            prepared = await fetcher.prepare(job)
+            if isinstance(prepared, Record):
+                await emit(prepared)
+            elif self._expired:
+                await emit(fetcher.unfinished(prepared))
+            else:
+                await frontier.put(prepared.host, prepared)
+                if self._expired_meanwhile():  # it waited for room across the deadline
+                    await self._take_unfinished()
+        frontier.close()
+
+    def _expired_meanwhile(self) -> bool:
+        return self._expired
+
+    async def _expire_at(self, deadline: float) -> None:
+        """At the deadline: every job still waiting in the frontier is unfinished."""
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(deadline - loop.time())
+        self._expired = True
+        await self._take_unfinished()
+
+    async def _take_unfinished(self) -> None:
+        for pending in self._frontier.drain():
+            await self._emit(self._fetcher.unfinished(pending))
+
+
+async def _produce(produce: Produce, queue: asyncio.Queue[Job | None]) -> None:
+    """The producer's task: every job into the bounded queue, then the one sentinel."""
     await produce(queue.put)
-    for _ in range(workers):
-        await queue.put(None)
-
-
-async def _consume(
-    queue: asyncio.Queue[Job | None], fetcher: Fetcher, emit: Emit, deadline: float | None
-) -> None:
-    """A worker: fetch jobs from the queue until a sentinel arrives."""
-    while (job := await queue.get()) is not None:
-        await emit(await fetcher.fetch(job, deadline))
+    await queue.put(None)

@@ -21,8 +21,6 @@ from collections.abc import Callable
 from fetchcli.config import Limits, Settings
 from fetchcli.errors import primary_error
 from fetchcli.executor import Emit, Executor
-from fetchcli.parallel.coordinator import EngineProcesses
-from fetchcli.pipeline import InProcess
 from fetchcli.producer import produce
 from fetchcli.sources import FingerprintSet, Lines
 from fetchcli.stats import RunStats
@@ -70,24 +68,32 @@ def _choose(
     input_bytes: int | None,
     deadline_at: float | None,
 ) -> Executor:
+    # Imported here, for the one chosen: a coordinator never loads the HTTP stack (aiohttp
+    # alone is ~100 ms of start-up), and a run in one process never loads the wire.
     count = engine_count(settings.limits, input_bytes=input_bytes)
     if count > 1:
+        from fetchcli.parallel.coordinator import EngineProcesses
+
         return EngineProcesses(settings, stats, count, deadline_at=deadline_at)
+    from fetchcli.pipeline import InProcess
+
     return InProcess(settings, stats, random=random, deadline_at=deadline_at)
 
 
 def engine_count(limits: Limits, cpus: int | None = None, input_bytes: int | None = None) -> int:
     """How many engine processes to run: the flag, or when it is 0 ("auto") one per core.
 
-    One process, whatever the flag, with `--per-host`: its limit holds per process, and the
-    hosts are not split between engines. Auto also stays at one when more cannot help: a
-    few requests at a time, or a short list of files (`input_bytes`; None for stdin), which
-    would be done before the engines had started.
+    Auto stays at one when more cannot help: a few requests at a time, or a short list of
+    files (`input_bytes`; None for stdin), which would be done before the engines had
+    started. With `--per-host N` (a host's jobs all go to one engine, which has its share of
+    `-c`), auto runs no more engines than leave each `N` of `-c`: one host alone can still
+    have its N requests in flight.
     """
-    if limits.per_host:
-        return 1
     if limits.processes:
         return max(1, min(limits.processes, limits.concurrency))
     if limits.concurrency < 8 or (input_bytes is not None and input_bytes < SMALL_INPUT_BYTES):
         return 1
-    return max(1, min(cpus or os.cpu_count() or 1, MAX_ENGINES, limits.concurrency))
+    count = min(cpus or os.cpu_count() or 1, MAX_ENGINES, limits.concurrency)
+    if limits.per_host:
+        count = min(count, limits.concurrency // limits.per_host)
+    return max(1, count)

@@ -722,6 +722,7 @@ class FaultServer:
         self._in_flight = 0
         self._max_in_flight = 0
         self._errors: list[BaseException] = []
+        self._timeline: list[tuple[str, float, float]] = []  # (target, began, ended)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -819,6 +820,14 @@ class FaultServer:
         with self._cond:
             return self._max_in_flight
 
+    def timeline(self, prefix: str = "") -> list[tuple[str, float, float]]:
+        """(target, began, ended) of each request whose target starts with `prefix`, answered
+        since reset_stats(), in the order they began: time.monotonic(), as the server saw it
+        (began: its head was read; ended: its answer was written, or the client left)."""
+        with self._cond:
+            found = [entry for entry in self._timeline if entry[0].startswith(prefix)]
+        return sorted(found, key=lambda entry: entry[1])
+
     def last_headers(self, target: str) -> dict[str, str]:
         """Headers (lower-cased names) of the latest request for target; KeyError if none."""
         with self._cond:
@@ -846,6 +855,7 @@ class FaultServer:
             self._hits.clear()
             self._last_headers.clear()
             self._sent.clear()
+            self._timeline.clear()
             self._total_hits = 0
             self._connections = 0
             self._max_in_flight = self._in_flight
@@ -876,8 +886,9 @@ class FaultServer:
             self._cond.notify_all()
             return self._attempts[target]
 
-    def _end(self) -> None:
+    def _end(self, target: str, began: float) -> None:
         with self._cond:
+            self._timeline.append((target, began, time.monotonic()))
             self._in_flight -= 1
             self._cond.notify_all()
 
@@ -975,6 +986,7 @@ class FaultServer:
         tokens = {token.strip().lower() for token in headers.get("connection", "").split(",")}
         keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
         ex = _Exchange(reader, writer, method, target, headers, keep_alive)
+        began = time.monotonic()
         ex.attempt = self._begin(target, headers)
         ex.count_sent = functools.partial(self._count_sent, target)
         try:
@@ -988,5 +1000,5 @@ class FaultServer:
                 ex.keep_alive = False
                 await ex.respond(400, b"bad Content-Length\n")
         finally:
-            self._end()
+            self._end(target, began)
         return ex.keep_alive

@@ -102,7 +102,7 @@ async def test_a_429_pauses_the_host_even_with_no_retries_left(respx_mock: respx
     respx_mock.get(URL).mock(return_value=httpx.Response(429, headers={"Retry-After": "7"}))
     async with fetch_rig(respx_mock, retries=0) as rig:
         record = await rig.fetcher.fetch(job(URL))
-        paused = rig.limiter.host_pause("example.com")
+        paused = rig.hosts.host_pause("example.com")
     assert not record.ok and record.attempts == 1 and 6.0 < paused <= 7.0
 
 

@@ -485,3 +485,43 @@ def test_a_pause_between_hand_out_and_start_sends_the_job_back():
         frontier.done(slot)
 
     run(main())
+
+
+def test_a_pause_that_begins_while_a_job_waits_for_its_hosts_slot_is_kept():
+    # From the Limiter's tests: the job waiting for the host's one slot starts only after a
+    # pause read by the request that held the slot (a 429), not when the slot comes back.
+    jobs = [FakeJob(0, "h", duration=0.1, failures=1, retry_delay=0, pause=2.0)]
+    jobs += [FakeJob(1, "h", duration=0.1)]
+
+    async def main() -> Server:
+        return await crawl(jobs, concurrency=4, per_host=1)
+
+    server = run(main())
+    assert [(round(t, 6), job_id) for t, _, job_id, _ in server.starts] == [
+        (0.0, 0),
+        (2.1, 0),  # the retry, due at once, goes first once the pause is over
+        (2.2, 1),
+    ]
+
+
+def test_the_rate_carries_no_debt_over_a_quiet_spell():
+    async def main() -> list[float]:
+        loop = asyncio.get_running_loop()
+        frontier: Frontier[str] = Frontier(concurrency=4, rate=10)
+        starts: list[float] = []
+
+        async def take(count: int) -> None:
+            for i in range(count):
+                await frontier.put("h", str(i))
+            for _ in range(count):
+                slot = await frontier.get()
+                assert slot is not None
+                starts.append(loop.time())
+                frontier.done(slot)
+
+        await take(3)
+        await asyncio.sleep(5)  # quiet: no burst is saved up for later
+        await take(2)
+        return starts
+
+    assert run(main()) == pytest.approx([0.0, 0.1, 0.2, 5.2, 5.3])

@@ -13,7 +13,7 @@ import pytest
 
 from fetchcli.config import Settings
 from fetchcli.runner import engine_count
-from tests.helpers import cli
+from tests.helpers import CLOCK_SLACK, cli
 from tests.servers import body_for
 
 
@@ -76,16 +76,20 @@ def test_concurrency_holds_across_engines(server, unique):
 
 
 def test_a_host_pause_reaches_every_engine(server, other_server, unique):
-    paused = server.url(f"/retry-after/{unique}?fail=1&after=1.5&status=429")
+    paused = server.url(f"/retry-after/{unique}?fail=1&after=3&status=429")
+    slow = other_server.url(f"/slow/{unique}/busy?delay=1.5")
     late = [server.url(f"/ok/{unique}/late{i}") for i in range(4)]
-    # Every other worker of both engines is busy until ~0.3 s: the late URLs start after the 429.
-    elsewhere = [other_server.url(f"/slow/{unique}/{i}?delay=0.3") for i in range(9)]
-    stdin = "\n".join([paused, *elsewhere, *late]).encode()
-    result = cli("get", "--no-save", "-P", "2", "-c", "10", "--jsonl", "-", stdin=stdin)
-    by_url = {r["url"]: r for r in result.records()}
+    # One request at a time per engine, jobs dealt in turn (no per-host limit): the first
+    # engine gets the 429 and late0, late2; the second is busy for 1.5 s with `slow`, then
+    # has late1 and late3, whose host's pause it hears of only through the coordinator.
+    stdin = "\n".join([paused, slow, *late]).encode()
+    result = cli("get", "--no-save", "-P", "2", "-c", "2", "--jsonl", "-", stdin=stdin)
     assert result.exit_code == 0
-    # Whichever engine the late URLs went to, they waited for the pause.
-    assert all(by_url[url]["elapsed"] >= 0.5 for url in late)
+    # Whichever engine the late URLs went to, they began only after the pause, as the server
+    # saw it.
+    (_, _, asked), *_ = server.timeline(f"/retry-after/{unique}")
+    began = [began for _, began, _ in server.timeline(f"/ok/{unique}/late")]
+    assert len(began) == 4 and min(began) >= asked + 3 - CLOCK_SLACK
 
 
 def children_of(pid: int) -> list[int]:
@@ -150,8 +154,10 @@ def test_a_lost_engine_does_not_lose_its_urls(server, unique):
         ({}, 8, 10_000_000, 4),
         ({}, 8, 50_000, 1),  # a short list of files: done before engines would start
         ({"processes": 3}, 2, 50_000, 3),
-        ({"per_host": 2}, 8, None, 1),
-        ({"per_host": 2, "processes": 4}, 8, None, 1),  # per-host limits stay whole
+        ({"per_host": 2}, 8, None, 4),  # hosts dealt to engines: each keeps its limit whole
+        ({"per_host": 2, "processes": 3}, 8, None, 3),
+        ({"per_host": 8}, 8, None, 2),  # each engine has -c 8 of 16: one host's full limit
+        ({"per_host": 16}, 8, None, 1),
         ({"concurrency": 4}, 8, None, 1),
         ({"processes": 6, "concurrency": 4}, 8, None, 4),
     ],

@@ -8,6 +8,13 @@ its jobs are dealt out to N engine processes (`engine.py`), and their records co
 the one `emit`. Every engine runs the in-process executor with its share of `-c`, `-w` and
 `--rate`. A host paused by a Retry-After in one engine is paused in all of them. The
 messages are in `wire.py`.
+
+Without per-host limits a job goes to the engine with the least work. With `--per-host` or
+`--per-host-rate`, every job of a host goes to the same engine, chosen by a stable hash of
+the host (as `--shard` deals hosts to instances): that engine's frontier then holds the
+host's limits exactly, each engine with the full per-host limits for its hosts, and it may
+hold as many jobs as its frontier parks, so that a list grouped by host keeps every engine
+busy. A list of one host runs on one engine.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import sys
 
 from fetchcli.config import Limits, Settings
 from fetchcli.executor import Emit, Produce
+from fetchcli.frontier import DEFAULT_PARK
 from fetchcli.models import Job, Record
 from fetchcli.parallel.wire import (
     Done,
@@ -37,6 +45,7 @@ from fetchcli.parallel.wire import (
     frame,
     read_message,
 )
+from fetchcli.shard import host_key, share_of
 from fetchcli.stats import RunStats, Transfer
 
 __all__ = ["EngineProcesses"]
@@ -79,7 +88,8 @@ class _Engine:
     process: asyncio.subprocess.Process
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    window: int
+    window: int  # jobs it may hold
+    hungry: int  # below this many, a job is sent at once, not batched
     outstanding: dict[tuple[str, int], list[str]] = dataclasses.field(default_factory=dict)
     pending: int = 0
     buffer: list[WireJob] = dataclasses.field(default_factory=list)
@@ -111,6 +121,8 @@ class _Pool:
         self._stats = stats
         self._engines: list[_Engine] = []
         self._room = asyncio.Event()
+        limits = settings.limits
+        self._by_host = bool(limits.per_host or limits.per_host_rate)
 
     async def start(self, group: asyncio.TaskGroup, deadline_at: float | None) -> None:
         """Spawn the engines, give each its settings, and listen to them."""
@@ -133,20 +145,21 @@ class _Pool:
                 theirs.close()
             reader, writer = await asyncio.open_connection(sock=ours)
             share = self._share(index)
-            engine = _Engine(index, process, reader, writer, WINDOW_PER_WORKER * share.workers)
+            window = WINDOW_PER_WORKER * share.workers
+            if self._by_host:
+                window += DEFAULT_PARK  # what its frontier may park: hosts wait there, not here
+            hungry = WINDOW_PER_WORKER * share.workers // 4
+            engine = _Engine(index, process, reader, writer, window, hungry)
             engine.send(Start(self._engine_settings(share), deadline_at))
             self._engines.append(engine)
             group.create_task(self._listen(engine))
         group.create_task(self._flush_now_and_then())
 
     async def handoff(self, job: Job) -> None:
-        """Give `job` to the engine with the least work; wait while all of them are full."""
+        """Give `job` to its engine (its host's, or the one with the least work); wait while
+        that engine is full."""
         while True:
-            live = [engine for engine in self._engines if not engine.finished]
-            if not live:
-                msg = "every engine process has stopped"
-                raise RuntimeError(msg)
-            engine = min(live, key=lambda e: e.pending + len(e.buffer))
+            engine = self._engine_for(job)
             if engine.pending + len(engine.buffer) < engine.window:
                 break
             self._flush_all()
@@ -155,9 +168,21 @@ class _Pool:
         engine.buffer.append(WireJob(job.source, job.line, job.url))
         engine.outstanding.setdefault((job.source, job.line), []).append(job.url)
         # A hungry engine gets the job at once (a slow pipe's first URL); a busy one in bulk.
-        if len(engine.buffer) >= JOBS_PER_MESSAGE or engine.pending < engine.window // 4:
+        if len(engine.buffer) >= JOBS_PER_MESSAGE or engine.pending < engine.hungry:
             self._flush(engine)
             await engine.writer.drain()
+
+    def _engine_for(self, job: Job) -> _Engine:
+        live = [engine for engine in self._engines if not engine.finished]
+        if not live:
+            msg = "every engine process has stopped"
+            raise RuntimeError(msg)
+        if not self._by_host:
+            return min(live, key=lambda e: e.pending + len(e.buffer))
+        key = host_key(job.parsed)
+        engine = self._engines[share_of(key, len(self._engines))]
+        # A lost engine's hosts move, together, to one of those left.
+        return live[share_of(key, len(live))] if engine.finished else engine
 
     async def finish(self) -> None:
         """No more jobs: let every engine finish its work and hand in its records."""

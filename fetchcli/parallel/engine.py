@@ -17,7 +17,6 @@ import sys
 
 from fetchcli.errors import primary_error
 from fetchcli.executor import Handoff
-from fetchcli.limits import Limiter
 from fetchcli.models import Job, Record
 from fetchcli.parallel.wire import (
     Done,
@@ -59,22 +58,19 @@ class _Engine:
         if not isinstance(start, Start):
             msg = f"expected Start, got {type(start).__name__}"
             raise WireError(msg)
-        limiter = Limiter(
-            start.settings.limits, on_pause=lambda host, s: self._send(Pause(host, s))
-        )
         executor = InProcess(
             start.settings,
             self._stats,
             random=random.Random().random,
             deadline_at=start.deadline_at,
-            limiter=limiter,
+            on_pause=lambda host, seconds: self._send(Pause(host, seconds)),
         )
         finished = False
         try:
             async with asyncio.TaskGroup() as group:
                 run = group.create_task(executor.run(self._produce, self._emit))
                 asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, run.cancel)
-                listener = group.create_task(self._listen(run, limiter))
+                listener = group.create_task(self._listen(run, executor))
                 reporter = group.create_task(self._report(run))
                 await asyncio.wait([run])  # not `await run`: its cancellation is not ours
                 listener.cancel()
@@ -102,14 +98,14 @@ class _Engine:
     async def _emit(self, record: Record) -> None:
         self._outbox.append(record)
 
-    async def _listen(self, run: asyncio.Task[None], limiter: Limiter) -> None:
+    async def _listen(self, run: asyncio.Task[None], executor: InProcess) -> None:
         try:
             while True:
                 match await read_message(self._reader):
                     case Jobs(jobs):
                         self._incoming.put_nowait(jobs)
                     case Pause(host, seconds):
-                        limiter.pause_host(host, seconds, announce=False)
+                        executor.pause_host(host, seconds)
                     case End():
                         self._incoming.put_nowait(None)
                     case Stop():
