@@ -30,7 +30,6 @@ from fetchcli.errors import (
     ReaderGone,
     UsageError,
 )
-from fetchcli.session import run
 
 __all__ = ["app", "main", "run_cli"]
 
@@ -103,6 +102,9 @@ def get(
         msg = "no URLs: give a file of URLs, or pipe them on stdin ('-' reads the terminal)"
         raise UsageError(msg)
     settings = _cap_processes(options.settings(sources, flags, env.environ), env)
+    # Only a run loads the run: --help and usage errors never import the HTTP stack.
+    from fetchcli.session import run
+
     stats = asyncio.run(run(settings, env))
     return ExitStatus.OK if stats.failed == 0 else ExitStatus.FAILURES
 
