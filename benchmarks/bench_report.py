@@ -30,15 +30,22 @@ def _median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def table_rows(w: Workload, results: list[RunResult]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of one workload's table, tools in the fixed order of ALL_TOOLS."""
-    header = ["tool", f"{w.metric} (median)", "min-max", f"vs {BASELINE}",
+def table_rows(
+    w: Workload,
+    results: list[RunResult],
+    order: list[str] | None = None,
+    baseline: str = BASELINE,
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of one workload's table, tools in `order` (default: ALL_TOOLS's), with
+    ratios to the median of `baseline`."""
+    order = order or list(ALL_TOOLS)
+    header = ["tool", f"{w.metric} (median)", "min-max", f"vs {baseline}",
               "wall s", "CPU s", "peak RSS MiB", *w.extra_columns, "runs ok"]  # fmt: skip
     mine = [r for r in results if r.workload == w.id]
-    baseline_ok = [r.figure for r in mine if r.tool == BASELINE and r.figure is not None]
+    baseline_ok = [r.figure for r in mine if r.tool == baseline and r.figure is not None]
     base = _median(baseline_ok) if baseline_ok else None
     rows = []
-    for tool in sorted({r.tool for r in mine}, key=ALL_TOOLS.index):
+    for tool in sorted({r.tool for r in mine}, key=order.index):
         runs = [r for r in mine if r.tool == tool]
         ok = [r for r in runs if r.status == "ok" and r.figure is not None and r.measurement]
         runs_ok = f"{len(ok)}/{len(runs)}"

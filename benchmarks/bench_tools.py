@@ -233,6 +233,11 @@ ALL_TOOLS = (
 BASELINE = "httpx-script"
 
 
+def extra_fetchcli(name: str, exe: str) -> Tool:
+    """Another fetchcli build (an older commit, another event loop ...) as a tool of its own."""
+    return Tool(name, fetchcli_builder(exe), _first_line([exe, "--version"]) + f" ({exe})")
+
+
 def discover(
     fetchcli: str | None, python: str | None, log: Callable[[str], None]
 ) -> dict[str, Tool]:

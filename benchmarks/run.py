@@ -43,7 +43,7 @@ from bench_servers import (
     nginx_server,
     python_static_server,
 )
-from bench_tools import ALL_TOOLS, PLACEHOLDERS, RunPaths, Tool, discover
+from bench_tools import ALL_TOOLS, BASELINE, PLACEHOLDERS, RunPaths, Tool, discover, extra_fetchcli
 from bench_workloads import (
     DEFAULT_WORKLOADS,
     FULL,
@@ -90,6 +90,14 @@ def parse_args() -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--fetchcli", metavar="PATH", help="fetchcli executable to test")
     parser.add_argument("--python", metavar="PATH", help="Python with httpx/aiohttp (scripts)")
+    parser.add_argument(
+        "--also", action="append", default=[], metavar="NAME=PATH",
+        help="another fetchcli build to run as tool NAME (e.g. fetchcli-main=/path/to/fetchcli)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--baseline", default=BASELINE, metavar="TOOL",
+        help=f"the tool the ratios are taken against (default {BASELINE})",
+    )  # fmt: skip
     parser.add_argument("--tmpdir", type=Path, help="where to make the temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument(
@@ -107,15 +115,21 @@ def parse_args() -> argparse.Namespace:
     args.selected = [table[n] for n in dict.fromkeys(names)]
     if args.timeout:
         args.selected = [replace(w, timeout=args.timeout) for w in args.selected]
+    args.extra = {}
+    for spec in args.also:
+        name, sep, path = spec.partition("=")
+        if not sep or not name.startswith("fetchcli-") or not path:
+            parser.error(f"--also must be fetchcli-NAME=PATH (got {spec!r})")
+        args.extra[name] = path
     if args.tools:
         aliases = {"curl": "curl-parallel", "httpx": "httpx-script", "aiohttp": "aiohttp-script"}
         args.tool_names = [aliases.get(t, t) for t in args.tools.split(",")]
-        if unknown := [t for t in args.tool_names if t not in ALL_TOOLS]:
+        if unknown := [t for t in args.tool_names if t not in (*ALL_TOOLS, *args.extra)]:
             parser.error(
                 f"unknown tool(s) {', '.join(unknown)}; choose from {', '.join(ALL_TOOLS)}"
             )
     else:
-        args.tool_names = list(ALL_TOOLS)
+        args.tool_names = [*ALL_TOOLS, *args.extra]
     return args
 
 
@@ -267,7 +281,7 @@ class Bench:
         else:
             assert self.static is not None
             check = check_static_log(w, self.static, self.small_files)
-        if tool.name == "fetchcli" and check.ok:
+        if tool.name.startswith("fetchcli") and check.ok:
             record = check_jsonl(w, paths.jsonl)
             check = Check(record.ok, f"{check.detail}; {record.detail}")
         return check, extras
@@ -343,7 +357,7 @@ def print_tables(bench: Bench, markdown: bool) -> None:
             "WARNING: the static server is the slow Python fallback; install nginx for real numbers"
         )
     for w in done:
-        header, rows = table_rows(w, bench.results)
+        header, rows = table_rows(w, bench.results, list(bench.tools), bench.args.baseline)
         say(f"\n{w.describe()}")
         say(render_plain(header, rows))
         for line in notes(w, bench.results):
@@ -353,7 +367,7 @@ def print_tables(bench: Bench, markdown: bool) -> None:
         say("\n".join(bench.machine))
         say("```")
         for w in done:
-            header, rows = table_rows(w, bench.results)
+            header, rows = table_rows(w, bench.results, list(bench.tools), bench.args.baseline)
             say(f"\n**{w.describe()}**\n")
             say(render_markdown(header, rows))
             for line in notes(w, bench.results):
@@ -377,8 +391,9 @@ def main() -> int:
     args = parse_args()
     signal.signal(signal.SIGTERM, _terminate)
     found = discover(args.fetchcli, args.python, lambda text: say(f"note: {text}"))
-    tools = {name: found[name] for name in args.tool_names if name in found}
-    tools = {name: tools[name] for name in ALL_TOOLS if name in tools}
+    found.update({name: extra_fetchcli(name, path) for name, path in args.extra.items()})
+    order = ["fetchcli", *args.extra, *ALL_TOOLS[1:]]
+    tools = {name: found[name] for name in order if name in found and name in args.tool_names}
     if args.print_commands:
         print_commands(tools, args.selected)
         return 0

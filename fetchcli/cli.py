@@ -6,7 +6,6 @@ to exit statuses, and `main()` the only place that exits.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import os
@@ -19,7 +18,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from fetchcli import __version__, options
+from fetchcli import __version__, loop, options
 from fetchcli.config import Settings
 from fetchcli.environment import Environment
 from fetchcli.errors import (
@@ -105,7 +104,7 @@ def get(
     # Only a run loads the run: --help and usage errors never import the HTTP stack.
     from fetchcli.session import run
 
-    stats = asyncio.run(run(settings, env))
+    stats = loop.run(run(settings, env), env.environ)
     return ExitStatus.OK if stats.failed == 0 else ExitStatus.FAILURES
 
 
@@ -132,7 +131,10 @@ def demo(
     from fetchcli.demo import demo as run_demo  # aiohttp's server side, only when asked for
 
     invocation: _Invocation = ctx.obj
-    asyncio.run(run_demo(invocation.env, count=count, concurrency=concurrency, keep=keep))
+    loop.run(
+        run_demo(invocation.env, count=count, concurrency=concurrency, keep=keep),
+        invocation.env.environ,
+    )
     return ExitStatus.OK
 
 

@@ -22,9 +22,11 @@ from types import TracebackType
 import aiohttp
 import httpx
 import yarl
+from aiohttp.abc import AbstractResolver
 
 from fetchcli.config import Settings
 from fetchcli.decoding import ACCEPT_ENCODING
+from fetchcli.resolver import resolver_for
 from fetchcli.transport_errors import Exchange, from_aiohttp, from_httpx, from_os_error
 
 __all__ = ["AiohttpTransport", "Client", "HttpxTransport", "make_client"]
@@ -102,6 +104,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._env_proxies = _env_proxies(environ) if proxy is None else {}
         self._proxy_for: dict[tuple[str, str], str | None] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._resolver: AbstractResolver | None = None  # None: aiohttp's own
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -111,6 +114,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             ssl=self._verify,
             ttl_dns_cache=300,
             enable_cleanup_closed=True,
+            resolver=self._resolver,
         )
         return aiohttp.ClientSession(
             connector=connector,
@@ -123,6 +127,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request`; the body is streamed to the caller."""
         if self._session is None:
+            self._resolver = resolver_for(asyncio.get_running_loop())
             self._session = self._open()
         ex = Exchange.of(request)
         with _translated(ex):
@@ -168,8 +173,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         """Close every pooled connection; idempotent."""
         session, self._session = self._session, None
+        resolver, self._resolver = self._resolver, None
         if session is not None:
             await session.close()
+        if resolver is not None:
+            await resolver.close()  # ours: the connector closes only the resolvers it made
             # Let the transports' close callbacks run before the loop goes away.
             await asyncio.sleep(0)
 

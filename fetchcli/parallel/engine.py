@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import signal
 import socket
 import sys
 
+from fetchcli import loop
 from fetchcli.errors import primary_error
 from fetchcli.executor import Handoff
 from fetchcli.models import Job, Record
@@ -159,7 +161,7 @@ def main() -> None:
     """Entry point of an engine process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when to stop
     try:
-        asyncio.run(_serve(int(sys.argv[1])))
+        loop.run(_serve(int(sys.argv[1])), os.environ)
     except Exception as exc:  # one line for the user; the coordinator records what was lost
         error = primary_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
         sys.stderr.write(f"fetchcli: engine process failed: {type(error).__name__}: {error}\n")
