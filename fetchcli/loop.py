@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
-__all__ = ["ENV_VAR", "run"]
+__all__ = ["ENV_VAR", "loop_factory", "run"]
 
 T = TypeVar("T")
 ENV_VAR = "FETCHCLI_EVENT_LOOP"

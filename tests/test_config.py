@@ -14,6 +14,7 @@ def test_defaults_follow_the_contract():
     settings = Settings.create()
     assert settings.limits.concurrency == 16 and settings.limits.workers == 16
     assert settings.limits.per_host == 0 and settings.limits.rate == 0
+    assert settings.limits.per_host_rate == 0
     assert settings.timeouts.total == 30 and settings.timeouts.connect == 10
     assert settings.timeouts.read == 30 and settings.timeouts.deadline is None
     assert settings.retry.retries == 3 and settings.retry.backoff == 0.5
@@ -35,6 +36,7 @@ def test_workers_default_to_concurrency_and_zero_means_no_limit():
         ({"workers": 0}, "--workers must be at least 1 (got 0)"),
         ({"per_host": -1}, "--per-host must be at least 0 (got -1)"),
         ({"rate": -2.0}, "--rate must be at least 0 (got -2.0)"),
+        ({"per_host_rate": -1.0}, "--per-host-rate must be at least 0 (got -1.0)"),
         ({"timeout": -1.0}, "--timeout must be at least 0 (got -1.0)"),
         ({"retries": -1}, "--retries must be at least 0 (got -1)"),
         ({"deadline": 0.0}, "--deadline must be more than 0 seconds (got 0.0)"),

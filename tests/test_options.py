@@ -36,10 +36,12 @@ def test_no_flags_give_the_librarys_defaults():
 def test_flags_set_their_options():
     settings = parse(
         *("-c", "4", "--per-host", "2", "-t", "0", "--no-save", "--no-dedupe", "--no-follow"),
+        *("--per-host-rate", "2.5"),
         *("-k", "--max-bytes", "1M", "-H", "X-A: 1", "-H", "X-B:2", "-o", "out", "a.txt", "-"),
     )
     assert settings.input.sources == ("a.txt", "-") and not settings.input.dedupe
     assert settings.limits.concurrency == 4 and settings.limits.per_host == 2
+    assert settings.limits.per_host_rate == 2.5
     assert settings.timeouts.total is None
     assert not settings.output.save and settings.output.output_dir == Path("out")
     assert not settings.http.follow_redirects and not settings.http.verify

@@ -1,4 +1,5 @@
-"""Name lookups: on asyncio's loop in a pool of their own, never behind the file writes."""
+"""Name lookups: on asyncio's loop in a pool of their own, never behind the file writes; and the
+event loop the CLI and engines choose."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import uvloop
 
 from fetchcli.client import AiohttpTransport
+from fetchcli.loop import loop_factory
 from fetchcli.resolver import PoolResolver, resolver_for
 from tests.helpers import job
 
@@ -36,6 +37,7 @@ async def test_a_lookup_does_not_wait_for_a_busy_default_executor():
 
 
 def test_uvloop_keeps_aiohttps_own_resolver():
+    uvloop = pytest.importorskip("uvloop")  # a dependency, but not on Windows
     loop = uvloop.new_event_loop()
     try:
         assert resolver_for(loop) is None  # its getaddrinfo runs on libuv's pool
@@ -60,3 +62,9 @@ async def test_a_request_by_name_goes_through_the_resolver(server, unique):
     finally:
         await transport.aclose()
     assert transport._resolver is None
+
+
+def test_the_cli_runs_on_uvloop_unless_asked_not_to():
+    pytest.importorskip("uvloop")
+    assert loop_factory({}) is not None
+    assert loop_factory({"FETCHCLI_EVENT_LOOP": "asyncio"}) is None

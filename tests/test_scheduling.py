@@ -102,3 +102,23 @@ def test_per_host_rate_spaces_each_hosts_requests(hosts, unique, processes):
         # request's head may take a while to arrive (the first one's connect), never less.
         gaps = [b - a for a, b in itertools.pairwise(began)]
         assert min(gaps) >= 0.1, gaps
+
+
+@PROCESSES
+def test_the_deadline_records_the_jobs_waiting_for_their_host(hosts, unique, processes):
+    busy, paused = hosts[:2]
+    hung = busy.url(f"/hang/{unique}")
+    behind = [busy.url(f"/ok/{unique}/behind{i}") for i in range(3)]  # --per-host 1: waiting
+    asked = paused.url(f"/retry-after/{unique}?fail=1&after=60&status=429")
+    quiet = [paused.url(f"/ok/{unique}/quiet{i}") for i in range(2)]  # paused for 60 s
+    urls = [hung, *behind, asked, *quiet]
+    stdin = "\n".join(urls).encode()
+    result = cli("get", "--no-save", "-P", processes, "--per-host", "1", "--deadline", "1",
+                 "--backoff-max", "60", "--jsonl", "-", stdin=stdin)  # fmt: skip
+    assert result.exit_code == 1
+    by_url = {r["url"]: r for r in result.records()}
+    assert sorted(by_url) == sorted(urls)  # each once
+    assert {r["error"] for r in by_url.values()} == {"deadline exceeded"}
+    attempts = {url: by_url[url]["attempts"] for url in urls}
+    assert attempts == {hung: 1, **dict.fromkeys(behind, 0), asked: 1, **dict.fromkeys(quiet, 0)}
+    assert paused.timeline(f"/ok/{unique}/") == []  # nothing was sent to the paused host
