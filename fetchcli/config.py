@@ -18,10 +18,11 @@ import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, Union, get_args, get_origin, get_type_hints
+from typing import Any, NoReturn, Union, cast, get_args, get_origin, get_type_hints
 
 from fetchcli import __version__
 from fetchcli.errors import UsageError
+from fetchcli.shard import Shard, ShardBy, parse_shard
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -30,6 +31,7 @@ __all__ = [
     "InputOptions",
     "Limits",
     "OutputOptions",
+    "RayOptions",
     "RetryPolicy",
     "Settings",
     "Timeouts",
@@ -64,6 +66,7 @@ class InputOptions:
 
     sources: tuple[str, ...] = ("-",)
     dedupe: bool = True
+    shard: Shard | None = None  # --shard: this instance's share of the lines
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +128,15 @@ class OutputOptions:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RayOptions:
+    """--ray: the shards run as tasks on a Ray cluster (see parallel/ray_shards.py)."""
+
+    address: str | None = None  # None: no Ray; "local": a cluster started for this run
+    shards: int = 0  # 0: one per CPU of the cluster
+    shard_by: ShardBy = "host"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything a run needs, validated."""
 
@@ -134,6 +146,7 @@ class Settings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     http: HttpOptions = field(default_factory=HttpOptions)
     output: OutputOptions = field(default_factory=OutputOptions)
+    ray: RayOptions = field(default_factory=RayOptions)
 
     @classmethod
     def from_options(cls, **options: Any) -> Settings:
@@ -154,6 +167,10 @@ class Settings:
         *,
         sources: Sequence[str] = ("-",),
         dedupe: bool = True,
+        shard: str | Shard | None = None,  # "K/N", "auto/N", "auto" (from os.environ)
+        shard_by: str = "host",
+        ray: str | None = None,
+        shards: int = 0,
         concurrency: int = DEFAULT_CONCURRENCY,
         workers: int | None = None,
         per_host: int = 0,
@@ -204,13 +221,14 @@ class Settings:
             _fail("--resume needs --jsonl PATH: the records say what is already done")
         if resume and jsonl == "-":
             _fail("--resume cannot read records back from stdout; give --jsonl a file")
+        scale = _scale_out(shard, shard_by, ray, shards)
         method = method.upper()
         if method not in ("GET", "HEAD"):
             _fail(f"--method must be GET or HEAD (got {method})")
         if proxy is not None and not re.match(r"^https?://[^/\s]+", proxy, re.IGNORECASE):
             _fail(f"--proxy must be an http:// or https:// URL (got {proxy!r})")
         return cls(
-            input=InputOptions(sources=tuple(sources) or ("-",), dedupe=dedupe),
+            input=InputOptions(sources=tuple(sources) or ("-",), dedupe=dedupe, shard=scale[0]),
             limits=Limits(
                 concurrency=concurrency,
                 workers=concurrency if workers is None else workers,
@@ -244,6 +262,7 @@ class Settings:
                 resume=resume,
                 quiet=quiet,
             ),
+            ray=scale[1],
         )
 
 
@@ -289,6 +308,27 @@ def parse_size(raw: int | str) -> int:
     return int(match[1]) * _SIZE_UNITS[match[2].lower()]
 
 
+def _scale_out(
+    shard: str | Shard | None, shard_by: str, ray: str | None, shards: int
+) -> tuple[Shard | None, RayOptions]:
+    """--shard (parsed; `auto` reads os.environ) and --ray/--shards, checked together."""
+    if isinstance(shard, str):
+        shard = parse_shard(shard, os.environ, by=shard_by)
+    elif shard_by not in ("host", "url"):
+        _fail(f"--shard-by must be host or url (got {shard_by!r})")
+    _at_least("shards", shards, 0)
+    if ray is None:
+        if shards:
+            _fail("--shards N needs --ray ADDRESS (for one instance's share: --shard K/N)")
+        return shard, RayOptions()
+    if not ray.strip():
+        _fail("--ray needs an address: local, or the cluster's (HOST:PORT, ray://..., auto)")
+    if shard is not None:
+        _fail("--shard and --ray do not mix: --ray --shards N makes the shards itself")
+    by = cast(ShardBy, shard_by)  # checked above
+    return None, RayOptions(address=ray.strip(), shards=shards, shard_by=by)
+
+
 def _conforms(value: object, hint: Any) -> bool:
     """Whether `value` is of type `hint`, for the few kinds of type `Settings.create` uses."""
     origin, args = get_origin(hint), get_args(hint)
@@ -320,6 +360,7 @@ def _describe(hint: Any) -> str:
         Sequence: "a list of strings",
         Mapping: "a dict of strings",
         os.PathLike: "a path",
+        Shard: "a Shard",
     }
     return kinds.get(origin or hint, str(hint))
 

@@ -6,6 +6,7 @@ import asyncio
 
 from fetchcli.executor import Emit, Handoff, loop_time
 from fetchcli.models import Record
+from fetchcli.shard import Shard
 from fetchcli.sources import BadLine, FingerprintSet, Lines, parse_line, url_key
 from fetchcli.stats import RunStats
 
@@ -21,18 +22,20 @@ async def produce(
     seen: FingerprintSet | None,
     done: FingerprintSet | None,
     deadline_at: float | None,
+    shard: Shard | None = None,
 ) -> None:
     """Turn lines into jobs for `handoff`; bad lines and duplicates into records at once.
 
-    `deadline_at` is a `time.monotonic()` time: past it, reading stops.
+    `deadline_at` is a `time.monotonic()` time: past it, reading stops. With `shard`, the
+    lines of other shards get nothing: no record, no count, no place in `seen`.
     """
     try:
         async with asyncio.timeout_at(loop_time(deadline_at)):
             async for source, batch in lines:
                 for number, raw in batch:
                     item = parse_line(source, number, raw)
-                    if item is None:
-                        continue
+                    if item is None or (shard is not None and not shard.belongs(item)):
+                        continue  # a blank line, a comment, or a line of another shard
                     if isinstance(item, BadLine):
                         await emit(Record.invalid(item.source, item.line, item.text, item.reason))
                     elif done is not None and item.url.encode() in done:

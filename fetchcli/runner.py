@@ -5,7 +5,8 @@
                     ▼
                Executor.run ─▶ emit(record)
                  ├── InProcess        pipeline.py: bounded queue -> N workers, this event loop
-                 └── EngineProcesses  parallel/coordinator.py: jobs dealt to engine processes
+                 ├── EngineProcesses  parallel/coordinator.py: jobs dealt to engine processes
+                 └── RayShards        parallel/ray_shards.py: --ray, each shard a Ray task
 
 Both the CLI (`session.py`) and the library (`api.py`) run `execute()`; whatever happens,
 the clock is stopped and a task group's error comes out as the error itself.
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from fetchcli.config import Limits, Settings
-from fetchcli.errors import primary_error
+from fetchcli.errors import UsageError, primary_error
 from fetchcli.executor import Emit, Executor
 from fetchcli.parallel.coordinator import EngineProcesses
 from fetchcli.pipeline import InProcess
@@ -52,7 +53,14 @@ async def execute(
     deadline_at = None if deadline is None else time.monotonic() + deadline
     seen = FingerprintSet() if settings.input.dedupe else None
     producer = functools.partial(
-        produce, lines, emit=emit, stats=stats, seen=seen, done=done, deadline_at=deadline_at
+        produce,
+        lines,
+        emit=emit,
+        stats=stats,
+        seen=seen,
+        done=done,
+        deadline_at=deadline_at,
+        shard=settings.input.shard,
     )
     executor = _choose(settings, stats, random, input_bytes, deadline_at)
     try:
@@ -70,10 +78,27 @@ def _choose(
     input_bytes: int | None,
     deadline_at: float | None,
 ) -> Executor:
+    if settings.ray.address is not None:
+        return _ray(settings, stats, deadline_at)
+    shard = settings.input.shard
+    if shard is not None and input_bytes is not None:
+        input_bytes //= shard.count  # this instance reads every line but fetches its share
     count = engine_count(settings.limits, input_bytes=input_bytes)
     if count > 1:
         return EngineProcesses(settings, stats, count, deadline_at=deadline_at)
     return InProcess(settings, stats, random=random, deadline_at=deadline_at)
+
+
+def _ray(settings: Settings, stats: RunStats, deadline_at: float | None) -> Executor:
+    try:
+        # Only with --ray: Ray takes a second or more to import.
+        from fetchcli.parallel.ray_shards import RayShards
+    except ImportError as exc:
+        if exc.name is None or not exc.name.startswith("ray"):
+            raise
+        msg = "--ray needs Ray: pip install 'fetchcli[ray]'"
+        raise UsageError(msg) from exc
+    return RayShards(settings, stats, deadline_at=deadline_at)
 
 
 def engine_count(limits: Limits, cpus: int | None = None, input_bytes: int | None = None) -> int:

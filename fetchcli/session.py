@@ -62,7 +62,9 @@ async def run(settings: Settings, env: Environment) -> RunStats:
                 summary = True
                 try:
                     size = input_size(sources)  # None unless every source is a regular file
-                    display.start([source.name for source in sources] if size else [])
+                    # A --shard instance fetches a share of the lines: no total to count ahead.
+                    counted = size and settings.input.shard is None
+                    display.start([source.name for source in sources] if counted else [])
                     await execute(
                         settings,
                         lines_of(sources),
