@@ -209,6 +209,7 @@ class RayShards:
             stats.retrying = sum(shard.retrying for shard in shards)
             stats.retries = sum(shard.retries for shard in shards)
             stats.resumed = sum(shard.resumed for shard in shards)
+            stats.received = sum(shard.received for shard in shards)
 
     def _spec(self, index: int, count: int) -> ShardSpec:
         """Shard `index`'s task: the driver's settings with its share, paths made absolute."""

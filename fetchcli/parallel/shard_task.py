@@ -61,6 +61,7 @@ class Counters(NamedTuple):
     retrying: int = 0
     retries: int = 0
     resumed: int = 0
+    received: int = 0  # body bytes that arrived, as sent
 
 
 class ShardResult(NamedTuple):
@@ -150,7 +151,7 @@ async def _run(spec: ShardSpec, jobs: Sequence[WireJob] | None, funnel: Funnel) 
 
 def counters(stats: RunStats) -> Counters:
     """The counters of a shard's stats, for its pushes and reports."""
-    return Counters(stats.in_flight, stats.retrying, stats.retries, stats.resumed)
+    return Counters(stats.in_flight, stats.retrying, stats.retries, stats.resumed, stats.received)
 
 
 async def _report(funnel: Funnel, index: int, stats: RunStats) -> None:
