@@ -36,7 +36,9 @@ async def fetch(urls: Iterable[str] | AsyncIterable[str], **options: Any) -> Asy
     `--no-follow`, `max_bytes="10M"`, `headers` a dict or a list of "Name: value"), but not
     the command line's own `jsonl`, `resume` and `quiet`. An unknown name, a wrong type or a
     bad value raises `UsageError`; a bad URL gets a record. It runs in the calling process
-    unless `processes` asks for engine processes (`processes=0`: one per core, as the CLI).
+    unless `processes` asks for engine processes (`processes=0`: one per core, as the CLI),
+    or `ray` for Ray tasks (`ray="local", shards=8`: the URLs are validated here and each
+    task is shipped its share; see the README's "Scaling out").
 
     Leaving the loop early stops the fetching once the iterator is closed; use
     `contextlib.aclosing(fetch(...))` to make that immediate.
