@@ -99,7 +99,8 @@ def get(
     invocation: _Invocation = ctx.obj
     invocation.debug = debug
     env = invocation.env
-    settings = _cap_processes(options.settings(sources, flags, env.environ), env)
+    settings = options.settings(sources, flags, env.environ, env.prompt)
+    settings = _cap_processes(settings, env)
     stats = asyncio.run(run(settings, env))
     return ExitStatus.OK if stats.failed == 0 else ExitStatus.FAILURES
 

@@ -15,15 +15,13 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import PurePosixPath
-from typing import Literal
 from urllib.parse import quote, unquote
 
 import httpx
 
-__all__ = ["INDEX_NAME", "LAYOUTS", "Layout", "flat_path", "relative_path", "row_path", "with_hash"]
+from fetchcli.config import LAYOUTS, Layout
 
-Layout = Literal["tree", "flat"]
-LAYOUTS: tuple[Layout, ...] = ("tree", "flat")
+__all__ = ["INDEX_NAME", "LAYOUTS", "Layout", "flat_path", "relative_path", "row_path", "with_hash"]
 
 INDEX_NAME = "index.html"
 HASH_CHARS = 10

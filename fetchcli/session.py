@@ -18,11 +18,12 @@ from collections.abc import Iterator
 from fetchcli.config import Settings
 from fetchcli.display import make_display
 from fetchcli.environment import Environment
-from fetchcli.errors import Interrupted, ReaderGone
+from fetchcli.errors import Interrupted, ReaderGone, UsageError
+from fetchcli.manifests import Format, format_for, items_of
 from fetchcli.models import Record
 from fetchcli.records import RecordLog, load_done
 from fetchcli.runner import execute
-from fetchcli.sources import close_sources, input_size, lines_of, open_sources
+from fetchcli.sources import Source, close_sources, input_size, open_sources
 from fetchcli.stats import RunStats
 
 __all__ = ["run"]
@@ -62,18 +63,25 @@ async def run(settings: Settings, env: Environment) -> RunStats:
                 summary = True
                 try:
                     size = input_size(sources)  # None unless every source is a regular file
-                    display.start([source.name for source in sources] if size else [])
+                    fmt = settings.input.format
+                    plain = all(_is_plain_list(source, fmt) for source in sources)
+                    # A total only from plain lists: a header or gzip would make it wrong.
+                    display.start([source.name for source in sources] if size and plain else [])
                     await execute(
                         settings,
-                        lines_of(sources),
+                        items_of(sources, fmt),
                         emit,
                         stats,
                         random=env.random.random,
                         done=done,
                         input_bytes=size,
+                        rows=not plain,
                     )
                 except ReaderGone:
                     summary = False  # as `yes | head`: the reader has what it wanted, quietly
+                    raise
+                except UsageError:
+                    summary = False  # a source that cannot be read (a header with no url)
                     raise
                 finally:
                     await display.aclose(interrupted=bool(caught), summary=summary)
@@ -85,6 +93,12 @@ async def run(settings: Settings, env: Environment) -> RunStats:
                     task.uncancel()
                 raise Interrupted(caught[0]) from None
     return stats
+
+
+def _is_plain_list(source: Source, fmt: str | None) -> bool:
+    """One URL per line, uncompressed (by its name): lines the display may count."""
+    lines = format_for(source.name, fmt) is Format.LINES
+    return lines and not source.name.lower().endswith(".gz")
 
 
 @contextlib.contextmanager
