@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import aiohttp
+import aiohttp_socks
 import httpx
 import python_socks
 from aiohttp.http_exceptions import ContentLengthError, TransferEncodingError
@@ -41,11 +42,20 @@ __all__ = [
 ]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# What aiohttp-socks raises (python-socks' errors, none of them aiohttp's).
+# What a SOCKS proxy's failures come as: aiohttp-socks' own errors (0.10 on), which wrap
+# python-socks' (raised bare by older releases, and by httpcore's SOCKS support: not here).
 SocksError = (
-    python_socks.ProxyError | python_socks.ProxyConnectionError | python_socks.ProxyTimeoutError
+    aiohttp_socks.ProxyError
+    | aiohttp_socks.ProxyConnectionError
+    | aiohttp_socks.ProxyTimeoutError
+    | python_socks.ProxyError
+    | python_socks.ProxyConnectionError
+    | python_socks.ProxyTimeoutError
 )
 SOCKS_ERRORS = (
+    aiohttp_socks.ProxyError,
+    aiohttp_socks.ProxyConnectionError,
+    aiohttp_socks.ProxyTimeoutError,
     python_socks.ProxyError,
     python_socks.ProxyConnectionError,
     python_socks.ProxyTimeoutError,
@@ -153,24 +163,23 @@ def from_socks(exc: SocksError, ex: Exchange) -> FetchError:
 
 def _from_socks(exc: SocksError, ex: Exchange) -> FetchError:
     match exc:
-        case python_socks.ProxyTimeoutError():
+        case aiohttp_socks.ProxyTimeoutError() | python_socks.ProxyTimeoutError():
             return TransientError(ErrorKind.PROXY, "connect to the SOCKS proxy timed out")
-        case python_socks.ProxyConnectionError():
-            cause = exc.__cause__
-            reason = _reason(cause) if isinstance(cause, OSError) else "unreachable"
+        case aiohttp_socks.ProxyConnectionError() | python_socks.ProxyConnectionError():
+            cause = _os_cause(exc)
+            reason = _reason(cause) if cause is not None else "unreachable"
             return TransientError(ErrorKind.PROXY, f"cannot connect to the SOCKS proxy: {reason}")
-        case python_socks.ProxyError() if exc.error_code in _SOCKS_FINAL:
-            msg = f"SOCKS proxy refused {ex.origin}: {_SOCKS_FINAL[exc.error_code or 0]}"
-            return PermanentError(ErrorKind.PROXY, msg)
-        case python_socks.ProxyError() if exc.error_code is not None:
-            reason = _SOCKS_REPLIES.get(exc.error_code, f"reply {exc.error_code}")
-            msg = f"SOCKS proxy could not reach {ex.origin}: {reason}"
-            return TransientError(ErrorKind.PROXY, msg)
-        case python_socks.ProxyError() if "authentication" in str(exc).lower():
-            # A refused login is refused again: not retried.
-            return PermanentError(ErrorKind.PROXY, "SOCKS proxy refused the login")
-        case _:
-            return TransientError(ErrorKind.PROXY, f"SOCKS proxy failed: {_first_line(str(exc))}")
+    code = getattr(exc, "error_code", None)
+    if code in _SOCKS_FINAL:
+        msg = f"SOCKS proxy refused {ex.origin}: {_SOCKS_FINAL[code]}"
+        return PermanentError(ErrorKind.PROXY, msg)
+    if code is not None:
+        reason = _SOCKS_REPLIES.get(code, f"reply {code}")
+        return TransientError(ErrorKind.PROXY, f"SOCKS proxy could not reach {ex.origin}: {reason}")
+    if "authentication" in str(exc).lower():
+        # A refused login is refused again: not retried.
+        return PermanentError(ErrorKind.PROXY, "SOCKS proxy refused the login")
+    return TransientError(ErrorKind.PROXY, f"SOCKS proxy failed: {_first_line(str(exc))}")
 
 
 def _from_aiohttp(exc: aiohttp.ClientError, ex: Exchange) -> FetchError:
