@@ -21,6 +21,7 @@ from fetchcli.manifests import items_from
 from fetchcli.models import Record
 from fetchcli.runner import execute
 from fetchcli.stats import RunStats
+from fetchcli.tree import check_output_dir
 
 __all__ = ["fetch"]
 
@@ -52,6 +53,8 @@ async def fetch(urls: Iterable[Url] | AsyncIterable[Url], **options: Any) -> Asy
         msg = f"not an option of fetch(): {', '.join(sorted(unknown))}"
         raise UsageError(msg)
     settings = Settings.from_options(**{"processes": 1, **options})
+    if settings.output.save:
+        await asyncio.to_thread(check_output_dir, settings.output.output_dir)
     results: asyncio.Queue[Record] = asyncio.Queue(maxsize=2 * settings.limits.workers)
     stats = RunStats()
 

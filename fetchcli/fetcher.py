@@ -329,6 +329,7 @@ class Fetcher:
         raw_check = check if check is not None and encoding else None  # digests of the bytes sent
         async for chunk in response.aiter_raw():
             progress.received += len(chunk)
+            self._stats.received += len(chunk)  # every byte that arrived, for the summary
             if raw_check is not None:
                 raw_check.feed_encoded(chunk)
             await self._take(decoder.decode(chunk), body, status, encoding, check)

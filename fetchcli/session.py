@@ -23,8 +23,9 @@ from fetchcli.manifests import Format, format_for, items_of
 from fetchcli.models import Record
 from fetchcli.records import RecordLog, load_done
 from fetchcli.runner import execute
-from fetchcli.sources import Source, close_sources, input_size, open_sources
+from fetchcli.sources import close_sources, input_size, open_sources
 from fetchcli.stats import RunStats
+from fetchcli.tree import check_output_dir
 
 __all__ = ["run"]
 
@@ -37,10 +38,17 @@ async def run(settings: Settings, env: Environment) -> RunStats:
     output = settings.output
     stats = RunStats()
     async with contextlib.AsyncExitStack() as opened:
+        # Refused before anything is written: records into a source, an unusable -o.
         sources = await asyncio.to_thread(
-            open_sources, settings.input.sources, env.stdin, env.stdin_isatty
+            open_sources,
+            settings.input.sources,
+            env.stdin,
+            records=output.jsonl,
+            stdout=env.stdout,
         )
         opened.push_async_callback(asyncio.to_thread, close_sources, sources)
+        if output.save:
+            await asyncio.to_thread(check_output_dir, output.output_dir)
         done = None
         if output.resume and output.jsonl:
             done = await asyncio.to_thread(load_done, output.jsonl)
@@ -64,7 +72,10 @@ async def run(settings: Settings, env: Environment) -> RunStats:
                 try:
                     size = input_size(sources)  # None unless every source is a regular file
                     fmt = settings.input.format
-                    plain = all(_is_plain_list(source, fmt) for source in sources)
+                    rows = any(
+                        format_for(source.name, fmt) is not Format.LINES for source in sources
+                    )
+                    plain = not rows and not any(s.name.lower().endswith(".gz") for s in sources)
                     # A total only from plain lists: a header or gzip would make it wrong.
                     display.start([source.name for source in sources] if size and plain else [])
                     await execute(
@@ -75,7 +86,7 @@ async def run(settings: Settings, env: Environment) -> RunStats:
                         random=env.random.random,
                         done=done,
                         input_bytes=size,
-                        rows=not plain,
+                        rows=rows,  # row paths may meet any name: every name is booked
                     )
                 except ReaderGone:
                     summary = False  # as `yes | head`: the reader has what it wanted, quietly
@@ -93,12 +104,6 @@ async def run(settings: Settings, env: Environment) -> RunStats:
                     task.uncancel()
                 raise Interrupted(caught[0]) from None
     return stats
-
-
-def _is_plain_list(source: Source, fmt: str | None) -> bool:
-    """One URL per line, uncompressed (by its name): lines the display may count."""
-    lines = format_for(source.name, fmt) is Format.LINES
-    return lines and not source.name.lower().endswith(".gz")
 
 
 @contextlib.contextmanager

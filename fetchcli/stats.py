@@ -41,7 +41,10 @@ class RunStats:
     ok: int = 0
     failed: int = 0
     skipped: int = 0
-    bytes: int = 0
+    bytes: int = 0  # of finished records' bodies
+    # Body bytes as they arrive, of failed and unfinished transfers too: the fetcher adds
+    # each chunk's length (one int add per chunk). 0 where nothing feeds it yet.
+    received: int = 0
     retries: int = 0
     retrying: int = 0
     in_flight: int = 0
