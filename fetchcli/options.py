@@ -209,8 +209,14 @@ PANELS: dict[str, tuple[Flag, ...]] = {
             "layout",
             "--layout",
             help="tree (host/path) or flat (last segment, hashed on collision).",
+            metavar="L",
         ),
-        flag("cut_dirs", "--cut-dirs", help="Drop N leading directories in the tree layout."),
+        flag(
+            "cut_dirs",
+            "--cut-dirs",
+            help="Drop N leading directories in the tree layout.",
+            metavar="N",
+        ),
         flag("netrc", "-n", "--netrc", help="Basic auth from ~/.netrc for the hosts listed."),
         flag(
             "netrc_file",
