@@ -119,6 +119,7 @@ class _Pool:
             try:
                 process = await asyncio.create_subprocess_exec(
                     sys.executable,
+                    "-P",  # a "fetchcli" folder in the current directory must not shadow us
                     "-m",
                     "fetchcli.parallel.engine",
                     str(theirs.fileno()),
