@@ -37,7 +37,8 @@ from fetchcli.errors import FetchcliError, IncompleteRun, UsageError
 from fetchcli.executor import Emit, Produce
 from fetchcli.kinds import ErrorKind, Skipped
 from fetchcli.models import Job, Record
-from fetchcli.parallel.shard_task import Counters, ShardResult, ShardSpec, WireJob, run_shard
+from fetchcli.parallel.shard_task import Counters, ShardResult, ShardSpec, run_shard
+from fetchcli.parallel.wire import WireJob
 from fetchcli.shard import Shard
 from fetchcli.sources import BadLine, parse_line
 from fetchcli.stats import RunStats
@@ -268,7 +269,9 @@ async def _collect(produce: Produce, split: Shard) -> list[list[WireJob]]:
     jobs: list[list[WireJob]] = [[] for _ in range(split.count)]
 
     async def handoff(job: Job) -> None:
-        jobs[split.share(job)].append(WireJob(job.source, job.line, job.url))
+        jobs[split.share(job)].append(
+            WireJob(job.source, job.line, job.url, job.expect, job.relpath)
+        )
 
     await produce(handoff)
     return jobs

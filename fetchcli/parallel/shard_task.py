@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import itertools
 import json
@@ -33,25 +34,20 @@ from fetchcli.config import Settings
 from fetchcli.errors import OutputError, UsageError
 from fetchcli.executor import Emit
 from fetchcli.kinds import Skipped
+from fetchcli.manifests import Format, Items, format_for, items_of
 from fetchcli.models import Job, Record
+from fetchcli.names import Namer, Naming, dedupe_key
+from fetchcli.parallel.wire import WireJob
 from fetchcli.pipeline import InProcess
 from fetchcli.producer import produce
-from fetchcli.sources import FingerprintSet, Lines, Source, lines_of, parse_line, url_key
+from fetchcli.sources import BadLine, FingerprintSet, Source, parse_line
 from fetchcli.stats import RunStats
 
-__all__ = ["Counters", "ShardResult", "ShardSpec", "WireJob", "run_shard"]
+__all__ = ["Counters", "ShardResult", "ShardSpec", "run_shard"]
 
 REPLAY_BATCH = 1000  # ledger lines per push when a try replays what the funnel lacks
 MAX_BACKLOG = 2000  # records waiting for the ledger and the funnel, at most
 REPORT_SECONDS = 0.5  # how often the counters reach the driver when no record does
-
-
-class WireJob(NamedTuple):
-    """A validated line the driver ships with the task (the library's URLs)."""
-
-    source: str
-    line: int
-    url: str
 
 
 class Counters(NamedTuple):
@@ -126,17 +122,18 @@ async def _run(spec: ShardSpec, jobs: Sequence[WireJob] | None, funnel: Funnel) 
                 stats.add(record)
                 await ship.add(record)
 
-            lines = _shipped(jobs) if jobs is not None else lines_of(_open(spec.sources))
+            items = _shipped(jobs) if jobs is not None else _read(spec)
             if len(scan.recorded):
-                lines = _unrecorded(lines, scan.recorded, emit, spec.settings.input.dedupe)
+                items = _unrecorded(items, scan.recorded, emit, spec.settings.input.dedupe)
             producer = functools.partial(
                 produce,
-                lines,
+                items,
                 emit=emit,
                 stats=stats,
                 seen=FingerprintSet() if spec.settings.input.dedupe else None,
                 done=scan.done,
                 deadline_at=deadline_at,
+                namer=None if jobs is not None else _namer(spec),  # shipped jobs are named
                 shard=shard,
             )
             executor = InProcess(
@@ -305,35 +302,53 @@ def _read_records(path: str, first: int, end: int) -> list[tuple[int, list[str]]
     return batches
 
 
-async def _unrecorded(lines: Lines, recorded: FingerprintSet, emit: Emit, dedupe: bool) -> Lines:
-    """A retry's lines: those recorded in this run are left out. A later repeat of one of
+async def _unrecorded(items: Items, recorded: FingerprintSet, emit: Emit, dedupe: bool) -> Items:
+    """A retry's rows: those recorded in this run are left out. A later repeat of one of
     their URLs is recorded as its duplicate here, since the producer never saw the first."""
     earlier = FingerprintSet()
-    async for source, batch in lines:
-        kept: list[tuple[int, bytes | None]] = []
-        for number, raw in batch:
-            if _line_key(source, number) in recorded:
-                first = parse_line(source, number, raw) if dedupe else None
-                if isinstance(first, Job):
-                    earlier.add(url_key(first.parsed))
+    async for source, batch in items:
+        kept: list[Job | BadLine] = []
+        for item in batch:
+            if _line_key(item.source, item.line) in recorded:
+                if dedupe and isinstance(item, Job):
+                    earlier.add(dedupe_key(item))
                 continue
-            job = parse_line(source, number, raw) if len(earlier) else None
-            if isinstance(job, Job) and url_key(job.parsed) in earlier:
-                await emit(Record.duplicate(job))
+            if isinstance(item, Job) and len(earlier) and dedupe_key(item) in earlier:
+                await emit(Record.duplicate(item))
                 continue
-            kept.append((number, raw))
+            kept.append(item)
         yield source, kept
 
 
-async def _shipped(jobs: Sequence[WireJob]) -> Lines:
-    """The jobs the driver shipped, as the numbered lines of their sources."""
+async def _shipped(jobs: Sequence[WireJob]) -> Items:
+    """The jobs the driver shipped (validated and named there), as items of their sources."""
     for start in range(0, len(jobs), REPLAY_BATCH):
         for source, group in itertools.groupby(jobs[start : start + REPLAY_BATCH], _source):
-            yield source, [(job.line, job.url.encode("utf-8", "surrogateescape")) for job in group]
+            yield source, [_job(wire) for wire in group]
+
+
+def _job(wire: WireJob) -> Job:
+    job = parse_line(wire.source, wire.line, wire.url.encode("utf-8", "surrogateescape"))
+    assert isinstance(job, Job), wire  # the driver validated it
+    return dataclasses.replace(job, expect=wire.expect, relpath=wire.relpath)
 
 
 def _source(job: WireJob) -> str:
     return job.source
+
+
+def _read(spec: ShardSpec) -> Items:
+    return items_of(_open(spec.sources), spec.settings.input.format)
+
+
+def _namer(spec: ShardSpec) -> Namer | None:
+    """The shard's names, given as the runner gives them (a host's names are all in its shard)."""
+    output = spec.settings.output
+    if not (output.save or output.skip_existing):
+        return None
+    fmt = spec.settings.input.format
+    rows = any(format_for(name, fmt) is not Format.LINES for name, _ in spec.sources)
+    return Namer(Naming(layout=output.layout, cut_dirs=output.cut_dirs), rows=rows)
 
 
 def _open(paths: tuple[tuple[str, str], ...]) -> list[Source]:
