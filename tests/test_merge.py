@@ -95,7 +95,7 @@ def test_a_missing_shard_and_a_failed_url_make_the_rerun_list(listed: Path, tmp_
     report = merge([zero, two], ["list.txt"], rerun="rerun.txt")
     assert not report.complete
     assert (report.lines, report.ok, report.failed, report.missing, report.rerun) == (5, 2, 1, 2, 3)
-    assert report.failures == [Entry("list.txt", 5, "http://c.example/3", "status: HTTP 404")]
+    assert report.failures == [Entry("list.txt", 5, "http://c.example/3", "http: HTTP 404")]
     assert report.missings == [
         Entry("list.txt", 4, "http://b.example/2"),
         Entry("list.txt", 7, "http://d.example/4"),
@@ -170,7 +170,7 @@ def test_a_duplicate_counts_as_its_earlier_line(tmp_path: Path, monkeypatch: pyt
     report = merge([path], ["list.txt"], rerun="rerun.txt")
     assert (report.ok, report.failed, report.missing) == (4, 3, 1)
     assert [(e.line, e.why) for e in report.failures] == [
-        (3, "status: HTTP 404"),
+        (3, "http: HTTP 404"),
         (4, "repeats an earlier line that is not ok"),
         (6, "repeats an earlier line that is not ok"),
     ]
@@ -340,7 +340,7 @@ def test_cli_exit_1_with_the_problems_listed(merge_cli, listed: Path, tmp_path: 
     assert result.stderr.splitlines() == [
         "merge: 5 lines in list.txt: 1 ok, 1 failed, 3 missing",
         "failed (1):",
-        "  list.txt:5  http://c.example/3  status: HTTP 404",
+        "  list.txt:5  http://c.example/3  http: HTTP 404",
         "missing (no record) (3):",
         "  list.txt:4  http://b.example/2",
         "  list.txt:7  http://d.example/4",
