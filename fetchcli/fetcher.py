@@ -19,7 +19,7 @@ import httpx
 
 from fetchcli.config import HOST_PAUSE_STATUSES, HttpOptions, RetryPolicy, Settings, Timeouts
 from fetchcli.decoding import decoder_for
-from fetchcli.errors import PermanentError, TransientError
+from fetchcli.errors import FetchError, PermanentError, TransientError
 from fetchcli.kinds import ErrorKind
 from fetchcli.limits import Limiter
 from fetchcli.models import Job, Record
@@ -81,6 +81,7 @@ class _Progress:
     status: int | None = None  # once the response head arrived
     expected: int | None = None  # Content-Length
     received: int = 0  # body bytes as sent, before decoding
+    url: str | None = None  # where the request went once a server answered (redirects)
 
     def __str__(self) -> str:
         if self.status is None:
@@ -144,9 +145,9 @@ class Fetcher:
         try:
             async with asyncio.timeout_at(deadline):
                 if self._skip_existing and relpath is not None:
-                    size = await self._saver.existing_size(relpath)
-                    if size is not None:
-                        return Record.exists(job, str(self._saver.root / relpath), size)
+                    found = await self._saver.existing(relpath)
+                    if found is not None:
+                        return Record.exists(job, str(self._saver.root / relpath), *found)
                 host = job.parsed.netloc.decode("ascii")
                 stats, limiter = self._stats, self._limiter
                 while True:
@@ -193,7 +194,7 @@ class Fetcher:
         limit = asyncio.timeout(self._timeouts.total)
         try:
             async with limit:
-                response = await self._send(job.parsed)
+                response = await self._send(job.parsed, progress)
                 progress.status = response.status_code
                 try:
                     if not 200 <= response.status_code < 300:
@@ -212,19 +213,27 @@ class Fetcher:
                 finally:
                     await response.aclose()
         except TimeoutError:
-            raise self._timed_out(limit, progress) from None
+            error = self._timed_out(limit, progress)
+            error.final_url = progress.url
+            raise error from None
+        except FetchError as exc:
+            exc.final_url = progress.url
+            raise
         finally:
             self._stats.transfers.pop(transfer_id, None)
             if body is not None:
                 await body.discard()
 
-    async def _send(self, url: httpx.URL) -> httpx.Response:
+    async def _send(self, url: httpx.URL, progress: _Progress) -> httpx.Response:
         """Send the request, following redirects ourselves to bound and police them."""
         headers = self._headers
         seen = {url_key(url)}
         for hop in itertools.count():
             request = self._client.build_request(self._http.method, url, headers=headers)
+            if hop:
+                progress.url = str(url)  # a failure from here on is about the redirect's target
             response = await self._client.send(request, stream=True)
+            progress.url = str(url)
             location = response.headers.get("location")
             if (
                 not self._http.follow_redirects

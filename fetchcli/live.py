@@ -246,7 +246,7 @@ def summary_table(stats: RunStats, *, interrupted: bool = False) -> RenderableTy
     table.add_column("count", justify="right")
     table.add_column("example", overflow="fold")
     for outcome, count in stats.by_outcome.most_common():
-        style = "green" if outcome == "ok" else "dim" if "skipped" in outcome else "red"
+        style = "green" if outcome.startswith("ok") else "dim" if "skipped" in outcome else "red"
         url, error = stats.error_examples.get(outcome, ("", ""))
         example = f"{escape(url)} [dim]→ {escape(error)}[/]" if url else ""
         table.add_row(f"[{style}]{escape(outcome)}[/]", f"{count:,}", example)

@@ -1,12 +1,14 @@
-"""The producer: numbered input lines into jobs, and bad lines and repeats into records."""
+"""The producer: numbered input lines into jobs, and bad lines into records; repeats go to
+the `Dedupe` (fetchcli/dedupe.py), which records them with their first's outcome."""
 
 from __future__ import annotations
 
 import asyncio
 
+from fetchcli.dedupe import Dedupe
 from fetchcli.executor import Emit, Handoff, loop_time
 from fetchcli.models import Record
-from fetchcli.sources import BadLine, FingerprintSet, Lines, parse_line, url_key
+from fetchcli.sources import BadLine, FingerprintSet, Lines, parse_line
 from fetchcli.stats import RunStats
 
 __all__ = ["produce"]
@@ -18,11 +20,12 @@ async def produce(
     *,
     emit: Emit,
     stats: RunStats,
-    seen: FingerprintSet | None,
+    dedupe: Dedupe | None,
     done: FingerprintSet | None,
     deadline_at: float | None,
 ) -> None:
-    """Turn lines into jobs for `handoff`; bad lines and duplicates into records at once.
+    """Turn lines into jobs for `handoff` (through `dedupe`, unless None); bad lines into
+    records at once. A line recorded ok in `done` (--resume) is skipped, repeats included.
 
     `deadline_at` is a `time.monotonic()` time: past it, reading stops.
     """
@@ -37,9 +40,13 @@ async def produce(
                         await emit(Record.invalid(item.source, item.line, item.text, item.reason))
                     elif done is not None and item.url.encode() in done:
                         stats.resumed += 1
-                    elif seen is not None and not seen.add(url_key(item.parsed)):
-                        await emit(Record.duplicate(item))
+                    elif dedupe is not None:
+                        await dedupe.admit(item, handoff)
                     else:
                         await handoff(item)
+                if dedupe is not None:
+                    await dedupe.flush()
     except TimeoutError:
         pass  # the deadline: stop reading; what was handed off is recorded as unfinished
+    if dedupe is not None:
+        await dedupe.flush()  # the repeats read before the deadline get their records too

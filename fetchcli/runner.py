@@ -1,9 +1,9 @@
 """Drives a run: the deadline fixed once, the executor chosen once, the producer started.
 
-    execute() ─▶ producer (lines -> jobs; bad lines and repeats -> records at once)
-                    │ handoff(job)
+    execute() ─▶ producer (lines -> jobs; bad lines -> records at once)
+                    │ Dedupe.admit(job): the first of each URL is handed off, repeats wait
                     ▼
-               Executor.run ─▶ emit(record)
+               Executor.run ─▶ Dedupe.emit(record) ─▶ emit(record), then its repeats
                  ├── InProcess        pipeline.py: bounded queue -> N workers, this event loop
                  └── EngineProcesses  parallel/coordinator.py: jobs dealt to engine processes
 
@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from fetchcli.config import Limits, Settings
+from fetchcli.dedupe import Dedupe
 from fetchcli.errors import primary_error
 from fetchcli.executor import Emit, Executor
 from fetchcli.parallel.coordinator import EngineProcesses
@@ -50,17 +51,22 @@ async def execute(
     """
     deadline = settings.timeouts.deadline
     deadline_at = None if deadline is None else time.monotonic() + deadline
-    seen = FingerprintSet() if settings.input.dedupe else None
+    # Both executors' records come back here, so repeats are dealt with once, in this process.
+    dedupe = Dedupe(emit) if settings.input.dedupe else None
     producer = functools.partial(
-        produce, lines, emit=emit, stats=stats, seen=seen, done=done, deadline_at=deadline_at
+        produce, lines, emit=emit, stats=stats, dedupe=dedupe, done=done, deadline_at=deadline_at
     )
     executor = _choose(settings, stats, random, input_bytes, deadline_at)
     try:
-        await executor.run(producer, emit)
+        await executor.run(producer, emit if dedupe is None else dedupe.emit)
     except BaseExceptionGroup as group:
         raise primary_error(group) from None
     finally:
-        stats.finish()
+        try:
+            if dedupe is not None:
+                await dedupe.aclose()
+        finally:
+            stats.finish()
 
 
 def _choose(

@@ -9,6 +9,7 @@ so the first URL of a slow pipe is fetched while the rest is still being written
 from __future__ import annotations
 
 import asyncio
+import codecs
 import concurrent.futures
 import hashlib
 import os
@@ -30,8 +31,10 @@ __all__ = [
     "BadLine",
     "FingerprintSet",
     "Lines",
+    "LongLine",
     "Source",
     "close_sources",
+    "fingerprint",
     "input_size",
     "lines_from",
     "lines_of",
@@ -43,6 +46,7 @@ __all__ = [
 
 MAX_LINE_BYTES = 8 * 1024
 READ_SIZE = 64 * 1024
+CUT_MARK = "…[cut]"  # ends the `url` of a line cut to its first MAX_LINE_BYTES
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BAD_HOST = re.compile(r"[^A-Za-z0-9._:~-]")
@@ -56,6 +60,14 @@ class BadLine:
     line: int
     text: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LongLine:
+    """An input line over MAX_LINE_BYTES: its first MAX_LINE_BYTES, and its whole length."""
+
+    head: bytes
+    length: int
 
 
 @dataclass(slots=True)
@@ -111,8 +123,10 @@ def input_size(sources: list[Source]) -> int | None:
     return total
 
 
+# A raw input line, or the start of one too long to keep.
+RawLine = bytes | LongLine
 # Batches of numbered raw lines, each with the name of its source ("-" is stdin).
-Lines = AsyncIterator[tuple[str, list[tuple[int, bytes | None]]]]
+Lines = AsyncIterator[tuple[str, list[tuple[int, RawLine]]]]
 
 
 async def lines_of(sources: list[Source]) -> Lines:
@@ -130,7 +144,7 @@ async def lines_from(urls: Iterable[str] | AsyncIterable[str], name: str = "fetc
             number += 1
             yield name, [(number, _encoded(url))]
         return
-    batch: list[tuple[int, bytes | None]] = []
+    batch: list[tuple[int, RawLine]] = []
     for number, url in enumerate(urls, start=1):
         batch.append((number, _encoded(url)))
         if len(batch) == 256:
@@ -140,31 +154,44 @@ async def lines_from(urls: Iterable[str] | AsyncIterable[str], name: str = "fetc
         yield name, batch
 
 
-def _encoded(url: str) -> bytes | None:
+def _encoded(url: str) -> RawLine:
     raw = url.encode("utf-8", "surrogateescape")
-    return None if len(raw) > MAX_LINE_BYTES else raw
+    return _raw_line(raw, None, 0)
 
 
-async def read_lines(source: Source) -> AsyncIterator[list[tuple[int, bytes | None]]]:
-    """Yield batches of `(line number, raw line)`; an over-long line comes as `None`."""
+def _raw_line(line: bytes, head: bytes | None, before: int) -> RawLine:
+    """`line` as read; a long line's start `head` was kept, and `before` bytes counted."""
+    if head is not None:
+        return LongLine(head, before + len(line))
+    if len(line) > MAX_LINE_BYTES:
+        return LongLine(line[:MAX_LINE_BYTES], len(line))
+    return line
+
+
+async def read_lines(source: Source) -> AsyncIterator[list[tuple[int, RawLine]]]:
+    """Yield batches of `(line number, raw line)`; an over-long line comes as a `LongLine`."""
     number = 0
     pending = b""
-    overlong = False
+    head: bytes | None = None  # the start of an over-long line still being read
+    before = 0  # its bytes read so far, not kept
     source.reading = True
     async for chunk in _read_chunks(source.stream, close=source.name != "-"):
         lines = (pending + chunk).split(b"\n")
         pending = lines.pop()
-        batch: list[tuple[int, bytes | None]] = []
+        batch: list[tuple[int, RawLine]] = []
         for line in lines:
             number += 1
-            batch.append((number, None if overlong or len(line) > MAX_LINE_BYTES else line))
-            overlong = False
+            batch.append((number, _raw_line(line, head, before)))
+            head, before = None, 0
         if len(pending) > MAX_LINE_BYTES:
-            # Keep memory flat on a line that never ends: drop it, remember it was there.
-            overlong, pending = True, b""
+            # Keep memory flat on a line that never ends: keep its start, count the rest.
+            if head is None:
+                head = pending[:MAX_LINE_BYTES]
+            before += len(pending)
+            pending = b""
         yield batch
-    if pending or overlong:
-        yield [(number + 1, None if overlong else pending)]
+    if pending or head is not None:
+        yield [(number + 1, _raw_line(pending, head, before))]
 
 
 async def _read_chunks(stream: BinaryIO, *, close: bool) -> AsyncIterator[bytes]:
@@ -222,10 +249,23 @@ def _read1(stream: BinaryIO) -> bytes:
     return read1(READ_SIZE) if read1 is not None else stream.read(READ_SIZE)
 
 
-def parse_line(source: str, number: int, raw: bytes | None) -> Job | BadLine | None:
-    """Turn one raw input line into a Job, a BadLine, or None for blanks and comments."""
+def parse_line(source: str, number: int, raw: RawLine | None) -> Job | BadLine | None:
+    """Turn one raw input line into a Job, a BadLine, or None for blanks and comments.
+
+    A bad line keeps its text as written (JSON escapes what it must); only bytes that are
+    not UTF-8 become U+FFFD. `None` is a line too long whose start was not kept.
+    """
+    limit = f"{MAX_LINE_BYTES // 1024} KiB"
     if raw is None:
-        return BadLine(source, number, "", f"line longer than {MAX_LINE_BYTES // 1024} KiB")
+        return BadLine(source, number, "", f"line longer than {limit}")
+    if isinstance(raw, LongLine):
+        head = raw.head.lstrip()
+        if head.startswith(b"#"):
+            return None
+        # Whole characters only: a cut through one must not become U+FFFD.
+        text = codecs.getincrementaldecoder("utf-8")("replace").decode(head)
+        reason = f"line of {raw.length:,} bytes is longer than {limit}"
+        return BadLine(source, number, text + CUT_MARK, reason)
     raw = raw.strip()
     if not raw or raw.startswith(b"#"):
         return None
@@ -235,7 +275,7 @@ def parse_line(source: str, number: int, raw: bytes | None) -> Job | BadLine | N
         return BadLine(source, number, raw.decode("utf-8", "replace"), "not valid UTF-8")
     problem, url = _check_url(text)
     if url is None:
-        return BadLine(source, number, _CONTROL.sub("\ufffd", text), problem)
+        return BadLine(source, number, text, problem)
     return Job(source, number, text, url)
 
 
@@ -288,7 +328,10 @@ class FingerprintSet:
 
     def add(self, key: bytes) -> bool:
         """Add `key`; return False when it was already there."""
-        fingerprint = _fingerprint(key)
+        return self.add_fingerprint(fingerprint(key))
+
+    def add_fingerprint(self, fingerprint: int) -> bool:
+        """Add a key by its `fingerprint()`; return False when it was already there."""
         if self._old is not None:
             self._migrate()
         if self._find(fingerprint):
@@ -300,7 +343,7 @@ class FingerprintSet:
         return True
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, bytes) and self._find(_fingerprint(key))
+        return isinstance(key, bytes) and self._find(fingerprint(key))
 
     def _find(self, fingerprint: int) -> bool:
         return _probe(self._slots, fingerprint) or (
@@ -342,6 +385,7 @@ def _place(slots: array[int], fingerprint: int) -> None:
     slots[index] = fingerprint
 
 
-def _fingerprint(key: bytes) -> int:
+def fingerprint(key: bytes) -> int:
+    """A key's 64-bit fingerprint, never 0, as `FingerprintSet` keeps it."""
     # Zero marks an empty slot, so a (vanishingly rare) zero digest is nudged to one.
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") or 1

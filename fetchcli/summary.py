@@ -11,9 +11,12 @@ def summary_line(stats: RunStats) -> str:
     """One plain line: counts, bytes, time and rates; no control codes."""
     rate = stats.done / stats.elapsed if stats.elapsed > 0 else 0.0
     urls = "URL" if stats.done == 1 else "URLs"
-    parts = [f"{stats.done:,} {urls} in {stats.elapsed:.1f}s ({rate:,.0f}/s)", f"{stats.ok:,} ok"]
+    ok = f"{stats.ok:,} ok" + (f" ({stats.existing:,} already there)" if stats.existing else "")
+    parts = [f"{stats.done:,} {urls} in {stats.elapsed:.1f}s ({rate:,.0f}/s)", ok]
     failed = f"{stats.failed:,} failed"
-    kinds = [(k, n) for k, n in stats.by_outcome.most_common() if k != "ok" and "skipped" not in k]
+    kinds = [
+        (k, n) for k, n in stats.by_outcome.most_common() if not k.startswith(("ok", "skipped"))
+    ]
     if kinds:
         failed += " (" + ", ".join(f"{kind} {count:,}" for kind, count in kinds[:4]) + ")"
     parts.append(failed)

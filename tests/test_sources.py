@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 
 from fetchcli.errors import UsageError
-from fetchcli.models import Job
+from fetchcli.models import Job, Record
 from fetchcli.sources import (
     MAX_LINE_BYTES,
     BadLine,
     FingerprintSet,
+    LongLine,
     Source,
     open_sources,
     parse_line,
@@ -67,9 +69,33 @@ async def test_unusable_lines_get_a_reason(raw: bytes, reason: str):
     assert (bad.line, bad.reason) == (9, reason)
 
 
-async def test_an_over_long_line_is_a_bad_line():
-    bad = parse_line("-", 1, None)
-    assert isinstance(bad, BadLine) and bad.reason == "line longer than 8 KiB"
+async def test_an_over_long_line_is_a_bad_line_that_keeps_its_start():
+    head = b"  http://a.test/" + b"x" * (MAX_LINE_BYTES - 16)
+    bad = parse_line("urls.txt", 4, LongLine(head, 10_017))
+    assert isinstance(bad, BadLine) and bad.line == 4
+    assert bad.reason == "line of 10,017 bytes is longer than 8 KiB"
+    assert bad.text == head.strip().decode() + "…[cut]"
+    assert parse_line("-", 1, None) == BadLine("-", 1, "", "line longer than 8 KiB")
+
+
+async def test_an_over_long_line_cut_inside_a_character_keeps_whole_characters():
+    head = b"http://a.test/" + "é".encode() * 5000
+    bad = parse_line("-", 1, LongLine(head[: MAX_LINE_BYTES - 1], 10_014))
+    assert isinstance(bad, BadLine) and bad.text.endswith("é…[cut]")
+    assert "\ufffd" not in bad.text
+
+
+async def test_an_over_long_comment_is_still_a_comment():
+    assert parse_line("-", 1, LongLine(b"# " + b"x" * MAX_LINE_BYTES, 20_000)) is None
+
+
+@pytest.mark.parametrize("raw", [b"http://a.test/a\tb", b"http://a.test/\x1b[31mred", b"\x00x"])
+async def test_a_bad_line_keeps_its_control_characters_for_json_to_escape(raw: bytes):
+    bad = parse_line("-", 1, raw)
+    assert isinstance(bad, BadLine) and bad.text == raw.decode()
+    record = Record.invalid(bad.source, bad.line, bad.text, bad.reason)
+    assert json.loads(record.to_json())["url"] == raw.decode()
+    assert "\ufffd" not in record.to_json()
 
 
 class Trickle(io.RawIOBase):
@@ -106,15 +132,28 @@ async def test_lines_survive_any_chunking(step: int):
     ]
 
 
-async def test_an_endless_line_is_dropped_with_flat_memory_and_the_next_line_kept():
+async def test_an_endless_line_keeps_its_first_8_kib_with_flat_memory_and_the_next_line():
     data = b"http://a.test/" + b"x" * (MAX_LINE_BYTES * 50) + b"\nhttp://a.test/ok\n"
     lines = await collect(Trickle(data, 10_000))
-    assert lines == [(1, None), (2, b"http://a.test/ok")]
+    assert lines == [
+        (1, LongLine(data[:MAX_LINE_BYTES], 14 + MAX_LINE_BYTES * 50)),
+        (2, b"http://a.test/ok"),
+    ]
 
 
-async def test_an_over_long_last_line_without_newline_is_reported():
-    lines = await collect(io.BytesIO(b"http://a.test/ok\n" + b"y" * (MAX_LINE_BYTES + 1)))
-    assert lines == [(1, b"http://a.test/ok"), (2, None)]
+@pytest.mark.parametrize("step", [1000, 1 << 20])
+async def test_an_over_long_last_line_without_newline_is_reported(step: int):
+    long = b"y" * (MAX_LINE_BYTES + 1)
+    lines = await collect(Trickle(b"http://a.test/ok\n" + long, step))
+    assert lines == [(1, b"http://a.test/ok"), (2, LongLine(long[:MAX_LINE_BYTES], len(long)))]
+
+
+@pytest.mark.parametrize("size", [MAX_LINE_BYTES, MAX_LINE_BYTES + 1])
+async def test_a_line_at_the_limit_is_kept_whole_and_one_past_it_is_long(size: int):
+    line = b"z" * size
+    lines = await collect(io.BytesIO(line + b"\n"))
+    expected = line if size <= MAX_LINE_BYTES else LongLine(line[:MAX_LINE_BYTES], size)
+    assert lines == [(1, expected)]
 
 
 def test_a_missing_source_is_a_usage_error(tmp_path):
