@@ -29,6 +29,7 @@ from fetchcli.environment import Environment
 from fetchcli.kinds import ErrorKind
 from fetchcli.models import Record
 from fetchcli.stats import SHOWN_TRANSFER_BYTES, RunStats
+from fetchcli.summary import printable
 from fetchcli.summary import size as _size
 
 __all__ = ["LiveDisplay", "summary_table"]
@@ -79,7 +80,7 @@ class LiveDisplay:
         task.add_done_callback(self._task_done)
 
     def on_record(self, record: Record) -> None:
-        if record.ok or self._closed:
+        if record.ok or record.skipped or self._closed:  # a repeat is no new failure
             return
         if self._failures_shown + len(self._failures) < MAX_FAILURE_LINES:
             self._failures.append(_failure_line(record))
@@ -248,7 +249,7 @@ def summary_table(stats: RunStats, *, interrupted: bool = False) -> RenderableTy
     for outcome, count in stats.by_outcome.most_common():
         style = "green" if outcome.startswith("ok") else "dim" if "skipped" in outcome else "red"
         url, error = stats.error_examples.get(outcome, ("", ""))
-        example = f"{escape(url)} [dim]→ {escape(error)}[/]" if url else ""
+        example = f"{escape(printable(url))} [dim]→ {escape(error)}[/]" if url else ""
         table.add_row(f"[{style}]{escape(outcome)}[/]", f"{count:,}", example)
     if stats.resumed:
         table.add_row("[dim]already done (--resume)[/]", f"{stats.resumed:,}", "")
@@ -279,7 +280,7 @@ def _failure_line(record: Record) -> Text:
     """One line per failure, cut to the terminal's width: what went wrong, then where."""
     http = record.error_kind == ErrorKind.HTTP
     what = str(record.status) if http else record.error_kind or "error"
-    line = Text.assemble(("✗ ", "red"), (what, "red bold"), " ", record.url)
+    line = Text.assemble(("✗ ", "red"), (what, "red bold"), " ", printable(record.url))
     if record.error and not http:
         line.append(f"  {record.error}", style="dim")
     line.no_wrap = True

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from fetchcli.stats import RunStats
 
-__all__ = ["size", "summary_line"]
+__all__ = ["printable", "size", "summary_line"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def summary_line(stats: RunStats) -> str:
@@ -38,3 +42,8 @@ def size(count: float | None) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1000
     return f"{count:.1f} TB"  # pragma: no cover
+
+
+def printable(text: str) -> str:
+    """`text` with control characters as escapes (`\\x1b`): a URL cannot drive the terminal."""
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
