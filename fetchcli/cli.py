@@ -99,6 +99,9 @@ def get(
     invocation: _Invocation = ctx.obj
     invocation.debug = debug
     env = invocation.env
+    if not sources and env.stdin_isatty:  # an explicit '-' reads the terminal, as `cat -` does
+        msg = "no URLs: give a file of URLs, or pipe them on stdin ('-' reads the terminal)"
+        raise UsageError(msg)
     settings = _cap_processes(options.settings(sources, flags, env.environ), env)
     stats = asyncio.run(run(settings, env))
     return ExitStatus.OK if stats.failed == 0 else ExitStatus.FAILURES
@@ -192,5 +195,6 @@ def _cap_processes(settings: Settings, env: Environment) -> Settings:
     if limits.processes <= cap:
         return settings
     why = "cores" if cap == env.cpu_count else f"-c {limits.concurrency}"
-    _say(env, f"fetchcli: -P {limits.processes} capped at {cap} ({why})")
+    if not settings.output.quiet:  # a note, not an error: -q shows nothing
+        _say(env, f"fetchcli: -P {limits.processes} capped at {cap} ({why})")
     return dataclasses.replace(settings, limits=dataclasses.replace(limits, processes=cap))

@@ -1,11 +1,18 @@
 """What a person sees on stderr: nothing (-q), one plain summary line (not a terminal),
-or the live view of `fetchcli.live` (a terminal). Only the live view imports Rich.
+or a view from `fetchcli.live` (a terminal). Only those views import Rich.
+
+In a terminal the live view redraws an area at the bottom, which erases whatever others
+wrote there in the meantime. So it is drawn only when the terminal is ours alone; when it
+is shared (the reader of a pipe on stdout may write to it, records go to it on stdout, or
+a person types the URLs into it), the view is complete lines that erase nothing.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Sequence
-from typing import Protocol, TextIO
+from typing import BinaryIO, Protocol, TextIO
 
 from fetchcli.config import Settings
 from fetchcli.environment import Environment
@@ -13,7 +20,9 @@ from fetchcli.models import Record
 from fetchcli.stats import RunStats
 from fetchcli.summary import summary_line
 
-__all__ = ["Display", "NullDisplay", "PlainDisplay", "make_display"]
+__all__ = ["TYPING_NOTE", "Display", "NullDisplay", "PlainDisplay", "make_display", "shared_stdout"]
+
+TYPING_NOTE = "fetchcli: reading URLs from the terminal, one a line; Ctrl-D ends the list"
 
 
 class Display(Protocol):
@@ -69,6 +78,25 @@ def make_display(settings: Settings, env: Environment, stats: RunStats) -> Displ
         return NullDisplay()
     if not env.stderr_isatty:
         return PlainDisplay(stats, env.stderr)
-    from fetchcli.live import LiveDisplay  # Rich: ~50 ms to import, only for a terminal
+    from fetchcli.live import LiveDisplay, StatusLines  # Rich: ~50 ms, only for a terminal
 
-    return LiveDisplay.on_stderr(stats, env)
+    output = settings.output
+    if env.stdin_isatty and "-" in settings.input.sources:
+        # Status lines would cut into the line being typed: a note first, the summary last.
+        return StatusLines.on_stderr(stats, env, output, every=None, note=TYPING_NOTE)
+    if shared_stdout(env.stdout, records=output.jsonl == "-"):
+        return StatusLines.on_stderr(stats, env, output)
+    return LiveDisplay.on_stderr(stats, env, output)
+
+
+def shared_stdout(stdout: BinaryIO, *, records: bool) -> bool:
+    """Whether what goes to stdout may land on the terminal too: a pipe or a socket (its
+    reader may write there, as jq does), or a terminal that `records` go to."""
+    try:
+        fd = stdout.fileno()
+        mode = os.fstat(fd).st_mode
+    except (OSError, ValueError):  # no file descriptor (a test's buffer), or closed
+        return False
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return True
+    return records and os.isatty(fd)

@@ -288,6 +288,7 @@ class Fetcher:
         decoder = decoder_for(encoding)
         async for chunk in response.aiter_raw():
             progress.received += len(chunk)
+            self._stats.received += len(chunk)  # every byte that arrived, for the summary
             await self._take(decoder.decode(chunk), body, status, encoding)
         await self._take(decoder.flush(), body, status, encoding)  # the end of a compressed one
         if expected is not None and progress.received < expected:

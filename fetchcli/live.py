@@ -1,9 +1,15 @@
-"""The live view on a terminal: overall progress, counts, the largest transfers, failures
-printed above, and a summary table at the end.
+"""The views on a terminal: the live view when the terminal is ours, complete status lines
+when it is shared, and the summary table at the end.
 
-It is drawn by a chain of fire-and-forget frame tasks (about 10 a second), kept in a
-strong-reference set with a done callback that surfaces a failed redraw instead of losing
-it. Events only touch counters in `RunStats`; nothing is drawn per chunk.
+`LiveDisplay` redraws an area at the bottom: overall progress, counts, the largest
+transfers, failures printed above it. It is drawn by a chain of fire-and-forget frame tasks
+(about 10 a second). `StatusLines` is for a terminal that others write to as well (the
+reader of a pipe on stdout, records on stdout, someone typing the URLs): it never moves the
+cursor, and prints a complete line now and then, as aria2c prints its summaries.
+
+Background tasks are kept in a strong-reference set with a done callback that surfaces a
+failed redraw instead of losing it. Events only touch counters in `RunStats`; nothing is
+drawn per chunk.
 """
 
 from __future__ import annotations
@@ -25,53 +31,47 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from fetchcli.config import OutputOptions
 from fetchcli.environment import Environment
 from fetchcli.kinds import ErrorKind
 from fetchcli.models import Record
+from fetchcli.progress import Rates, estimate, eta, percent, transferred
 from fetchcli.stats import SHOWN_TRANSFER_BYTES, RunStats
-from fetchcli.summary import printable
+from fetchcli.summary import clock, more_failures, printable, resume_hint, status_line
 from fetchcli.summary import size as _size
 
-__all__ = ["LiveDisplay", "summary_table"]
+__all__ = ["LiveDisplay", "StatusLines", "summary_table"]
 
 FRAME_SECONDS = 0.1
-RATE_WINDOW_SECONDS = 5.0
+STATUS_SECONDS = 5.0  # between two status lines on a shared terminal
 MAX_FAILURE_LINES = 10
 MAX_TRANSFER_ROWS = 3
 # Columns left free at the right: the terminal echoes "^C" after the cursor, and a line it
 # wraps would make the live area one line taller than Rich erases when it stops.
 ECHO_ROOM = 2
+NO_OPTIONS = OutputOptions()
 
 
-class LiveDisplay:
-    """A live display: overall progress, counts, the largest transfers, failures above."""
+class _Terminal:
+    """What both views share: their background tasks, the count ahead, the summary."""
 
-    @classmethod
-    def on_stderr(cls, stats: RunStats, env: Environment) -> LiveDisplay:
-        """A live display on the environment's stderr (a terminal)."""
-        console = Console(file=env.stderr, force_terminal=True, no_color=env.no_color)
-        return cls(stats, console)
-
-    def __init__(self, stats: RunStats, console: Console) -> None:
+    def __init__(self, stats: RunStats, console: Console, output: OutputOptions) -> None:
         self._stats = stats
         self._console = console
-        self._live = Live(console=console, auto_refresh=False, transient=True)
+        self._output = output
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
-        self._failures: deque[Text] = deque()
-        self._failures_shown = 0
-        self._samples: deque[tuple[float, int, int]] = deque()
-        self._speeds: dict[int, tuple[float, int, float]] = {}
-        self._spinner = Spinner("dots", style="cyan")
+        self._rates = Rates()
+        self._moved = 0
         self.error: BaseException | None = None
         self.counter: threading.Thread | None = None  # counting the lines of the list files
 
     def start(self, files: Sequence[str]) -> None:
+        """Begin drawing; count the lines of `files` (regular files only) for the total."""
         # Only regular files: reading a pipe a second time would steal its lines.
         if files:
             self.spawn(self._count_lines(list(files)))
-        self._live.start()
-        self.spawn(self._frame(0.0))
+        self._begin()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` in the background, holding a strong reference until it is done."""
@@ -80,14 +80,10 @@ class LiveDisplay:
         task.add_done_callback(self._task_done)
 
     def on_record(self, record: Record) -> None:
-        if record.ok or record.skipped or self._closed:  # a repeat is no new failure
-            return
-        if self._failures_shown + len(self._failures) < MAX_FAILURE_LINES:
-            self._failures.append(_failure_line(record))
-        elif self._failures_shown + len(self._failures) == MAX_FAILURE_LINES:
-            self._failures.append(Text("… more failures: see the summary and the records", "dim"))
+        """A record was produced (the counters are in the stats already)."""
 
     async def aclose(self, *, interrupted: bool, summary: bool = True) -> None:
+        """Stop drawing, then print the summary (unless told not to)."""
         # Drawing first and waiting last: a second Ctrl-C here must not leave the terminal
         # with a live display (and a hidden cursor) behind.
         tasks = list(self._tasks)
@@ -95,11 +91,32 @@ class LiveDisplay:
             task.cancel()
         if not self._closed:
             self._closed = True
-            self._draw()
-        self._live.stop()
+            self._last(interrupted=interrupted)
+        self._stop()
         if summary:
-            self._console.print(summary_table(self._stats, interrupted=interrupted))
+            table = summary_table(
+                self._stats, interrupted=interrupted, output=self._output, seen=self._moved
+            )
+            self._console.print(table)
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _moved_so_far(self) -> int:
+        """Bytes that arrived, as far as seen: never less than at the last look.
+
+        Without a per-chunk count, the bytes of a body cut short (or interrupted) are seen
+        only while it is in flight; the most seen so far is still a true lower bound.
+        """
+        self._moved = max(self._moved, transferred(self._stats))
+        return self._moved
+
+    def _begin(self) -> None:
+        """Start drawing."""
+
+    def _last(self, *, interrupted: bool) -> None:
+        """Draw a last time, as the run ends."""
+
+    def _stop(self) -> None:
+        """Give the terminal back; called more than once."""
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -108,25 +125,12 @@ class LiveDisplay:
         # A redraw that fails must be seen, not lost with its task; the fetching goes on.
         self.error = task.exception()
         self._closed = True
-        self._live.stop()
+        self._stop()
         self._console.print(
             f"fetchcli: display error: {type(self.error).__name__}: {self.error};"
             " the live display is off for the rest of the run",
             markup=False,
         )
-
-    async def _frame(self, delay: float) -> None:
-        await asyncio.sleep(delay)
-        if self._closed:
-            return
-        self._draw()
-        self.spawn(self._frame(FRAME_SECONDS))
-
-    def _draw(self) -> None:
-        while self._failures:
-            self._console.print(self._failures.popleft())
-            self._failures_shown += 1
-        self._live.update(self._render(), refresh=True)
 
     async def _count_lines(self, files: list[str]) -> None:
         # A daemon thread told to stop, not the default executor: asyncio.run() waits for the
@@ -150,30 +154,152 @@ class LiveDisplay:
         finally:
             stop.set()
 
+
+def _console(env: Environment) -> Console:
+    return Console(file=env.stderr, force_terminal=True, no_color=env.no_color)
+
+
+class StatusLines(_Terminal):
+    """A terminal shared with others: a complete status line now and then, never a redraw.
+
+    Whatever the others write (jq's lines, records on stdout, what a person types) stays on
+    the screen: nothing here moves the cursor or erases. A line is printed every `every`
+    seconds when something changed (`None`: none at all), and the summary table at the end.
+    """
+
+    @classmethod
+    def on_stderr(
+        cls,
+        stats: RunStats,
+        env: Environment,
+        output: OutputOptions = NO_OPTIONS,
+        *,
+        every: float | None = STATUS_SECONDS,
+        note: str | None = None,
+    ) -> StatusLines:
+        """Status lines on the environment's stderr (a terminal)."""
+        return cls(stats, _console(env), output, every=every, note=note)
+
+    def __init__(
+        self,
+        stats: RunStats,
+        console: Console,
+        output: OutputOptions = NO_OPTIONS,
+        *,
+        every: float | None = STATUS_SECONDS,
+        note: str | None = None,
+    ) -> None:
+        super().__init__(stats, console, output)
+        self._every = every
+        self._note = note
+        self._shown: tuple[int, int] | None = None  # (done, bytes) of the last line
+
+    def _begin(self) -> None:
+        if self._note:
+            self._console.print(Text(self._note, style="dim"))
+        if self._every is not None:
+            self._rates.update(time.monotonic(), self._stats.done, self._moved_so_far())
+            self.spawn(self._tick(self._every))
+
+    def _last(self, *, interrupted: bool) -> None:
+        if interrupted:  # the terminal echoed "^C" where the cursor was: start below it
+            self._console.print()
+
+    async def _tick(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self._closed:
+            return
+        stats = self._stats
+        moved = self._moved_so_far()
+        request_rate, byte_rate = self._rates.update(time.monotonic(), stats.done, moved)
+        if self._shown != (stats.done, moved):  # an unchanged line says nothing new
+            self._shown = (stats.done, moved)
+            line = status_line(stats, estimate(stats), moved, request_rate, byte_rate)
+            # print() joins Texts into a new one, which wraps: one line is asked of print.
+            self._console.print(
+                line, no_wrap=True, overflow="ellipsis", markup=False, highlight=False
+            )
+        self.spawn(self._tick(delay))
+
+
+class LiveDisplay(_Terminal):
+    """A terminal of our own: overall progress, counts, the largest transfers, failures above."""
+
+    @classmethod
+    def on_stderr(
+        cls, stats: RunStats, env: Environment, output: OutputOptions = NO_OPTIONS
+    ) -> LiveDisplay:
+        """A live display on the environment's stderr (a terminal)."""
+        return cls(stats, _console(env), output)
+
+    def __init__(
+        self, stats: RunStats, console: Console, output: OutputOptions = NO_OPTIONS
+    ) -> None:
+        super().__init__(stats, console, output)
+        # stdout is left alone: Rich would otherwise swap sys.stdout for a proxy that prints
+        # on this console, and stdout carries only what was asked for.
+        self._live = Live(
+            console=console, auto_refresh=False, transient=True, redirect_stdout=False
+        )
+        self._failures: deque[Text] = deque()
+        self._failures_shown = 0
+        self._speeds: dict[int, tuple[float, int, float]] = {}
+        self._spinner = Spinner("dots", style="cyan")
+
+    def on_record(self, record: Record) -> None:
+        if record.ok or record.skipped or self._closed:  # a repeat is no new failure
+            return
+        if self._failures_shown + len(self._failures) < MAX_FAILURE_LINES:
+            self._failures.append(_failure_line(record))
+        elif self._failures_shown + len(self._failures) == MAX_FAILURE_LINES:
+            self._failures.append(Text(more_failures(self._output), "dim"))
+
+    def _begin(self) -> None:
+        self._live.start()
+        self.spawn(self._frame(0.0))
+
+    def _last(self, *, interrupted: bool) -> None:
+        self._draw()
+
+    def _stop(self) -> None:
+        self._live.stop()
+
+    async def _frame(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self._closed:
+            return
+        self._draw()
+        self.spawn(self._frame(FRAME_SECONDS))
+
+    def _draw(self) -> None:
+        while self._failures:
+            self._console.print(self._failures.popleft(), no_wrap=True, overflow="ellipsis")
+            self._failures_shown += 1
+        self._live.update(self._render(), refresh=True)
+
     def _render(self) -> RenderableType:
         stats = self._stats
         now = time.monotonic()
-        # Bytes of finished bodies and of those still arriving, so a big download shows.
-        received = stats.bytes + sum(t.progress.size for t in list(stats.transfers.values()))
-        request_rate, byte_rate = self._rates(now, received)
-        done = stats.done + stats.resumed
+        moved = self._moved_so_far()  # finished bodies and those still arriving
+        request_rate, byte_rate = self._rates.update(now, stats.done, moved)
+        progress = estimate(stats)
         top = Table.grid(expand=True, padding=(0, 1))
-        if stats.total:
+        if progress.share is not None and progress.total is not None:
             top.add_column(ratio=1)
             top.add_column(no_wrap=True, justify="right")
-            share = min(done / stats.total, 1.0)
+            figure = f"{percent(progress.share):3d}% {progress.done:,}/{progress.total:,}"
             top.add_row(
-                ProgressBar(total=stats.total, completed=done),
-                Text(f"{100 * share:3.0f}% {done:,}/{stats.total:,}", style="bold"),
+                ProgressBar(total=1.0, completed=progress.share), Text(figure, style="bold")
             )
         else:
             top.add_column(no_wrap=True)
             top.add_row(self._spinner)
-            self._spinner.text = Text(f"{done:,} done", style="bold")
-        rates = Text(f"{request_rate:,.0f} req/s · {_size(received)} at {_size(byte_rate)}/s · ")
-        rates.append(_clock(stats.elapsed))
-        if stats.total and request_rate > 0 and done < stats.total:
-            rates.append(f" · ETA {_clock((stats.total - done) / request_rate)}")
+            self._spinner.text = Text(f"{progress.done:,} done", style="bold")
+        rates = Text(f"{request_rate:,.0f} req/s · {_size(moved)} at {_size(byte_rate)}/s · ")
+        rates.append(clock(stats.elapsed))
+        left = eta(progress, request_rate, byte_rate)
+        if left is not None:
+            rates.append(f" · ETA {clock(left)}")
         counts = Text.assemble(
             ("ok ", "green"),
             f"{stats.ok:,} · ",
@@ -188,18 +314,6 @@ class LiveDisplay:
             counts.append(f" · skipped {stats.skipped + stats.resumed:,}")
         group = Group(top, rates, counts, *self._transfer_rows(now))
         return Constrain(group, width=max(self._console.width - ECHO_ROOM, 20))
-
-    def _rates(self, now: float, received: int) -> tuple[float, float]:
-        """Requests and bytes per second over the last few seconds."""
-        done = self._stats.done
-        self._samples.append((now, done, received))
-        while len(self._samples) > 2 and now - self._samples[0][0] > RATE_WINDOW_SECONDS:
-            self._samples.popleft()
-        first_time, first_done, first_bytes = self._samples[0]
-        span = now - first_time
-        if span <= 0:
-            return 0.0, 0.0
-        return (done - first_done) / span, (received - first_bytes) / span
 
     def _transfer_rows(self, now: float) -> list[RenderableType]:
         """The largest transfers in progress, each with its own bar and speed."""
@@ -238,8 +352,18 @@ class LiveDisplay:
         return [rows]
 
 
-def summary_table(stats: RunStats, *, interrupted: bool = False) -> RenderableType:
-    """The end-of-run summary for a terminal: outcomes with an example each, then totals."""
+def summary_table(
+    stats: RunStats,
+    *,
+    interrupted: bool = False,
+    output: OutputOptions = NO_OPTIONS,
+    seen: int = 0,
+) -> RenderableType:
+    """The end-of-run summary for a terminal: outcomes with an example each, then totals.
+
+    After an interruption it says how to fetch only the rest, as `output` allows. `seen` is
+    the most bytes a display saw arrive, when it saw more than the stats now tell.
+    """
     title = "fetchcli: interrupted" if interrupted else "fetchcli: done"
     title_text = Text(title, style="italic")
     table = Table(show_edge=False, expand=False)
@@ -254,10 +378,11 @@ def summary_table(stats: RunStats, *, interrupted: bool = False) -> RenderableTy
     if stats.resumed:
         table.add_row("[dim]already done (--resume)[/]", f"{stats.resumed:,}", "")
     elapsed = stats.elapsed
+    moved = max(transferred(stats), seen)  # with an interrupted run's unfinished bodies
     rate = stats.done / elapsed if elapsed > 0 else 0.0
-    byte_rate = stats.bytes / elapsed if elapsed > 0 else 0.0
+    byte_rate = moved / elapsed if elapsed > 0 else 0.0
     totals = Text(
-        f"{stats.done:,} URL{_s(stats.done)} · {_size(stats.bytes)} · {elapsed:.1f}s · "
+        f"{stats.done:,} URL{_s(stats.done)} · {_size(moved)} · {elapsed:.1f}s · "
         f"{rate:,.0f} req/s · {_size(byte_rate)}/s · {stats.retries:,} retries",
         style="bold",
     )
@@ -266,25 +391,17 @@ def summary_table(stats: RunStats, *, interrupted: bool = False) -> RenderableTy
         parts.append(table)
     parts.append(totals)
     if interrupted:
-        parts.append(
-            Text(
-                "What had not finished has no record: run the same command again with "
-                "--jsonl FILE --resume to fetch only the rest.",
-                style="dim",
-            )
-        )
+        parts.append(Text(resume_hint(output), style="dim"))
     return Group(*parts)
 
 
 def _failure_line(record: Record) -> Text:
-    """One line per failure, cut to the terminal's width: what went wrong, then where."""
+    """One line per failure (printed cut to the terminal's width): what went wrong, where."""
     http = record.error_kind == ErrorKind.HTTP
     what = str(record.status) if http else record.error_kind or "error"
     line = Text.assemble(("✗ ", "red"), (what, "red bold"), " ", printable(record.url))
     if record.error and not http:
         line.append(f"  {record.error}", style="dim")
-    line.no_wrap = True
-    line.overflow = "ellipsis"
     return line
 
 
@@ -294,11 +411,6 @@ def _s(count: int) -> str:
 
 def _short_name(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1].split("?")[0] or url
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _count_url_lines(files: list[str], stop: threading.Event) -> int | None:

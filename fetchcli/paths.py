@@ -7,7 +7,8 @@ Every path component is decoded, then sanitized on its own: separators, control 
 characters Windows forbids, `.`/`..`, reserved device names, trailing dots and over-long
 names are replaced. A name that had to change (or that carries a query) gets `~` and a short
 hash of the original, so two different URLs never map to one file. Names that come through
-unchanged never contain `~` plus ten hex digits, so they cannot collide with a hashed one.
+unchanged never contain `~` plus ten hex digits, so they cannot collide with a hashed one, nor
+end like a temporary file (`.fetchcli-part`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Literal
 from urllib.parse import quote, unquote
 
 import httpx
+
+from fetchcli.tree import TEMP_SUFFIX
 
 __all__ = ["INDEX_NAME", "LAYOUTS", "Layout", "flat_path", "relative_path", "row_path", "with_hash"]
 
@@ -135,7 +138,9 @@ def _name(part: str) -> str:
         clean = clean.encode()[: MAX_NAME_BYTES - 40].decode(errors="ignore")
     # Unchanged names must map back to exactly one segment: "%62" and "b" differ as URLs.
     canonical = quote(decoded, safe=_PATH_SAFE) == part
-    if clean != decoded or not canonical or _HASH_LIKE.search(decoded):
+    # A name a run gives its temporary files is hashed too: a later run removes those.
+    hashed = _HASH_LIKE.search(decoded) or clean.endswith(TEMP_SUFFIX)
+    if clean != decoded or not canonical or hashed:
         clean = _with_hash(clean, part)
     return clean
 

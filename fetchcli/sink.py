@@ -5,6 +5,10 @@ Small bodies (the common case) stay in memory and are written many per thread ho
 `Batcher`; large ones spill in `SPILL_BYTES` pieces, each piece hashed and written in a
 thread while the next one downloads. A registry of live temporary files lets `sweep()`
 remove every one of them when a run is interrupted.
+
+Directories are opened through `tree.OutputTree`: nothing is written through a symlink
+inside the output directory, and the temporary files of runs that died are swept where this
+run writes.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import contextlib
 import hashlib
 import itertools
 import os
-import secrets
 import stat
 import threading
 from collections.abc import Sequence
@@ -25,24 +28,29 @@ from typing import NamedTuple, Self
 from fetchcli.batching import Batcher
 from fetchcli.errors import PermanentError
 from fetchcli.kinds import ErrorKind
+from fetchcli.tree import TEMP_SUFFIX, OutputTree, SymlinkInTree
 
 __all__ = ["SPILL_BYTES", "TEMP_SUFFIX", "Body", "Saver"]
 
 SPILL_BYTES = 256 * 1024
 HASH_PIECE = 1024 * 1024  # an existing file is read and hashed this much at a time
-TEMP_SUFFIX = ".fetchcli-part"
 WRITE_THREADS = 1
 
-O_BINARY = getattr(os, "O_BINARY", 0)  # Windows would translate newlines without it
+# Never through a symlink, never over an existing file (a temporary name is new).
+_NEW_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_BINARY", 0)
 
 SmallFile = tuple[PurePosixPath, bytes]
 
 
 class TempFile(NamedTuple):
-    """An open temporary file and the target it becomes when complete."""
+    """An open temporary file, its directory, and the target it becomes when complete.
+
+    `dir_fd` is a descriptor of its own, closed by `Saver.place` or `Saver.drop_temp`.
+    """
 
     fd: int
-    path: str
+    dir_fd: int
+    name: str
     target: Path
 
 
@@ -50,18 +58,16 @@ class Saver:
     """Owns the output directory for one run: targets, temporary files, batched writes.
 
     `async with Saver(...)` runs its writers; on the way out they finish what they hold,
-    and every temporary file still registered is removed.
+    every temporary file still registered is removed, and the run's lock is released.
     """
 
     def __init__(self, output_dir: Path, *, save: bool) -> None:
         self.root = output_dir
         self.save = save
-        self._known_dirs: set[str] = set()
-        self._temps: set[str] = set()
+        self._tree = OutputTree(output_dir)
+        self._temps: set[tuple[int, str]] = set()  # (directory descriptor, name)
         self._lock = threading.Lock()
         self._closed = False
-        # Temporary names: unique per run without a random draw (a syscall) per file.
-        self._token = secrets.token_hex(4)
         self._serial = itertools.count()
         # One hop at a time: more threads overlap the disk's waits but fight the event loop
         # for the GIL on every syscall (measured: W1 took 6.2 s with one, 9.4 s with four).
@@ -118,12 +124,17 @@ class Saver:
         return await asyncio.to_thread(self._digest_file, relpath)
 
     def sweep(self) -> None:
-        """Remove every temporary file still registered; later writes are refused. Blocking."""
-        with self._lock:
-            self._closed = True
-            temps, self._temps = self._temps, set()
-        for temp in temps:
-            _unlink(temp)
+        """Remove every temporary file still registered, then release the output directory;
+        later writes are refused. Blocking."""
+        try:
+            with self._lock:
+                self._closed = True
+                temps, self._temps = self._temps, set()
+                # Under the lock: a registered directory descriptor is open until forgotten.
+                for dir_fd, name in temps:
+                    _unlink(name, dir_fd)
+        finally:
+            self._tree.close()  # the run's lock last: its temporary files are gone
 
     # The methods below run in worker threads.
 
@@ -131,11 +142,19 @@ class Saver:
         sizes: list[int | None] = []
         for relpath in relpaths:
             try:
-                info = os.stat(self.root / relpath)
+                directory = self._tree.directory(relpath.parent, create=False)
+            except OSError:
+                sizes.append(None)
+                continue
+            try:
+                # Only a file of its own counts: a symlink is not looked through.
+                info = os.stat(relpath.name, dir_fd=directory, follow_symlinks=False)
             except OSError:
                 sizes.append(None)
             else:
                 sizes.append(info.st_size if stat.S_ISREG(info.st_mode) else None)
+            finally:
+                os.close(directory)
         return sizes
 
     def _digest_files(self, relpaths: Sequence[PurePosixPath]) -> list[tuple[int, str] | None]:
@@ -143,10 +162,21 @@ class Saver:
 
     def _digest_file(self, relpath: PurePosixPath) -> tuple[int, str] | None:
         """Size and sha256 of what the file holds now; None if it is gone or not a file."""
+        try:
+            directory = self._tree.directory(relpath.parent, create=False)
+        except OSError:
+            return None
+        try:
+            # As for its size: a file of its own, never one seen through a symlink.
+            fd = os.open(relpath.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=directory)
+        except OSError:
+            return None
+        finally:
+            os.close(directory)
         digest = hashlib.sha256()
         size = 0
         try:
-            with open(self.root / relpath, "rb") as stream:
+            with open(fd, "rb") as stream:
                 if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
                     return None
                 while piece := stream.read(HASH_PIECE):
@@ -168,7 +198,7 @@ class Saver:
                         os.close(temp.fd)
                     results.append(self.place(temp, relpath))
                 except BaseException:
-                    self.drop_temp(temp.path)
+                    self.drop_temp(temp)
                     raise
             except OSError as exc:
                 results.append(_write_error(self.root / relpath, exc))
@@ -176,58 +206,63 @@ class Saver:
 
     def open_temp(self, relpath: PurePosixPath) -> TempFile:
         """Create and register a temporary file beside the target of `relpath`."""
-        target = self._target(relpath)
-        temp = f"{target.parent}/.{target.name}.{self._token}-{next(self._serial)}{TEMP_SUFFIX}"
+        dir_fd, name, target = self._target(relpath)
+        temp = self._tree.temp_name(name, next(self._serial))
         with self._lock:
             if self._closed:
+                os.close(dir_fd)
                 msg = "the run is shutting down"
                 raise OSError(msg)
-            self._temps.add(temp)
+            self._temps.add((dir_fd, temp))
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_BINARY, 0o666)
+            fd = os.open(temp, _NEW_TEMP, 0o666, dir_fd=dir_fd)
         except BaseException:
-            self._forget(temp)
+            self._release(dir_fd, temp)
             raise
-        return TempFile(fd, temp, target)
+        return TempFile(fd, dir_fd, temp, target)
 
     def place(self, temp: TempFile, relpath: PurePosixPath) -> str:
-        """Rename a finished temporary file to its target; return the final path."""
+        """Rename a finished temporary file to its target; return the final path.
+
+        A symlink of the target's name is replaced, never followed. On failure the temporary
+        file stays registered, for `drop_temp`.
+        """
         target = temp.target
         try:
-            os.replace(temp.path, target)
+            os.replace(temp.name, target.name, src_dir_fd=temp.dir_fd, dst_dir_fd=temp.dir_fd)
         except IsADirectoryError:
             # Another URL needed this name as a directory ("/a" after "/a/b").
-            target = self.root / _clash_path(relpath)
-            os.replace(temp.path, target)
-        self._forget(temp.path)
+            clash = _clash_path(relpath)
+            host = self._tree.directory(clash.parent, create=True)
+            try:
+                os.replace(temp.name, clash.name, src_dir_fd=temp.dir_fd, dst_dir_fd=host)
+            finally:
+                os.close(host)
+            target = self.root / clash
+        self._release(temp.dir_fd, temp.name)
         return str(target)
 
-    def drop_temp(self, temp: str) -> None:
+    def drop_temp(self, temp: TempFile) -> None:
         """Remove a temporary file that will not be completed."""
-        _unlink(temp)
-        self._forget(temp)
+        _unlink(temp.name, temp.dir_fd)
+        self._release(temp.dir_fd, temp.name)
 
-    def _forget(self, temp: str) -> None:
+    def _release(self, dir_fd: int, temp: str) -> None:
+        """Forget a temporary file and close its directory descriptor (after: see sweep)."""
         with self._lock:
-            self._temps.discard(temp)
+            self._temps.discard((dir_fd, temp))
+        os.close(dir_fd)
 
-    def _target(self, relpath: PurePosixPath) -> Path:
-        """The file for `relpath`, its directories made; moved aside if a file blocks them."""
-        target = self.root / relpath
-        directory = str(target.parent)
-        if directory in self._known_dirs:
-            return target
+    def _target(self, relpath: PurePosixPath) -> tuple[int, str, Path]:
+        """The directory (a new descriptor), name and path for `relpath`, its directories
+        made; moved aside if a file blocks them. Raises SymlinkInTree through a symlink."""
         try:
-            os.makedirs(target.parent, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
+            directory = self._tree.directory(relpath.parent, create=True)
+        except NotADirectoryError:
             # A file holds a name this path needs as a directory ("/a/b" after "/a").
-            target = self.root / _clash_path(relpath)
-            os.makedirs(target.parent, exist_ok=True)
-            return target
-        if len(self._known_dirs) > 100_000:
-            self._known_dirs.clear()
-        self._known_dirs.add(directory)
-        return target
+            clash = _clash_path(relpath)
+            return self._tree.directory(clash.parent, create=True), clash.name, self.root / clash
+        return directory, relpath.name, self.root / relpath
 
 
 class Body:
@@ -303,14 +338,17 @@ class Body:
 
     def _write_last(self, chunks: list[bytes]) -> str | None:
         self._write(chunks)
-        if self._temp is None or self._relpath is None:
+        temp = self._temp
+        if temp is None or self._relpath is None:
             return None
         try:
             self._open = False
-            os.close(self._temp.fd)
-            return self._saver.place(self._temp, self._relpath)
+            os.close(temp.fd)
+            placed = self._saver.place(temp, self._relpath)
         except OSError as exc:
-            raise _write_error(self._temp.target, exc) from exc
+            raise _write_error(temp.target, exc) from exc
+        self._temp = None  # placed: its directory descriptor is closed
+        return placed
 
     def _drop(self) -> None:
         if self._temp is None:
@@ -318,7 +356,7 @@ class Body:
         if self._open:
             self._open = False
             os.close(self._temp.fd)
-        self._saver.drop_temp(self._temp.path)
+        self._saver.drop_temp(self._temp)
         self._temp = None
 
 
@@ -335,6 +373,8 @@ def _clash_path(relpath: PurePosixPath) -> PurePosixPath:
 
 
 def _write_error(path: Path, exc: OSError) -> PermanentError:
+    if isinstance(exc, SymlinkInTree):
+        return PermanentError(ErrorKind.IO, f"cannot write {exc.path}: {exc.strerror}")
     reason = exc.strerror or str(exc)
     return PermanentError(ErrorKind.IO, f"cannot write {path}: {reason}")
 
@@ -346,6 +386,6 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
             view = view[os.write(fd, view) :]
 
 
-def _unlink(path: str) -> None:
+def _unlink(name: str, dir_fd: int) -> None:
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+        os.unlink(name, dir_fd=dir_fd)

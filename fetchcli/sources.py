@@ -83,14 +83,24 @@ class Source:
     reading: bool = False
 
 
-def open_sources(names: tuple[str, ...], stdin: BinaryIO, stdin_isatty: bool) -> list[Source]:
-    """Open every source up front, so a missing one is a usage error before any fetch."""
+def open_sources(
+    names: tuple[str, ...],
+    stdin: BinaryIO,
+    *,
+    records: str | None = None,
+    stdout: BinaryIO | None = None,
+) -> list[Source]:
+    """Open every source up front, so a missing one is a usage error before any fetch.
+
+    `records` is the --jsonl path ("-": `stdout`): it must not be one of the sources, or the
+    run would overwrite (or, appended, read back forever) its own list of URLs. Checked here,
+    before anything is opened for writing.
+    """
     sources = []
     for name in names:
         if name == "-":
-            if stdin_isatty:
-                msg = "no URLs: give a file of URLs, or pipe them on stdin"
-                raise UsageError(msg)
+            # An explicit "-" on a terminal reads what is typed there until Ctrl-D, as
+            # `cat -` does; the CLI refuses a terminal only when no source was given.
             sources.append(Source("-", stdin))
             continue
         try:
@@ -99,7 +109,40 @@ def open_sources(names: tuple[str, ...], stdin: BinaryIO, stdin_isatty: bool) ->
             close_sources(sources)
             msg = f"cannot read {name}: {exc.strerror or exc}"
             raise UsageError(msg) from exc
+    if records is not None:
+        clash = _source_written_by(sources, records, stdout)
+        if clash is not None:
+            close_sources(sources)
+            if records == "-":
+                msg = f"--jsonl - goes to {clash}, which is also a source: give the records a file"
+            else:
+                msg = f"--jsonl {records} is also a source ({clash}): give the records a file"
+            raise UsageError(msg + " of their own")
     return sources
+
+
+def _source_written_by(sources: list[Source], records: str, stdout: BinaryIO | None) -> str | None:
+    """The name of the source that the records file is (same device and inode), or None."""
+    try:
+        if records != "-":
+            info = os.stat(records)  # through symlinks, as the writing would go
+        elif stdout is not None:
+            info = os.fstat(stdout.fileno())
+        else:
+            return None
+    except (OSError, ValueError):  # not there yet (fine), or no file descriptor
+        return None
+    # Only files: stdin and stdout may well be one terminal, or both /dev/null.
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    for source in sources:
+        try:
+            theirs = os.fstat(source.stream.fileno())
+        except (OSError, ValueError):
+            continue
+        if (theirs.st_dev, theirs.st_ino) == (info.st_dev, info.st_ino):
+            return source.name
+    return None
 
 
 def close_sources(sources: list[Source]) -> None:
@@ -202,7 +245,7 @@ async def _read_chunks(stream: BinaryIO, *, close: bool) -> AsyncIterator[bytes]
     def reader() -> None:
         try:
             while not stop.is_set():
-                chunk = _read1(stream)
+                chunk = _read1(stream, stdin=not close)
                 if not _hand_over(chunk) or not chunk:
                     return
         except (OSError, ValueError) as exc:
@@ -243,8 +286,17 @@ async def _read_chunks(stream: BinaryIO, *, close: bool) -> AsyncIterator[bytes]
         stop.set()
 
 
-def _read1(stream: BinaryIO) -> bytes:
+def _read1(stream: BinaryIO, *, stdin: bool = False) -> bytes:
     # read1 returns whatever has arrived (at least one byte) instead of waiting for a full block.
+    raw = getattr(stream, "raw", None) if stdin else None
+    if raw is not None:
+        # stdin's buffered reader would be locked by this thread while it waits, and an
+        # interpreter exiting on Ctrl-C aborts on that lock (sys.stdin is closed at exit).
+        chunk: bytes | None = raw.read(READ_SIZE)
+        if chunk is None:  # a non-blocking stdin with nothing yet: say so, never cut it short
+            msg = "stdin is in non-blocking mode"
+            raise BlockingIOError(msg)
+        return chunk
     read1 = getattr(stream, "read1", None)
     return read1(READ_SIZE) if read1 is not None else stream.read(READ_SIZE)
 

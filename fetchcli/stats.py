@@ -42,7 +42,10 @@ class RunStats:
     existing: int = 0  # ok: the file was already there (--skip-existing)
     failed: int = 0
     skipped: int = 0  # duplicates, whatever their first's outcome
-    bytes: int = 0  # transferred: not those of files already there, nor repeats
+    bytes: int = 0  # of finished records' bodies: not files already there, nor repeats
+    # Body bytes as they arrive, of failed and unfinished transfers too: the fetcher adds
+    # each chunk's length (one int add per chunk). 0 where nothing feeds it yet.
+    received: int = 0
     retries: int = 0
     retrying: int = 0
     in_flight: int = 0

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import re
 
+from fetchcli.config import OutputOptions
+from fetchcli.progress import Estimate, eta, percent, transferred
 from fetchcli.stats import RunStats
 
-__all__ = ["printable", "size", "summary_line"]
+__all__ = [
+    "clock",
+    "more_failures",
+    "printable",
+    "resume_hint",
+    "size",
+    "status_line",
+    "summary_line",
+]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -28,9 +38,58 @@ def summary_line(stats: RunStats) -> str:
         parts.append(f"{stats.skipped:,} skipped")
     if stats.resumed:
         parts.append(f"{stats.resumed:,} already done")
-    parts.append(size(stats.bytes))
+    parts.append(size(transferred(stats)))
     parts.append(f"{stats.retries:,} retries")
     return ", ".join(parts)
+
+
+def status_line(
+    stats: RunStats, progress: Estimate, moved: int, request_rate: float, byte_rate: float
+) -> str:
+    """One complete line about the run so far, for a terminal shared with others; `moved`
+    is the bytes that arrived."""
+    if progress.share is not None and progress.total is not None:
+        where = f"{percent(progress.share)}% · {progress.done:,}/{progress.total:,} URLs"
+    else:
+        where = f"{progress.done:,} done"
+    line = f"fetchcli: {where} · {size(moved)} at {size(byte_rate)}/s · {clock(stats.elapsed)}"
+    left = eta(progress, request_rate, byte_rate)
+    if left is not None:
+        line += f" · ETA {clock(left)}"
+    line += f" · ok {stats.ok:,} · failed {stats.failed:,} · in flight {stats.in_flight:,}"
+    if stats.retrying:
+        line += f" · retrying {stats.retrying:,}"
+    return line
+
+
+def resume_hint(output: OutputOptions) -> str:
+    """After an interrupted run: how to fetch only the rest, true to where the records went."""
+    if output.jsonl == "-":
+        return (
+            "The records went to stdout: next time give --jsonl a FILE, so that --resume "
+            "can fetch only the rest."
+        )
+    if output.jsonl:
+        again = "again" if output.resume else "again with --resume"
+        return (
+            f"What had not finished has no record in {output.jsonl}: run the same command "
+            f"{again} to fetch only the rest."
+        )
+    hint = "Nothing recorded what finished (no --jsonl). "
+    if output.save and output.skip_existing:
+        hint += "The same command again passes over the files already saved. "
+    elif output.save:  # saved files are whole: a partial body never has the final name
+        hint += "Run it again with --skip-existing to pass over the files already saved. "
+    return hint + "Next time add --jsonl FILE, so that --resume can fetch only the rest."
+
+
+def more_failures(output: OutputOptions) -> str:
+    """The line that stands for the failures not listed one by one."""
+    if output.jsonl == "-":
+        return "… more failures: see the summary and the records on stdout"
+    if output.jsonl:
+        return f"… more failures: see the summary and the records in {output.jsonl}"
+    return "… more failures: see the summary"
 
 
 def size(count: float | None) -> str:
@@ -47,3 +106,9 @@ def size(count: float | None) -> str:
 def printable(text: str) -> str:
     """`text` with control characters as escapes (`\\x1b`): a URL cannot drive the terminal."""
     return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
+
+
+def clock(seconds: float) -> str:
+    """A duration as H:MM:SS."""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

@@ -49,6 +49,15 @@ def test_stdin_from_a_terminal_without_sources_is_a_usage_error():
     result = cli("get", stdin_isatty=True)
     assert result.exit_code == 2
     assert result.stderr.startswith("fetchcli: error: no URLs: give a file of URLs")
+    assert "'-' reads the terminal" in result.stderr
+
+
+def test_an_explicit_dash_reads_a_terminal_as_cat_does(server, unique):
+    url = server.url(f"/ok/{unique}/typed")
+    stdin = f"{url}\n".encode()
+    result = cli("get", "-", "--no-save", "--jsonl", "-", stdin=stdin, stdin_isatty=True)
+    assert result.exit_code == 0
+    assert [(r["url"], r["ok"]) for r in result.records()] == [(url, True)]
 
 
 def test_bad_lines_get_records_and_the_run_goes_on():
@@ -108,9 +117,14 @@ def test_no_arguments_shows_help(capsys: pytest.CaptureFixture[str]):
     ],
 )
 def test_processes_beyond_the_machine_are_capped_with_a_note(args, cpu_count, note):
-    result = cli("get", "-q", "--no-save", *args, stdin=b"ftp://x/y\n", cpu_count=cpu_count)
+    result = cli("get", "--no-save", *args, stdin=b"ftp://x/y\n", cpu_count=cpu_count)
     assert result.exit_code == 1  # the one bad line: the run itself went ahead
-    assert result.stderr == note
+    assert result.stderr.startswith(f"{note}fetchcli: 1 URL in ")  # the note, the summary
+
+
+def test_quiet_hides_the_note_too():
+    result = cli("get", "-q", "--no-save", "-P", "99", stdin=b"ftp://x/y\n", cpu_count=1)
+    assert result.exit_code == 1 and result.stderr == ""
 
 
 def test_debug_is_read_from_the_flags_not_from_any_argument(tmp_path: Path, monkeypatch):

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import sys
+from typing import Any
 
 import pytest
 from rich.console import Console
 
+from fetchcli.config import OutputOptions
 from fetchcli.kinds import Skipped
-from fetchcli.live import LiveDisplay, summary_table
+from fetchcli.live import LiveDisplay, StatusLines, summary_table
 from fetchcli.models import Record
+from fetchcli.progress import estimate
 from fetchcli.stats import RunStats, Transfer
-from fetchcli.summary import summary_line
+from fetchcli.summary import status_line, summary_line
 
 pytestmark = pytest.mark.anyio
 
@@ -141,6 +145,193 @@ async def test_the_lines_of_a_list_are_counted_for_the_total(tmp_path):
         await asyncio.sleep(0.01)
     assert stats.total == 2
     await display.aclose(interrupted=False)
+
+
+def big_run(small_done: int = 95, big: int = 5, share: float = 0.25) -> RunStats:
+    """Small pages done, and five bodies of 200 MB a quarter arrived."""
+    stats = RunStats(total=small_done + big)
+    for i in range(small_done):
+        stats.add(Record(url=f"http://a.test/{i}", ok=True, status=200, bytes=1_000))
+    for key in range(big):
+        expected = 200_000_000
+        stats.transfers[key] = Transfer(
+            f"http://a.test/big{key}", expected, Arrived(int(expected * share))
+        )
+    return stats
+
+
+def test_progress_is_weighted_by_bytes_when_sizes_are_known():
+    progress = estimate(big_run())  # 95 of 100 URLs done, but a quarter of the bytes
+    assert progress.by_bytes and progress.done == 95
+    assert progress.share == pytest.approx(250.095 / 1000.095)
+    assert progress.left == pytest.approx(750_000_000)
+
+
+def test_without_any_size_known_progress_counts_urls():
+    stats = RunStats(total=10)
+    for i in range(4):
+        stats.add(Record(url=f"http://a.test/{i}", ok=False, status=404, error_kind="http"))
+    progress = estimate(stats)
+    assert not progress.by_bytes and progress.share == 0.4 and progress.left == 6
+
+
+def test_urls_of_unknown_size_weigh_the_mean_of_the_known_ones():
+    stats = RunStats(total=4, resumed=1)  # one done by an earlier run: its size unknown
+    stats.add(Record(url="http://a.test/1", ok=True, status=200, bytes=100))
+    stats.transfers[1] = Transfer("http://a.test/2", 300, Arrived(150))
+    stats.transfers[2] = Transfer("http://a.test/3", None, Arrived(50))  # no Content-Length
+    progress = estimate(stats)  # the mean is 200: URLs 3 and the resumed one weigh 200
+    assert progress.share == pytest.approx((100 + 150 + 50 + 200) / (100 + 300 + 200 + 200))
+
+
+def test_a_body_longer_than_the_mean_without_content_length_weighs_what_arrived():
+    stats = RunStats(total=2)
+    stats.add(Record(url="http://a.test/1", ok=True, status=200, bytes=100))
+    stats.transfers[1] = Transfer("http://a.test/2", None, Arrived(900))
+    assert estimate(stats).share == pytest.approx(1.0)
+    assert estimate(stats).share <= 1.0
+
+
+def test_percent_is_never_rounded_up_to_a_finish():
+    stats = RunStats(total=1000)
+    for i in range(999):
+        stats.add(Record(url=f"http://a.test/{i}", ok=False, error_kind="http"))
+    display, screen = live(stats)
+    display._live.start()
+    display._draw()
+    display._live.stop()
+    assert " 99% 999/1,000" in screen.getvalue()
+
+
+async def test_the_top_bar_shows_the_share_of_the_bytes_not_of_the_urls():
+    display, screen = live(big_run())
+    display.start([])
+    await asyncio.sleep(0.05)
+    await display.aclose(interrupted=False)
+    text = screen.getvalue()
+    assert " 25% 95/100" in text and "95%" not in text
+
+
+def test_the_eta_comes_from_the_bytes_left_and_the_byte_rate():
+    stats = big_run(small_done=0)
+    progress = estimate(stats)
+    line = status_line(stats, progress, 250_000_000, request_rate=0.0, byte_rate=50_000_000)
+    assert "25% · 0/5 URLs" in line and "250.0 MB at 50.0 MB/s" in line
+    assert "ETA 0:00:15" in line  # 750 MB left at 50 MB/s
+
+
+def test_the_interrupted_summary_counts_what_was_transferred():
+    stats = RunStats()
+    stats.add(Record(url="http://a.test/small", ok=True, status=200, bytes=501))
+    stats.received = 350_000_000
+    screen = io.StringIO()
+    Console(file=screen, width=100, color_system=None).print(summary_table(stats, interrupted=True))
+    text = screen.getvalue()
+    assert "1 URL · 350.0 MB ·" in text and "501 B" not in text
+
+
+def test_the_interrupted_summary_gives_the_hint_for_this_run():
+    screen = io.StringIO()
+    options = OutputOptions(jsonl="r.jsonl")
+    table = summary_table(RunStats(), interrupted=True, output=options)
+    Console(file=screen, width=200, color_system=None).print(table)
+    assert "no record in r.jsonl: run the same command again with --resume" in screen.getvalue()
+
+
+async def test_the_live_display_leaves_stdout_alone():
+    # Rich's Live swaps sys.stdout for a proxy onto its console unless told not to.
+    before = sys.stdout
+    display, _ = live(RunStats())
+    display.start([])
+    assert sys.stdout is before
+    await display.aclose(interrupted=False)
+    assert sys.stdout is before
+
+
+def status_lines(stats: RunStats, **options: Any) -> tuple[StatusLines, io.StringIO]:
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120, color_system=None)
+    return StatusLines(stats, console, **options), screen
+
+
+async def test_status_lines_are_whole_lines_that_move_no_cursor():
+    stats = RunStats(total=4)
+    display, screen = status_lines(stats, every=0.05)
+    display.start([])
+    stats.add(Record(url="http://a.test/1", ok=True, status=200, bytes=10))
+    await asyncio.sleep(0.08)
+    stats.add(Record(url="http://a.test/2", ok=False, status=404, error_kind="http"))
+    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.15)  # nothing changes: no more lines
+    await display.aclose(interrupted=False)
+    text = screen.getvalue()
+    assert not re.search(r"\x1b\[\d*[ABCDGHJKf]|\r", text)  # nothing moved, nothing erased
+    lines = [line for line in text.splitlines() if line.startswith("fetchcli: ") and "URLs" in line]
+    assert [line.split(" · ")[:2] for line in lines] == [
+        ["fetchcli: 25%", "1/4 URLs"],
+        ["fetchcli: 50%", "2/4 URLs"],
+    ]
+    assert "fetchcli: done" in text
+
+
+async def test_status_lines_for_a_terminal_being_typed_into_only_a_note_and_the_summary():
+    stats = RunStats()
+    display, screen = status_lines(stats, every=None, note="fetchcli: reading URLs")
+    display.start([])
+    stats.add(Record(url="http://a.test/1", ok=True, status=200, bytes=10))
+    await asyncio.sleep(0.05)
+    await display.aclose(interrupted=False)
+    text = screen.getvalue()
+    assert text.startswith("fetchcli: reading URLs\n")
+    assert "URLs ·" not in text and "fetchcli: done" in text
+
+
+async def test_more_failures_names_the_records_file():
+    stats = RunStats()
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100, color_system=None)
+    display = LiveDisplay(stats, console, OutputOptions(jsonl="out.jsonl"))
+    display.start([])
+    for i in range(12):
+        display.on_record(Record(url=f"http://a.test/{i}", ok=False, status=404, error_kind="http"))
+    await asyncio.sleep(0.05)
+    await display.aclose(interrupted=False)
+    assert "more failures: see the summary and the records in out.jsonl" in screen.getvalue()
+
+
+async def test_bytes_seen_in_flight_still_count_after_their_transfer_is_gone():
+    # Interrupted: the fetcher drops its unfinished transfers before the summary is drawn.
+    stats = RunStats()
+    stats.add(Record(url="http://a.test/small", ok=True, status=200, bytes=501))
+    stats.transfers[1] = Transfer("http://a.test/big", 400_000_000, Arrived(350_000_000))
+    display, screen = live(stats)
+    display.start([])
+    await asyncio.sleep(0.05)
+    del stats.transfers[1]
+    await display.aclose(interrupted=True)
+    assert "1 URL · 350.0 MB ·" in screen.getvalue()
+
+
+async def test_failure_and_status_lines_are_cut_to_one_line_never_wrapped():
+    long = "http://a.test/" + "x" * 200
+    stats = RunStats(total=3)
+    stats.add(Record(url=long, ok=False, status=404, error_kind="http"))
+    display, screen = live(stats)
+    display.start([])
+    display.on_record(Record(url=long, ok=False, status=404, error_kind="http"))
+    await asyncio.sleep(0.05)
+    await display.aclose(interrupted=False)
+    shown = [_plain(line) for line in screen.getvalue().splitlines()]
+    (at,) = [i for i, line in enumerate(shown) if "✗ 404" in line]
+    assert shown[at].endswith("…") and not shown[at + 1].startswith("x")  # not wrapped
+    narrow = io.StringIO()
+    console = Console(file=narrow, force_terminal=True, width=40, color_system=None)
+    lines = StatusLines(stats, console, every=0.01)
+    lines.start([])
+    await asyncio.sleep(0.05)
+    await lines.aclose(interrupted=False)
+    (status,) = [line for line in narrow.getvalue().splitlines() if "URLs" in line]
+    assert len(status) == 40 and status.endswith("…")
 
 
 async def test_a_line_with_control_characters_cannot_drive_the_terminal():

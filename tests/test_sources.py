@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import pytest
 
@@ -15,6 +16,7 @@ from fetchcli.sources import (
     FingerprintSet,
     LongLine,
     Source,
+    close_sources,
     open_sources,
     parse_line,
     read_lines,
@@ -158,17 +160,19 @@ async def test_a_line_at_the_limit_is_kept_whole_and_one_past_it_is_long(size: i
 
 def test_a_missing_source_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match=r"cannot read .*nope.txt: No such file or directory"):
-        open_sources((str(tmp_path / "nope.txt"),), io.BytesIO(), stdin_isatty=False)
+        open_sources((str(tmp_path / "nope.txt"),), io.BytesIO())
 
 
 def test_a_directory_is_not_a_source(tmp_path):
     with pytest.raises(UsageError, match="Is a directory"):
-        open_sources((str(tmp_path),), io.BytesIO(), stdin_isatty=False)
+        open_sources((str(tmp_path),), io.BytesIO())
 
 
-def test_stdin_from_a_terminal_is_a_usage_error():
-    with pytest.raises(UsageError, match="no URLs"):
-        open_sources(("-",), io.BytesIO(), stdin_isatty=True)
+def test_an_explicit_dash_is_stdin_whatever_it_is():
+    # A terminal too, as with `cat -`: whether to refuse one is the CLI's call (no source).
+    stdin = io.BytesIO(b"http://a.test/\n")
+    (source,) = open_sources(("-",), stdin)
+    assert source.name == "-" and source.stream is stdin
 
 
 def test_url_key_ignores_the_fragment_and_default_port():
@@ -188,3 +192,48 @@ def test_fingerprint_set_grows_and_remembers():
     assert not any(seen.add(key) for key in keys)
     assert len(seen) == 10_000
     assert keys[1234] in seen and b"http://h.test/other" not in seen
+
+
+@pytest.mark.parametrize(
+    "spelling", ["urls.txt", "./urls.txt", "link.txt", "hard.txt", "{tmp}/urls.txt"]
+)
+def test_a_records_file_that_is_a_source_is_a_usage_error(tmp_path, monkeypatch, spelling):
+    urls = tmp_path / "urls.txt"
+    urls.write_text("http://a.test/\n")
+    (tmp_path / "link.txt").symlink_to(urls)
+    (tmp_path / "hard.txt").hardlink_to(urls)
+    monkeypatch.chdir(tmp_path)
+    records = spelling.format(tmp=tmp_path)
+    with pytest.raises(UsageError, match=rf"^--jsonl {records} is also a source \(urls.txt\)"):
+        open_sources(("urls.txt",), io.BytesIO(), records=records)
+    assert urls.read_text() == "http://a.test/\n"
+
+
+def test_a_records_file_that_is_stdin_is_a_usage_error(tmp_path):
+    urls = tmp_path / "urls.txt"
+    urls.write_text("http://a.test/\n")
+    with urls.open("rb") as stdin, pytest.raises(UsageError, match=r"also a source \(-\)"):
+        open_sources(("-",), stdin, records=str(urls))
+
+
+def test_records_on_stdout_appended_to_a_source_are_a_usage_error(tmp_path):
+    # `fetchcli get urls.txt --jsonl - >> urls.txt` would read its own records forever.
+    urls = tmp_path / "urls.txt"
+    urls.write_text("http://a.test/\n")
+    with (
+        urls.open("ab") as stdout,
+        pytest.raises(UsageError, match=r"^--jsonl - goes to \S*urls.txt, which is also a source"),
+    ):
+        open_sources((str(urls),), io.BytesIO(), records="-", stdout=stdout)
+
+
+def test_a_records_file_of_its_own_is_fine(tmp_path):
+    urls = tmp_path / "urls.txt"
+    urls.write_text("http://a.test/\n")
+    (tmp_path / "old.jsonl").write_text("")
+    for records in (str(tmp_path / "old.jsonl"), str(tmp_path / "new.jsonl"), "-"):
+        # stdout and stdin may well be one terminal, or /dev/null: only files can clash.
+        with open(os.devnull, "wb") as stdout:
+            sources = open_sources((str(urls), "-"), io.BytesIO(), records=records, stdout=stdout)
+        close_sources(sources)
+    assert not (tmp_path / "new.jsonl").exists()

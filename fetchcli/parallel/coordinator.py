@@ -87,6 +87,7 @@ class _Engine:
     in_flight: int = 0
     retrying: int = 0
     retries: int = 0
+    received: int = 0
     transfers: dict[int, Transfer] = dataclasses.field(default_factory=dict)
 
     def send(self, message: ToEngine) -> None:
@@ -118,6 +119,7 @@ class _Pool:
             try:
                 process = await asyncio.create_subprocess_exec(
                     sys.executable,
+                    "-P",  # a "fetchcli" folder in the current directory must not shadow us
                     "-m",
                     "fetchcli.parallel.engine",
                     str(theirs.fileno()),
@@ -271,7 +273,7 @@ class _Pool:
 
     def _take_stats(self, engine: _Engine, report: EngineStats) -> None:
         engine.in_flight, engine.retrying = report.in_flight, report.retrying
-        engine.retries = report.retries
+        engine.retries, engine.received = report.retries, report.received
         engine.transfers = {
             t.key: Transfer(t.url, t.expected, _Received(t.size)) for t in report.transfers
         }
@@ -282,6 +284,7 @@ class _Pool:
         stats.in_flight = sum(engine.in_flight for engine in self._engines)
         stats.retrying = sum(engine.retrying for engine in self._engines)
         stats.retries = sum(engine.retries for engine in self._engines)
+        stats.received = sum(engine.received for engine in self._engines)
         stats.transfers = {
             (engine.index << 40) | key: transfer
             for engine in self._engines

@@ -149,7 +149,9 @@ class _Engine:
             TransferReport(key, transfer.url, transfer.expected, transfer.progress.size)
             for key, transfer in list(stats.transfers.items())
         ]
-        return EngineStats(stats.in_flight, stats.retrying, stats.retries, transfers)
+        return EngineStats(
+            stats.in_flight, stats.retrying, stats.retries, stats.received, transfers
+        )
 
 
 async def _serve(fd: int) -> None:

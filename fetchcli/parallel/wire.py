@@ -107,6 +107,7 @@ class EngineStats:
     in_flight: int
     retrying: int
     retries: int
+    received: int  # body bytes that arrived, finished or not
     transfers: list[TransferReport]
 
 

@@ -1,0 +1,92 @@
+"""The summary in words: bytes that moved, and hints that say what is true for this run."""
+
+from __future__ import annotations
+
+import pytest
+
+from fetchcli.config import OutputOptions
+from fetchcli.models import Record
+from fetchcli.progress import transferred
+from fetchcli.stats import RunStats, Transfer
+from fetchcli.summary import more_failures, resume_hint, summary_line
+
+
+class Arrived:
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def test_an_interrupted_run_counts_the_bytes_that_arrived_not_only_finished_bodies():
+    stats = RunStats()
+    stats.add(Record(url="http://a.test/small", ok=True, status=200, bytes=501))
+    stats.received = 350_000_000  # fed per chunk: cut-short bodies too
+    assert transferred(stats) == 350_000_000
+    assert "350.0 MB" in summary_line(stats) and "501 B" not in summary_line(stats)
+
+
+def test_without_a_per_chunk_count_the_bodies_in_flight_still_count():
+    stats = RunStats()
+    stats.add(Record(url="http://a.test/small", ok=True, status=200, bytes=500))
+    stats.transfers[1] = Transfer("http://a.test/big", 200_000_000, Arrived(50_000_000))
+    assert transferred(stats) == 50_000_500
+
+
+@pytest.mark.parametrize(
+    ("options", "hint"),
+    [
+        (
+            OutputOptions(),
+            "Nothing recorded what finished (no --jsonl). Run it again with --skip-existing "
+            "to pass over the files already saved. Next time add --jsonl FILE, so that "
+            "--resume can fetch only the rest.",
+        ),
+        (
+            OutputOptions(skip_existing=True),
+            "Nothing recorded what finished (no --jsonl). The same command again passes over "
+            "the files already saved. Next time add --jsonl FILE, so that --resume can fetch "
+            "only the rest.",
+        ),
+        (
+            OutputOptions(save=False),
+            "Nothing recorded what finished (no --jsonl). Next time add --jsonl FILE, so that "
+            "--resume can fetch only the rest.",
+        ),
+        (
+            OutputOptions(jsonl="-"),
+            "The records went to stdout: next time give --jsonl a FILE, so that --resume can "
+            "fetch only the rest.",
+        ),
+        (
+            OutputOptions(jsonl="r.jsonl"),
+            "What had not finished has no record in r.jsonl: run the same command again with "
+            "--resume to fetch only the rest.",
+        ),
+        (
+            OutputOptions(jsonl="r.jsonl", resume=True),
+            "What had not finished has no record in r.jsonl: run the same command again to "
+            "fetch only the rest.",
+        ),
+    ],
+)
+def test_the_hint_after_an_interruption_is_true_to_where_the_records_went(options, hint):
+    assert resume_hint(options) == hint
+
+
+def test_no_records_file_means_no_talk_of_resuming_from_one():
+    hint = resume_hint(OutputOptions())
+    assert "--jsonl FILE --resume" not in hint and "run the same command again with" not in hint
+
+
+@pytest.mark.parametrize(
+    ("options", "line"),
+    [
+        (OutputOptions(), "… more failures: see the summary"),
+        (OutputOptions(jsonl="-"), "… more failures: see the summary and the records on stdout"),
+        (
+            OutputOptions(jsonl="r.jsonl"),
+            "… more failures: see the summary and the records in r.jsonl",
+        ),
+    ],
+)
+def test_more_failures_points_at_records_only_when_there_are_some(options, line):
+    assert more_failures(options) == line
