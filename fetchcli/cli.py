@@ -102,7 +102,8 @@ def get(
     if not sources and env.stdin_isatty:  # an explicit '-' reads the terminal, as `cat -` does
         msg = "no URLs: give a file of URLs, or pipe them on stdin ('-' reads the terminal)"
         raise UsageError(msg)
-    settings = _cap_processes(options.settings(sources, flags, env.environ), env)
+    settings = options.settings(sources, flags, env.environ, env.prompt)
+    settings = _cap_processes(settings, env)
     stats = asyncio.run(run(settings, env))
     return ExitStatus.OK if stats.failed == 0 else ExitStatus.FAILURES
 

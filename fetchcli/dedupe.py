@@ -29,8 +29,9 @@ from typing import Any, TypeVar
 
 from fetchcli.executor import Emit, Handoff
 from fetchcli.kinds import ErrorKind, Skipped
-from fetchcli.models import Job, Record
-from fetchcli.sources import FingerprintSet, fingerprint, url_key
+from fetchcli.models import Job, Record, shown_url
+from fetchcli.names import dedupe_key
+from fetchcli.sources import FingerprintSet, fingerprint
 
 __all__ = ["MAX_HELD", "MEMORY_OUTCOMES", "Dedupe"]
 
@@ -41,8 +42,8 @@ SQLITE_CACHE_KIB = 4096
 
 T = TypeVar("T")
 
-# A repeat waiting for its first: its source, line and URL as written.
-_Held = tuple[str, int, str]
+# A repeat waiting for its first: its source, line, URL as written and row's meta.
+_Held = tuple[str, int, str, dict[str, Any] | None]
 
 
 class Dedupe:
@@ -77,11 +78,11 @@ class Dedupe:
 
     async def admit(self, job: Job, handoff: Handoff) -> None:
         """Hand `job` off if it is the first of its URL; else record it as a repeat."""
-        key = fingerprint(url_key(job.parsed))
+        key = fingerprint(dedupe_key(job))
         if self._seen.add_fingerprint(key):
             await self._hand_off(job, key, handoff)
             return
-        repeat = (job.source, job.line, job.url)
+        repeat = (job.source, job.line, job.url, job.meta)
         held = self._flying.get(key)
         if held is not None:
             held.append(repeat)
@@ -92,7 +93,7 @@ class Dedupe:
             return
         first = self._outcomes.recent(key)
         if first is not None:
-            await self._emit(Record.duplicate(*repeat, first))
+            await self._emit(_repeat_of(first, repeat))
             return
         self._lookups.append((key, repeat))
         if len(self._lookups) >= LOOKUP_BATCH:
@@ -106,9 +107,9 @@ class Dedupe:
             for first in found:
                 _, repeat = lookups.popleft()
                 if first is None:  # cannot happen: every first's record is kept
-                    record = Record.lost(*repeat, "the outcome of its first was lost")
+                    record = Record.lost(*repeat[:3], "the outcome of its first was lost")
                 else:
-                    record = Record.duplicate(*repeat, first)
+                    record = _repeat_of(first, repeat)
                 await self._emit(record)
 
     async def emit(self, record: Record) -> None:
@@ -121,8 +122,8 @@ class Dedupe:
         held = self._flying.pop(key, [])
         self._outcomes.add(key, record)
         await self._emit(record)
-        for source, line, url in held:
-            await self._emit(Record.duplicate(source, line, url, record))
+        for repeat in held:
+            await self._emit(_repeat_of(record, repeat))
         if held:
             self._held -= len(held)
             self._released.set()
@@ -133,7 +134,7 @@ class Dedupe:
         await self._outcomes.aclose()
 
     async def _hand_off(self, job: Job, key: int, handoff: Handoff) -> None:
-        line = (job.source, job.line, job.url)
+        line = (job.source, job.line, shown_url(job.url))  # as its record will say
         self._flying[key] = []
         self._firsts[line] = key
         try:
@@ -283,6 +284,11 @@ def _record(row: Any) -> Record | None:
         content_type=content_type,
         skipped=Skipped(skipped) if skipped else None,
     )
+
+
+def _repeat_of(first: Record, repeat: _Held) -> Record:
+    source, line, url, meta = repeat
+    return Record.duplicate(source, line, url, first, meta)
 
 
 def _signed(key: int) -> int:

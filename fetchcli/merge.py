@@ -474,7 +474,7 @@ def _error(db: sqlite3.Connection, src: int, number: int) -> str | None:
 
 
 def _numbered_lines(name: str, stream: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
-    """`(line number, raw line)` as `sources.read_lines` numbers them; an over-long line is
+    """`(line number, raw line)` as `fetchcli get` numbers them; an over-long line is
     None. Synchronous: merge runs no event loop."""
     number = 0
     try:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import typer
 
 from fetchcli.config import Settings, option_types
+from fetchcli.credentials import with_password
 
 __all__ = ["PANELS", "Flag", "flag", "flags", "settings", "with_flags"]
 
@@ -162,7 +163,8 @@ PANELS: dict[str, tuple[Flag, ...]] = {
         flag(
             "proxy",
             "--proxy",
-            help="Send requests through this http(s) proxy (HTTP(S)_PROXY are honoured too).",
+            help="Send requests through this proxy: http://, https://, socks5:// or socks5h:// "
+            "(the proxy resolves names); HTTP(S)_PROXY are honoured too.",
             metavar="URL",
             show_default=False,
         ),
@@ -185,6 +187,64 @@ PANELS: dict[str, tuple[Flag, ...]] = {
             metavar="N",
             type=str | None,
             show_default=False,
+        ),
+        flag(
+            "cacert",
+            "--cacert",
+            help="Trust the CAs in this PEM bundle too, besides the system's.",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ),
+    "Manifests and credentials": (
+        flag(
+            "input_format",
+            "--input-format",
+            help="lines, csv, tsv or jsonl (default: by extension, .gz read too); manifests "
+            "have columns url, path, sha256, size (others kept under meta).",
+            metavar="F",
+            show_default=False,
+        ),
+        flag(
+            "layout",
+            "--layout",
+            help="tree (host/path) or flat (last segment, hashed on collision).",
+            metavar="L",
+        ),
+        flag(
+            "cut_dirs",
+            "--cut-dirs",
+            help="Drop N leading directories in the tree layout.",
+            metavar="N",
+        ),
+        flag("netrc", "-n", "--netrc", help="Basic auth from ~/.netrc for the hosts listed."),
+        flag(
+            "netrc_file",
+            "--netrc-file",
+            help="Basic auth from this netrc file.",
+            metavar="FILE",
+            show_default=False,
+        ),
+        flag(
+            "user",
+            "-u",
+            "--user",
+            help="Basic auth USER[:PASSWORD] for the origins of the list (asked on the "
+            "terminal when not given).",
+            metavar="USER[:PASSWORD]",
+            show_default=False,
+        ),
+        flag(
+            "cookies",
+            "--cookies",
+            help="Send cookies from this Netscape cookie file (read, never written).",
+            metavar="FILE",
+            show_default=False,
+        ),
+        flag(
+            "keep_cookies",
+            "--keep-cookies",
+            help="Send cookies that servers set back to the same host only (one process).",
         ),
     ),
 }
@@ -212,11 +272,16 @@ def with_flags(command: F) -> F:
 
 
 def settings(
-    sources: Sequence[str] | None, options: Mapping[str, Any], environ: Mapping[str, str]
+    sources: Sequence[str] | None,
+    options: Mapping[str, Any],
+    environ: Mapping[str, str],
+    prompt: Callable[[str], str] | None = None,
 ) -> Settings:
-    """The settings from what Typer parsed: the --no-X flags turned round, through the checks
-    that `fetchcli.fetch()` makes too."""
+    """The settings from what Typer parsed: the --no-X flags turned round, a missing password
+    asked with `prompt` (a terminal's), through the checks that `fetchcli.fetch()` makes too."""
     values = dict(options)
+    if values.get("user"):
+        values["user"] = with_password(values["user"], prompt)
     for _, each in flags():
         if each.invert:
             values[each.option] = not values[each.option]

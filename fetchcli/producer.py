@@ -1,5 +1,5 @@
-"""The producer: numbered input lines into jobs, and bad lines into records; repeats go to
-the `Dedupe` (fetchcli/dedupe.py), which records them with their first's outcome."""
+"""The producer: rows into jobs (named), and bad rows into records; repeats go to the
+`Dedupe` (fetchcli/dedupe.py), which records each with its first's outcome."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ import asyncio
 
 from fetchcli.dedupe import Dedupe
 from fetchcli.executor import Emit, Handoff, loop_time
-from fetchcli.models import Record
-from fetchcli.sources import BadLine, FingerprintSet, Lines, parse_line
+from fetchcli.manifests import Items
+from fetchcli.models import Record, shown_url
+from fetchcli.names import Namer
+from fetchcli.sources import BadLine, FingerprintSet
 from fetchcli.stats import RunStats
 
 __all__ = ["produce"]
 
 
 async def produce(
-    lines: Lines,
+    items: Items,
     handoff: Handoff,
     *,
     emit: Emit,
@@ -23,22 +25,25 @@ async def produce(
     dedupe: Dedupe | None,
     done: FingerprintSet | None,
     deadline_at: float | None,
+    namer: Namer | None = None,
 ) -> None:
-    """Turn lines into jobs for `handoff` (through `dedupe`, unless None); bad lines into
-    records at once. A line recorded ok in `done` (--resume) is skipped, repeats included.
+    """Turn rows into jobs for `handoff` (through `dedupe`, unless None); bad rows into
+    records at once. A row recorded ok in `done` (--resume) is skipped, repeats included.
 
+    `namer` names each job here, where every job passes (None: bodies are not saved);
     `deadline_at` is a `time.monotonic()` time: past it, reading stops.
     """
     try:
         async with asyncio.timeout_at(loop_time(deadline_at)):
-            async for source, batch in lines:
-                for number, raw in batch:
-                    item = parse_line(source, number, raw)
-                    if item is None:
-                        continue
+            async for _source, batch in items:
+                for item in batch:
                     if isinstance(item, BadLine):
                         await emit(Record.invalid(item.source, item.line, item.text, item.reason))
-                    elif done is not None and item.url.encode() in done:
+                        continue
+                    if namer is not None:
+                        # Before the resume check: a name taken in the earlier run stays taken.
+                        item = namer.name(item)
+                    if done is not None and shown_url(item.url).encode() in done:
                         stats.resumed += 1
                     elif dedupe is not None:
                         await dedupe.admit(item, handoff)

@@ -1,6 +1,6 @@
 """Drives a run: the deadline fixed once, the executor chosen once, the producer started.
 
-    execute() ─▶ producer (lines -> jobs; bad lines -> records at once)
+    execute() ─▶ producer (rows -> jobs; bad rows -> records at once)
                     │ Dedupe.admit(job): the first of each URL is handed off, repeats wait
                     ▼
                Executor.run ─▶ Dedupe.emit(record) ─▶ emit(record), then its repeats
@@ -22,10 +22,12 @@ from fetchcli.config import Limits, Settings
 from fetchcli.dedupe import Dedupe
 from fetchcli.errors import primary_error
 from fetchcli.executor import Emit, Executor
+from fetchcli.manifests import Items
+from fetchcli.names import Namer, Naming
 from fetchcli.parallel.coordinator import EngineProcesses
 from fetchcli.pipeline import InProcess
 from fetchcli.producer import produce
-from fetchcli.sources import FingerprintSet, Lines
+from fetchcli.sources import FingerprintSet
 from fetchcli.stats import RunStats
 
 __all__ = ["engine_count", "execute"]
@@ -36,25 +38,39 @@ MAX_ENGINES = 4
 
 async def execute(
     settings: Settings,
-    lines: Lines,
+    items: Items,
     emit: Emit,
     stats: RunStats,
     *,
     random: Callable[[], float],
     done: FingerprintSet | None = None,
     input_bytes: int | None = None,
+    rows: bool = False,
 ) -> None:
-    """Fetch every line, handing each record to `emit`, on the executor the settings ask for.
+    """Fetch every row, handing each record to `emit`, on the executor the settings ask for.
 
     `done` holds the URLs an earlier run recorded ok (--resume); `input_bytes` is the size of
-    the input when known ahead, for the automatic choice of engine processes.
+    the input when known ahead, for the automatic choice of engine processes; `rows` says the
+    input may hold manifest rows, whose paths may meet any other name.
     """
     deadline = settings.timeouts.deadline
     deadline_at = None if deadline is None else time.monotonic() + deadline
     # Both executors' records come back here, so repeats are dealt with once, in this process.
     dedupe = Dedupe(emit) if settings.input.dedupe else None
+    output = settings.output
+    # Names are given here, on the producer's side: engines would not see each other's.
+    namer = None
+    if output.save or output.skip_existing:
+        namer = Namer(Naming(layout=output.layout, cut_dirs=output.cut_dirs), rows=rows)
     producer = functools.partial(
-        produce, lines, emit=emit, stats=stats, dedupe=dedupe, done=done, deadline_at=deadline_at
+        produce,
+        items,
+        emit=emit,
+        stats=stats,
+        dedupe=dedupe,
+        done=done,
+        deadline_at=deadline_at,
+        namer=namer,
     )
     executor = _choose(settings, stats, random, input_bytes, deadline_at)
     try:
@@ -77,7 +93,7 @@ def _choose(
     deadline_at: float | None,
 ) -> Executor:
     count = engine_count(settings.limits, input_bytes=input_bytes)
-    if count > 1:
+    if count > 1 and not settings.http.keep_cookies:  # a host's cookies live in one process
         return EngineProcesses(settings, stats, count, deadline_at=deadline_at)
     return InProcess(settings, stats, random=random, deadline_at=deadline_at)
 

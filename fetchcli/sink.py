@@ -20,7 +20,7 @@ import itertools
 import os
 import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import NamedTuple, Self
@@ -40,6 +40,8 @@ WRITE_THREADS = 1
 _NEW_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_BINARY", 0)
 
 SmallFile = tuple[PurePosixPath, bytes]
+# Checks a finished body by its sha256 (hex) before it gets its name; raises to refuse it.
+Verify = Callable[[str], None]
 
 
 class TempFile(NamedTuple):
@@ -293,19 +295,25 @@ class Body:
         chunks, self._chunks, self._buffered = self._chunks, [], 0
         self._spill = asyncio.ensure_future(asyncio.to_thread(self._write, chunks))
 
-    async def finish(self) -> tuple[str | None, str]:
-        """Complete the body; return (final path or None when not saved, sha256 hex)."""
+    async def finish(self, verify: Verify | None = None) -> tuple[str | None, str]:
+        """Complete the body; return (final path or None when not saved, sha256 hex).
+
+        `verify(sha256 hex)` runs after the last byte and before the rename; what it raises
+        comes out of here, and the body is then not placed (`discard()` removes it).
+        """
         if self._spill is None:
             # Small body: hashing inline is cheaper than a thread hop; the write is batched.
             for chunk in self._chunks:
                 self._hash.update(chunk)
+            if verify is not None:
+                verify(self._hash.hexdigest())
             if self._relpath is None:
                 return None, self._hash.hexdigest()
             path = await self._saver.small_files.submit((self._relpath, b"".join(self._chunks)))
             return path, self._hash.hexdigest()
         await self._spill
         chunks, self._chunks = self._chunks, []
-        placed: str | None = await asyncio.to_thread(self._write_last, chunks)
+        placed: str | None = await asyncio.to_thread(self._write_last, chunks, verify)
         return placed, self._hash.hexdigest()
 
     async def discard(self) -> None:
@@ -336,8 +344,10 @@ class Body:
             except OSError as exc:
                 raise _write_error(self._temp.target, exc) from exc
 
-    def _write_last(self, chunks: list[bytes]) -> str | None:
+    def _write_last(self, chunks: list[bytes], verify: Verify | None) -> str | None:
         self._write(chunks)
+        if verify is not None:
+            verify(self._hash.hexdigest())  # before the close: _drop() closes what failed
         temp = self._temp
         if temp is None or self._relpath is None:
             return None
@@ -361,14 +371,16 @@ class Body:
 
 
 def _clash_path(relpath: PurePosixPath) -> PurePosixPath:
-    """Where a body goes when a file/directory clash blocks its path: `host/~<hash><ext>`.
+    """Where a body goes when a file/directory clash blocks its path: `host/~<hash><ext>`
+    in the tree (its first directory), `~<hash><ext>` for a name without one (`flat`).
 
     Names of `~` and hex digits never come out of `paths.relative_path` unhashed, so this
     cannot meet another URL's file.
     """
     key = f"clash:{relpath}".encode("utf-8", "surrogatepass")
-    return PurePosixPath(
-        relpath.parts[0], "~" + hashlib.sha256(key).hexdigest()[:20] + relpath.suffix[:11]
+    name = "~" + hashlib.sha256(key).hexdigest()[:20] + relpath.suffix[:11]
+    return (
+        PurePosixPath(*relpath.parts[:1], name) if len(relpath.parts) > 1 else PurePosixPath(name)
     )
 
 

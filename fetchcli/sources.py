@@ -1,4 +1,6 @@
-"""URL sources: files and stdin streamed line by line, validated, deduplicated.
+"""URL sources: files and stdin streamed as they arrive; a line checked as a URL; dedupe keys.
+
+`manifests.items_of` turns the chunks of `read_chunks` into rows, whatever the format.
 
 Reading happens on one daemon thread per source, never on the event loop and never on the
 default executor: a read of a pipe cannot be cancelled, and asyncio.run() would wait for an
@@ -17,7 +19,7 @@ import re
 import stat
 import threading
 from array import array
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -30,17 +32,14 @@ __all__ = [
     "MAX_LINE_BYTES",
     "BadLine",
     "FingerprintSet",
-    "Lines",
     "LongLine",
     "Source",
     "close_sources",
     "fingerprint",
     "input_size",
-    "lines_from",
-    "lines_of",
     "open_sources",
     "parse_line",
-    "read_lines",
+    "read_chunks",
     "url_key",
 ]
 
@@ -64,7 +63,7 @@ class BadLine:
 
 @dataclass(frozen=True, slots=True)
 class LongLine:
-    """An input line over MAX_LINE_BYTES: its first MAX_LINE_BYTES, and its whole length."""
+    """An input line over its limit: its first bytes (up to the limit), and its length."""
 
     head: bytes
     length: int
@@ -104,7 +103,7 @@ def open_sources(
             sources.append(Source("-", stdin))
             continue
         try:
-            sources.append(Source(name, open(name, "rb")))  # noqa: SIM115 - closed by read_lines
+            sources.append(Source(name, open(name, "rb")))  # noqa: SIM115 - closed by its reader
         except OSError as exc:
             close_sources(sources)
             msg = f"cannot read {name}: {exc.strerror or exc}"
@@ -166,78 +165,9 @@ def input_size(sources: list[Source]) -> int | None:
     return total
 
 
-# A raw input line, or the start of one too long to keep.
-RawLine = bytes | LongLine
-# Batches of numbered raw lines, each with the name of its source ("-" is stdin).
-Lines = AsyncIterator[tuple[str, list[tuple[int, RawLine]]]]
-
-
-async def lines_of(sources: list[Source]) -> Lines:
-    """Every line of every source, in order, in batches."""
-    for source in sources:
-        async for batch in read_lines(source):
-            yield source.name, batch
-
-
-async def lines_from(urls: Iterable[str] | AsyncIterable[str], name: str = "fetch()") -> Lines:
-    """URLs given by a program, as numbered lines; an async iterable is taken one by one."""
-    if isinstance(urls, AsyncIterable):
-        number = 0
-        async for url in urls:
-            number += 1
-            yield name, [(number, _encoded(url))]
-        return
-    batch: list[tuple[int, RawLine]] = []
-    for number, url in enumerate(urls, start=1):
-        batch.append((number, _encoded(url)))
-        if len(batch) == 256:
-            yield name, batch
-            batch = []
-    if batch:
-        yield name, batch
-
-
-def _encoded(url: str) -> RawLine:
-    raw = url.encode("utf-8", "surrogateescape")
-    return _raw_line(raw, None, 0)
-
-
-def _raw_line(line: bytes, head: bytes | None, before: int) -> RawLine:
-    """`line` as read; a long line's start `head` was kept, and `before` bytes counted."""
-    if head is not None:
-        return LongLine(head, before + len(line))
-    if len(line) > MAX_LINE_BYTES:
-        return LongLine(line[:MAX_LINE_BYTES], len(line))
-    return line
-
-
-async def read_lines(source: Source) -> AsyncIterator[list[tuple[int, RawLine]]]:
-    """Yield batches of `(line number, raw line)`; an over-long line comes as a `LongLine`."""
-    number = 0
-    pending = b""
-    head: bytes | None = None  # the start of an over-long line still being read
-    before = 0  # its bytes read so far, not kept
-    source.reading = True
-    async for chunk in _read_chunks(source.stream, close=source.name != "-"):
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
-        batch: list[tuple[int, RawLine]] = []
-        for line in lines:
-            number += 1
-            batch.append((number, _raw_line(line, head, before)))
-            head, before = None, 0
-        if len(pending) > MAX_LINE_BYTES:
-            # Keep memory flat on a line that never ends: keep its start, count the rest.
-            if head is None:
-                head = pending[:MAX_LINE_BYTES]
-            before += len(pending)
-            pending = b""
-        yield batch
-    if pending or head is not None:
-        yield [(number + 1, _raw_line(pending, head, before))]
-
-
-async def _read_chunks(stream: BinaryIO, *, close: bool) -> AsyncIterator[bytes]:
+async def read_chunks(stream: BinaryIO, *, close: bool) -> AsyncIterator[bytes]:
+    """The bytes of `stream` as they arrive, read on a daemon thread; closed at the end
+    when `close`. A read error is a UsageError."""
     loop = asyncio.get_running_loop()
     chunks: asyncio.Queue[bytes | BaseException] = asyncio.Queue(maxsize=4)
     stop = threading.Event()
@@ -301,7 +231,7 @@ def _read1(stream: BinaryIO, *, stdin: bool = False) -> bytes:
     return read1(READ_SIZE) if read1 is not None else stream.read(READ_SIZE)
 
 
-def parse_line(source: str, number: int, raw: RawLine | None) -> Job | BadLine | None:
+def parse_line(source: str, number: int, raw: bytes | LongLine | None) -> Job | BadLine | None:
     """Turn one raw input line into a Job, a BadLine, or None for blanks and comments.
 
     A bad line keeps its text as written (JSON escapes what it must); only bytes that are

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fetchcli.dedupe import Dedupe
-from fetchcli.models import Job, Record
+from fetchcli.models import Expectation, Job, Record, shown_url
 from tests.helpers import cli, job, write_list
 
 # What a repeat copies from its original's record.
@@ -126,7 +126,7 @@ class Rig:
     async def finish(self, line: int, **outcome: Any) -> Record:
         """The original on `line` finishes with `outcome`; return its record."""
         original = next(j for j in self.handed if j.line == line)
-        record = Record(url=original.url, source=original.source, line=line, **outcome)
+        record = Record(url=shown_url(original.url), source=original.source, line=line, **outcome)
         await self.dedupe.emit(record)
         return record
 
@@ -206,3 +206,23 @@ async def test_records_of_other_lines_pass_through():
     assert rig.emitted == [invalid]
     await rig.dedupe.aclose()
     await rig.dedupe.aclose()  # idempotent
+
+
+@pytest.mark.anyio
+async def test_a_url_with_a_password_or_a_row_path_is_matched_as_its_record_shows_it():
+    rig = Rig()
+    await rig.admit("https://alice:pw@a.test/x", 1)
+    await rig.admit("https://alice:pw@a.test/x", 2)
+    row = job("http://a.test/y", 3)
+    named = Job(row.source, 3, row.url, row.parsed, Expectation(path="one.bin", meta={"n": 3}))
+    again = Job(row.source, 4, row.url, row.parsed, Expectation(path="one.bin", meta={"n": 4}))
+    other = Job(row.source, 5, row.url, row.parsed, Expectation(path="two.bin"))
+    for item in (named, again, other):
+        await rig.dedupe.admit(item, rig._handoff)
+    assert [j.line for j in rig.handed] == [1, 3, 5]  # another path: another body to save
+    await rig.finish(1, **saved(1))
+    await rig.finish(3, **saved(3))
+    repeats = {r.line: r for r in rig.emitted if r.skipped == "duplicate"}
+    assert repeats[2].url == "https://***@a.test/x" and repeats[2].path == "out/a.test/1"
+    assert repeats[4].path == "out/a.test/3" and repeats[4].meta == {"n": 4}
+    await rig.dedupe.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import hashlib
 import random
@@ -14,6 +15,7 @@ import respx
 
 from fetchcli.config import RETRY_STATUSES, RetryPolicy
 from fetchcli.fetcher import backoff_delay, parse_retry_after
+from fetchcli.models import Expectation
 from fetchcli.sink import SPILL_BYTES
 from tests.helpers import fetch_rig, job
 
@@ -425,6 +427,20 @@ async def test_skip_existing_records_the_files_real_size_and_digest(
         record = await rig.fetcher.fetch(job(URL))
     assert record.skipped == "exists" and record.bytes == size
     assert record.sha256 == hashlib.sha256(data).hexdigest()
+
+
+async def test_skip_existing_keeps_only_the_file_a_row_expects(
+    respx_mock: respx.MockRouter, tmp_path: Path
+):
+    route = respx_mock.get(URL).mock(return_value=httpx.Response(200, content=b"new!"))
+    (tmp_path / "example.com").mkdir()
+    (tmp_path / "example.com" / "file.txt").write_bytes(b"old!")
+    wanted = hashlib.sha256(b"new!").hexdigest()
+    row = dataclasses.replace(job(URL), expect=Expectation(sha256=wanted, size=4))
+    async with fetch_rig(respx_mock, tmp_path, skip_existing=True) as rig:
+        record = await rig.fetcher.fetch(row)
+    assert record.ok and record.skipped is None and route.called  # same size, not the same body
+    assert record.sha256 == wanted
 
 
 def policy(**changes: float) -> RetryPolicy:

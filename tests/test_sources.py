@@ -9,6 +9,7 @@ import os
 import pytest
 
 from fetchcli.errors import UsageError
+from fetchcli.manifests import items_of
 from fetchcli.models import Job, Record
 from fetchcli.sources import (
     MAX_LINE_BYTES,
@@ -19,7 +20,6 @@ from fetchcli.sources import (
     close_sources,
     open_sources,
     parse_line,
-    read_lines,
     url_key,
 )
 
@@ -114,48 +114,58 @@ class Trickle(io.RawIOBase):
         return piece
 
 
-async def collect(stream) -> list[tuple[int, bytes | None]]:
-    lines = []
-    async for batch in read_lines(Source("x", stream)):
-        lines.extend(batch)
+async def collect(stream) -> list[tuple[int, str]]:
+    """(line, url) of each job and (line, reason) of each bad line, as a run reads them."""
+    lines: list[tuple[int, str]] = []
+    async for _, batch in items_of([Source("x", stream)]):
+        for item in batch:
+            lines.append((item.line, item.url if isinstance(item, Job) else item.reason))
     return lines
+
+
+async def bad_lines(stream) -> list[BadLine]:
+    return [
+        i
+        async for _, batch in items_of([Source("x", stream)])
+        for i in batch
+        if isinstance(i, BadLine)
+    ]
 
 
 @pytest.mark.parametrize("step", [1, 3, 7, 4096, 1 << 20])
 async def test_lines_survive_any_chunking(step: int):
     data = b"http://a.test/1\nhttp://a.test/2\r\n\n# c\nhttp://a.test/3"
     lines = await collect(Trickle(data, step))
-    assert lines == [
-        (1, b"http://a.test/1"),
-        (2, b"http://a.test/2\r"),
-        (3, b""),
-        (4, b"# c"),
-        (5, b"http://a.test/3"),
-    ]
+    assert lines == [(1, "http://a.test/1"), (2, "http://a.test/2"), (5, "http://a.test/3")]
 
 
 async def test_an_endless_line_keeps_its_first_8_kib_with_flat_memory_and_the_next_line():
     data = b"http://a.test/" + b"x" * (MAX_LINE_BYTES * 50) + b"\nhttp://a.test/ok\n"
     lines = await collect(Trickle(data, 10_000))
-    assert lines == [
-        (1, LongLine(data[:MAX_LINE_BYTES], 14 + MAX_LINE_BYTES * 50)),
-        (2, b"http://a.test/ok"),
-    ]
+    long = 14 + MAX_LINE_BYTES * 50
+    assert lines == [(1, f"line of {long:,} bytes is longer than 8 KiB"), (2, "http://a.test/ok")]
+    (bad,) = await bad_lines(Trickle(data, 10_000))
+    assert bad.text == data[:MAX_LINE_BYTES].decode() + "…[cut]"
 
 
 @pytest.mark.parametrize("step", [1000, 1 << 20])
 async def test_an_over_long_last_line_without_newline_is_reported(step: int):
-    long = b"y" * (MAX_LINE_BYTES + 1)
+    long = b"http://a.test/" + b"y" * MAX_LINE_BYTES
     lines = await collect(Trickle(b"http://a.test/ok\n" + long, step))
-    assert lines == [(1, b"http://a.test/ok"), (2, LongLine(long[:MAX_LINE_BYTES], len(long)))]
+    assert lines == [
+        (1, "http://a.test/ok"),
+        (2, f"line of {len(long):,} bytes is longer than 8 KiB"),
+    ]
 
 
 @pytest.mark.parametrize("size", [MAX_LINE_BYTES, MAX_LINE_BYTES + 1])
 async def test_a_line_at_the_limit_is_kept_whole_and_one_past_it_is_long(size: int):
-    line = b"z" * size
-    lines = await collect(io.BytesIO(line + b"\n"))
-    expected = line if size <= MAX_LINE_BYTES else LongLine(line[:MAX_LINE_BYTES], size)
-    assert lines == [(1, expected)]
+    line = b"http://a.test/" + b"z" * (size - 14)
+    (item,) = [i async for _, batch in items_of([Source("x", io.BytesIO(line))]) for i in batch]
+    if size <= MAX_LINE_BYTES:
+        assert isinstance(item, Job) and item.url == line.decode()
+    else:
+        assert isinstance(item, BadLine) and item.text == line[:MAX_LINE_BYTES].decode() + "…[cut]"
 
 
 def test_a_missing_source_is_a_usage_error(tmp_path):

@@ -153,7 +153,7 @@ class _Pool:
             self._flush_all()
             self._room.clear()
             await self._room.wait()
-        engine.buffer.append(WireJob(job.source, job.line, job.url))
+        engine.buffer.append(WireJob(job.source, job.line, job.url, job.expect, job.relpath))
         engine.outstanding.setdefault((job.source, job.line), []).append(job.url)
         # A hungry engine gets the job at once (a slow pipe's first URL); a busy one in bulk.
         if len(engine.buffer) >= JOBS_PER_MESSAGE or engine.pending < engine.window // 4:
