@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
 from typing import Any
 
 from fetchcli.config import Settings, option_types
@@ -31,7 +31,9 @@ CLI_ONLY = frozenset({"sources", "input_format", "jsonl", "resume", "quiet"})
 Url = str | Mapping[str, Any]
 
 
-async def fetch(urls: Iterable[Url] | AsyncIterable[Url], **options: Any) -> AsyncIterator[Record]:
+async def fetch(
+    urls: Iterable[Url] | AsyncIterable[Url], **options: Any
+) -> AsyncGenerator[Record, None]:
     """Fetch `urls` concurrently and yield one `Record` per URL as each finishes.
 
     Each item is a URL, or a manifest row: a mapping with `url` and any of `path` (its name
@@ -43,7 +45,9 @@ async def fetch(urls: Iterable[Url] | AsyncIterable[Url], **options: Any) -> Asy
     `--no-follow`, `max_bytes="10M"`, `headers` a dict or a list of "Name: value"), but not
     the command line's own `jsonl`, `resume` and `quiet`. An unknown name, a wrong type or a
     bad value raises `UsageError`; a bad URL gets a record. It runs in the calling process
-    unless `processes` asks for engine processes (`processes=0`: one per core, as the CLI).
+    unless `processes` asks for engine processes (`processes=0`: one per core, as the CLI),
+    or `ray` for Ray tasks (`ray="local", shards=8`: the URLs are validated here and each
+    task is shipped its share; see the README's "Scaling out").
 
     Leaving the loop early stops the fetching once the iterator is closed; use
     `contextlib.aclosing(fetch(...))` to make that immediate.

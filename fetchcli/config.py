@@ -19,12 +19,13 @@ import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NoReturn, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, NoReturn, Union, cast, get_args, get_origin, get_type_hints
 
 from fetchcli import __version__
 from fetchcli.cookies import CookieFile
 from fetchcli.credentials import Credentials
 from fetchcli.errors import UsageError
+from fetchcli.shard import Shard, ShardBy, parse_shard
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -36,6 +37,7 @@ __all__ = [
     "Layout",
     "Limits",
     "OutputOptions",
+    "RayOptions",
     "RetryPolicy",
     "Settings",
     "Timeouts",
@@ -75,6 +77,7 @@ class InputOptions:
     sources: tuple[str, ...] = ("-",)
     dedupe: bool = True
     format: str | None = None  # --input-format (one of INPUT_FORMATS); None: by extension
+    shard: Shard | None = None  # --shard: this instance's share of the lines
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,6 +145,15 @@ class OutputOptions:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RayOptions:
+    """--ray: the shards run as tasks on a Ray cluster (see parallel/ray_shards.py)."""
+
+    address: str | None = None  # None: no Ray; "local": a cluster started for this run
+    shards: int = 0  # 0: one per CPU of the cluster
+    shard_by: ShardBy = "host"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything a run needs, validated."""
 
@@ -151,6 +163,7 @@ class Settings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     http: HttpOptions = field(default_factory=HttpOptions)
     output: OutputOptions = field(default_factory=OutputOptions)
+    ray: RayOptions = field(default_factory=RayOptions)
 
     @classmethod
     def from_options(cls, **options: Any) -> Settings:
@@ -172,6 +185,10 @@ class Settings:
         sources: Sequence[str] = ("-",),
         dedupe: bool = True,
         input_format: str | None = None,
+        shard: str | Shard | None = None,  # "K/N", "auto/N", "auto" (from os.environ)
+        shard_by: str = "host",
+        ray: str | None = None,
+        shards: int = 0,
         concurrency: int = DEFAULT_CONCURRENCY,
         workers: int | None = None,
         per_host: int = 0,
@@ -230,6 +247,7 @@ class Settings:
             _fail("--resume needs --jsonl PATH: the records say what is already done")
         if resume and jsonl == "-":
             _fail("--resume cannot read records back from stdout; give --jsonl a file")
+        scale = _scale_out(shard, shard_by, ray, shards)
         method = method.upper()
         if method not in ("GET", "HEAD"):
             _fail(f"--method must be GET or HEAD (got {method})")
@@ -237,7 +255,10 @@ class Settings:
         credentials = Credentials.load(user=user, netrc_file=netrc_file, use_netrc=netrc)
         return cls(
             input=InputOptions(
-                sources=tuple(sources) or ("-",), dedupe=dedupe, format=input_format
+                sources=tuple(sources) or ("-",),
+                dedupe=dedupe,
+                format=input_format,
+                shard=scale[0],
             ),
             limits=Limits(
                 concurrency=concurrency,
@@ -278,6 +299,7 @@ class Settings:
                 layout="flat" if layout == "flat" else "tree",
                 cut_dirs=cut_dirs,
             ),
+            ray=scale[1],
         )
 
 
@@ -321,6 +343,27 @@ def parse_size(raw: int | str) -> int:
     if not match:
         _fail(f"--max-bytes must be a number of bytes, k/M/G suffix allowed (got {raw!r})")
     return int(match[1]) * _SIZE_UNITS[match[2].lower()]
+
+
+def _scale_out(
+    shard: str | Shard | None, shard_by: str, ray: str | None, shards: int
+) -> tuple[Shard | None, RayOptions]:
+    """--shard (parsed; `auto` reads os.environ) and --ray/--shards, checked together."""
+    if isinstance(shard, str):
+        shard = parse_shard(shard, os.environ, by=shard_by)
+    elif shard_by not in ("host", "url"):
+        _fail(f"--shard-by must be host or url (got {shard_by!r})")
+    _at_least("shards", shards, 0)
+    if ray is None:
+        if shards:
+            _fail("--shards N needs --ray ADDRESS (for one instance's share: --shard K/N)")
+        return shard, RayOptions()
+    if not ray.strip():
+        _fail("--ray needs an address: local, or the cluster's (HOST:PORT, ray://..., auto)")
+    if shard is not None:
+        _fail("--shard and --ray do not mix: --ray --shards N makes the shards itself")
+    by = cast(ShardBy, shard_by)  # checked above
+    return None, RayOptions(address=ray.strip(), shards=shards, shard_by=by)
 
 
 def _check_manifest_and_net(
@@ -382,6 +425,7 @@ def _describe(hint: Any) -> str:
         Sequence: "a list of strings",
         Mapping: "a dict of strings",
         os.PathLike: "a path",
+        Shard: "a Shard",
     }
     return kinds.get(origin or hint, str(hint))
 

@@ -18,6 +18,8 @@ import typer
 
 from fetchcli.config import Settings, option_types
 from fetchcli.credentials import with_password
+from fetchcli.errors import UsageError
+from fetchcli.shard import parse_shard
 
 __all__ = ["PANELS", "Flag", "flag", "flags", "settings", "with_flags"]
 
@@ -144,6 +146,31 @@ PANELS: dict[str, tuple[Flag, ...]] = {
             help="With --jsonl PATH: skip URLs already recorded ok there, append the rest.",
         ),
         flag("quiet", "-q", "--quiet", help="No progress display and no summary."),
+    ),
+    "Scaling out": (
+        flag(
+            "shard",
+            "--shard",
+            help="Fetch only share K (from 0) of N of the lines, by a stable hash of the host; "
+            "auto/N or auto: K (and N) from JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID.",
+            metavar="K/N",
+            type=str | None,
+            show_default=False,
+        ),
+        flag("shard_by", "--shard-by", help="Cut the shares by host or by url.", metavar="BY"),
+        flag(
+            "ray",
+            "--ray",
+            help="Run the list as --shards Ray tasks on this cluster (local: start one here); "
+            "needs pip install 'fetchcli[ray]'.",
+            metavar="ADDRESS",
+            show_default=False,
+        ),
+        flag(
+            "shards",
+            "--shards",
+            help="With --ray: how many shards (0: one per CPU of the cluster).",
+        ),
     ),
     "HTTP": (
         flag(
@@ -287,7 +314,13 @@ def settings(
             values[each.option] = not values[each.option]
     if not values["headers"]:  # Typer gives an empty list for no -H
         values["headers"] = environ.get("FETCHCLI_HEADER", "").splitlines()
-    return Settings.from_options(sources=tuple(sources or ("-",)), **values)
+    if values["shard"] is not None:  # `auto` reads the scheduler's variables from here
+        values["shard"] = parse_shard(values["shard"], environ, by=values["shard_by"])
+    sources = tuple(sources or ("-",))
+    if values["ray"] is not None and "-" in sources:
+        msg = "--ray cannot read stdin (-): the shard tasks read the list themselves; give a file"
+        raise UsageError(msg)
+    return Settings.from_options(sources=sources, **values)
 
 
 def _parameter(panel: str, each: Flag, default: Any) -> inspect.Parameter:

@@ -10,6 +10,7 @@ from fetchcli.executor import Emit, Handoff, loop_time
 from fetchcli.manifests import Items
 from fetchcli.models import Record, shown_url
 from fetchcli.names import Namer
+from fetchcli.shard import Shard
 from fetchcli.sources import BadLine, FingerprintSet
 from fetchcli.stats import RunStats
 
@@ -26,17 +27,21 @@ async def produce(
     done: FingerprintSet | None,
     deadline_at: float | None,
     namer: Namer | None = None,
+    shard: Shard | None = None,
 ) -> None:
     """Turn rows into jobs for `handoff` (through `dedupe`, unless None); bad rows into
     records at once. A row recorded ok in `done` (--resume) is skipped, repeats included.
 
     `namer` names each job here, where every job passes (None: bodies are not saved);
-    `deadline_at` is a `time.monotonic()` time: past it, reading stops.
+    `deadline_at` is a `time.monotonic()` time: past it, reading stops. With `shard`, the
+    rows of other shards get nothing: no record, no count, no place in `dedupe`.
     """
     try:
         async with asyncio.timeout_at(loop_time(deadline_at)):
             async for _source, batch in items:
                 for item in batch:
+                    if shard is not None and not shard.belongs(item):
+                        continue  # a row of another shard
                     if isinstance(item, BadLine):
                         await emit(Record.invalid(item.source, item.line, item.text, item.reason))
                         continue

@@ -5,7 +5,8 @@
                     ▼
                Executor.run ─▶ Dedupe.emit(record) ─▶ emit(record), then its repeats
                  ├── InProcess        pipeline.py: bounded queue -> N workers, this event loop
-                 └── EngineProcesses  parallel/coordinator.py: jobs dealt to engine processes
+                 ├── EngineProcesses  parallel/coordinator.py: jobs dealt to engine processes
+                 └── RayShards        parallel/ray_shards.py: --ray, each shard a Ray task
 
 Both the CLI (`session.py`) and the library (`api.py`) run `execute()`; whatever happens,
 the clock is stopped and a task group's error comes out as the error itself.
@@ -20,7 +21,7 @@ from collections.abc import Callable
 
 from fetchcli.config import Limits, Settings
 from fetchcli.dedupe import Dedupe
-from fetchcli.errors import primary_error
+from fetchcli.errors import UsageError, primary_error
 from fetchcli.executor import Emit, Executor
 from fetchcli.manifests import Items
 from fetchcli.names import Namer, Naming
@@ -55,8 +56,11 @@ async def execute(
     """
     deadline = settings.timeouts.deadline
     deadline_at = None if deadline is None else time.monotonic() + deadline
-    # Both executors' records come back here, so repeats are dealt with once, in this process.
-    dedupe = Dedupe(emit) if settings.input.dedupe else None
+    # The executors' records come back here, so repeats are dealt with once, in this process.
+    # With --ray each shard task does it for its share instead: a URL's repeats are all in
+    # its shard, and jobs shipped to the tasks are all collected before any record comes.
+    ray = settings.ray.address is not None
+    dedupe = Dedupe(emit) if settings.input.dedupe and not ray else None
     output = settings.output
     # Names are given here, on the producer's side: engines would not see each other's.
     namer = None
@@ -71,6 +75,7 @@ async def execute(
         done=done,
         deadline_at=deadline_at,
         namer=namer,
+        shard=settings.input.shard,
     )
     executor = _choose(settings, stats, random, input_bytes, deadline_at)
     try:
@@ -92,10 +97,27 @@ def _choose(
     input_bytes: int | None,
     deadline_at: float | None,
 ) -> Executor:
+    if settings.ray.address is not None:
+        return _ray(settings, stats, deadline_at)
+    shard = settings.input.shard
+    if shard is not None and input_bytes is not None:
+        input_bytes //= shard.count  # this instance reads every line but fetches its share
     count = engine_count(settings.limits, input_bytes=input_bytes)
     if count > 1 and not settings.http.keep_cookies:  # a host's cookies live in one process
         return EngineProcesses(settings, stats, count, deadline_at=deadline_at)
     return InProcess(settings, stats, random=random, deadline_at=deadline_at)
+
+
+def _ray(settings: Settings, stats: RunStats, deadline_at: float | None) -> Executor:
+    try:
+        # Only with --ray: Ray takes a second or more to import.
+        from fetchcli.parallel.ray_shards import RayShards
+    except ImportError as exc:
+        if exc.name is None or not exc.name.startswith("ray"):
+            raise
+        msg = "--ray needs Ray: pip install 'fetchcli[ray]'"
+        raise UsageError(msg) from exc
+    return RayShards(settings, stats, deadline_at=deadline_at)
 
 
 def engine_count(limits: Limits, cpus: int | None = None, input_bytes: int | None = None) -> int:

@@ -76,8 +76,10 @@ async def run(settings: Settings, env: Environment) -> RunStats:
                         format_for(source.name, fmt) is not Format.LINES for source in sources
                     )
                     plain = not rows and not any(s.name.lower().endswith(".gz") for s in sources)
-                    # A total only from plain lists: a header or gzip would make it wrong.
-                    display.start([source.name for source in sources] if size and plain else [])
+                    # A total only from plain lists: a header or gzip would make it wrong, and
+                    # so would a --shard instance, which fetches a share of the lines.
+                    counted = size and plain and settings.input.shard is None
+                    display.start([source.name for source in sources] if counted else [])
                     await execute(
                         settings,
                         items_of(sources, fmt),

@@ -201,7 +201,7 @@ def test_colliding_names_are_saved_apart_deterministically(server, unique, tmp_p
         f"/ok/{unique}/x%2Fy",
         f"/ok/{unique}/x_y",
     ]
-    paths = []
+    paths: list[list[Path]] = []
     for order in (targets, targets[::-1]):
         out = tmp_path / f"out{len(paths)}"
         result = cli(
@@ -440,5 +440,6 @@ def test_a_named_pipe_source_can_be_interrupted(server, unique, tmp_path):
             code = process.wait(timeout=5)  # not stuck closing a pipe mid-read
         finally:
             process.kill()
-            process.stderr.close()
+            if process.stderr is not None:
+                process.stderr.close()
     assert code == 130

@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 
 from fetchcli.config import OutputOptions
-from fetchcli.kinds import Skipped
+from fetchcli.kinds import ErrorKind, Skipped
 from fetchcli.live import LiveDisplay, StatusLines, summary_table
 from fetchcli.models import Record
 from fetchcli.progress import estimate
@@ -48,12 +48,12 @@ async def test_a_failing_redraw_is_reported_and_the_run_goes_on():
     def broken() -> None:
         raise ValueError("cannot draw")
 
-    display._render = broken  # type: ignore[method-assign]
+    display._render = broken  # type: ignore[method-assign,assignment]
     display.start([])
     await asyncio.sleep(0.05)
     assert isinstance(display.error, ValueError)
     assert "display error: ValueError: cannot draw" in screen.getvalue()
-    display.on_record(Record(url="http://a.test/", ok=False, error="x", error_kind="http"))
+    display.on_record(Record(url="http://a.test/", ok=False, error="x", error_kind=ErrorKind.HTTP))
     await display.aclose(interrupted=False)  # still closes, still prints the summary
     assert "fetchcli: done" in screen.getvalue()
 
@@ -63,7 +63,7 @@ async def test_failures_are_listed_once_each_and_capped():
     display, screen = live(stats)
     display.start([])
     for i in range(25):
-        record = Record(url=f"http://a.test/{i}", ok=False, status=404, error_kind="http")
+        record = Record(url=f"http://a.test/{i}", ok=False, status=404, error_kind=ErrorKind.HTTP)
         stats.add(record)
         display.on_record(record)
     await asyncio.sleep(0.15)
@@ -170,7 +170,7 @@ def test_progress_is_weighted_by_bytes_when_sizes_are_known():
 def test_without_any_size_known_progress_counts_urls():
     stats = RunStats(total=10)
     for i in range(4):
-        stats.add(Record(url=f"http://a.test/{i}", ok=False, status=404, error_kind="http"))
+        stats.add(Record(url=f"http://a.test/{i}", ok=False, status=404, error_kind=ErrorKind.HTTP))
     progress = estimate(stats)
     assert not progress.by_bytes and progress.share == 0.4 and progress.left == 6
 
@@ -189,13 +189,13 @@ def test_a_body_longer_than_the_mean_without_content_length_weighs_what_arrived(
     stats.add(Record(url="http://a.test/1", ok=True, status=200, bytes=100))
     stats.transfers[1] = Transfer("http://a.test/2", None, Arrived(900))
     assert estimate(stats).share == pytest.approx(1.0)
-    assert estimate(stats).share <= 1.0
+    assert (estimate(stats).share or 0.0) <= 1.0
 
 
 def test_percent_is_never_rounded_up_to_a_finish():
     stats = RunStats(total=1000)
     for i in range(999):
-        stats.add(Record(url=f"http://a.test/{i}", ok=False, error_kind="http"))
+        stats.add(Record(url=f"http://a.test/{i}", ok=False, error_kind=ErrorKind.HTTP))
     display, screen = live(stats)
     display._live.start()
     display._draw()
@@ -260,7 +260,7 @@ async def test_status_lines_are_whole_lines_that_move_no_cursor():
     display.start([])
     stats.add(Record(url="http://a.test/1", ok=True, status=200, bytes=10))
     await asyncio.sleep(0.08)
-    stats.add(Record(url="http://a.test/2", ok=False, status=404, error_kind="http"))
+    stats.add(Record(url="http://a.test/2", ok=False, status=404, error_kind=ErrorKind.HTTP))
     await asyncio.sleep(0.05)
     await asyncio.sleep(0.15)  # nothing changes: no more lines
     await display.aclose(interrupted=False)
@@ -293,7 +293,9 @@ async def test_more_failures_names_the_records_file():
     display = LiveDisplay(stats, console, OutputOptions(jsonl="out.jsonl"))
     display.start([])
     for i in range(12):
-        display.on_record(Record(url=f"http://a.test/{i}", ok=False, status=404, error_kind="http"))
+        display.on_record(
+            Record(url=f"http://a.test/{i}", ok=False, status=404, error_kind=ErrorKind.HTTP)
+        )
     await asyncio.sleep(0.05)
     await display.aclose(interrupted=False)
     assert "more failures: see the summary and the records in out.jsonl" in screen.getvalue()
@@ -315,10 +317,10 @@ async def test_bytes_seen_in_flight_still_count_after_their_transfer_is_gone():
 async def test_failure_and_status_lines_are_cut_to_one_line_never_wrapped():
     long = "http://a.test/" + "x" * 200
     stats = RunStats(total=3)
-    stats.add(Record(url=long, ok=False, status=404, error_kind="http"))
+    stats.add(Record(url=long, ok=False, status=404, error_kind=ErrorKind.HTTP))
     display, screen = live(stats)
     display.start([])
-    display.on_record(Record(url=long, ok=False, status=404, error_kind="http"))
+    display.on_record(Record(url=long, ok=False, status=404, error_kind=ErrorKind.HTTP))
     await asyncio.sleep(0.05)
     await display.aclose(interrupted=False)
     shown = [_plain(line) for line in screen.getvalue().splitlines()]
@@ -352,7 +354,7 @@ async def test_a_repeat_of_a_failure_is_not_listed_again():
     stats = RunStats()
     display, screen = live(stats)
     display.start([])
-    failed = Record(url="http://a.test/x", ok=False, status=404, error_kind="http", line=1)
+    failed = Record(url="http://a.test/x", ok=False, status=404, error_kind=ErrorKind.HTTP, line=1)
     for record in (failed, Record.duplicate("-", 2, "http://a.test/x#b", failed)):
         stats.add(record)
         display.on_record(record)

@@ -40,7 +40,7 @@ def records_of(path: Path) -> list[dict]:
 
 
 def _line(record: dict) -> int:
-    return record["line"]
+    return int(record["line"])
 
 
 def rows_for(server: FaultServer, unique: str) -> list[dict]:

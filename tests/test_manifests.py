@@ -309,7 +309,7 @@ def test_every_row_of_a_gzip_chunk_comes_out_even_when_it_inflates_to_many_piece
     data = b"".join(b"http://a.test/%s/%d\n" % (b"x" * 80, n) for n in range(8_000))
     assert len(data) > 3 * PIECE
     items = parse(gzip.compress(data), Format.LINES)  # one chunk in, several pieces out
-    assert len(items) == 8_000 and items[-1].url.endswith("/7999")
+    assert len(items) == 8_000 and isinstance(items[-1], Job) and items[-1].url.endswith("/7999")
 
 
 def test_zlib_errors_are_not_raised_through_the_parser():

@@ -19,6 +19,7 @@ from fetchcli import manifests
 from fetchcli import merge as merge_module
 from fetchcli.environment import Environment
 from fetchcli.errors import OutputError, UsageError
+from fetchcli.kinds import ErrorKind
 from fetchcli.merge import Entry, merge
 from fetchcli.merge_cli import merge_command
 from fetchcli.models import Job, Record
@@ -58,7 +59,7 @@ def failed(line: int, url: str, source: str = "list.txt", status: int = 404) -> 
         status=status,
         attempts=1,
         error=f"HTTP {status}",
-        error_kind="status",
+        error_kind=ErrorKind.HTTP,
         source=source,
         line=line,
     )
@@ -184,7 +185,7 @@ def test_invalid_lines_fail_but_are_not_rerun(tmp_path: Path, monkeypatch: pytes
         url="not a url",
         ok=False,
         error="not a URL",
-        error_kind="invalid_url",
+        error_kind=ErrorKind.INVALID_URL,
         source="list.txt",
         line=1,
     )
@@ -254,7 +255,7 @@ def test_a_rerun_file_is_not_left_half_written(listed: Path, tmp_path: Path):
 def _numbered_by_fetch(data: bytes, limit: int, step: int) -> list[tuple[int, bytes | None]]:
     # The splitter that numbers the lines of every source of `fetchcli get` (manifests.py).
     splitter = manifests._LineSplitter(limit)
-    found = []
+    found: list[tuple[int, bytes | LongLine]] = []
     for start in range(0, len(data), step):
         found.extend(splitter.push(data[start : start + step]))
     found.extend(splitter.finish())
@@ -316,13 +317,10 @@ def test_real_records_of_real_shards(server, unique: str, tmp_path: Path, monkey
     assert Path("rerun.txt").read_text() == urls[7] + "\n"
 
 
-# The command, mounted as the lead will mount it.
+# The command as cli.py mounts it.
 @pytest.fixture
-def merge_cli(monkeypatch: pytest.MonkeyPatch) -> None:
-    app = typer.Typer(pretty_exceptions_enable=False)
-    app.callback()(lambda: None)
-    app.command("merge")(merge_command)
-    monkeypatch.setattr(cli_module, "app", app)
+def merge_cli() -> None:
+    assert "merge" in typer.main.get_command(cli_module.app).commands  # type: ignore[attr-defined]
 
 
 def test_cli_exit_0_when_complete(merge_cli, listed: Path, tmp_path: Path):

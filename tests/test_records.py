@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from fetchcli.errors import OutputError
+from fetchcli.kinds import Skipped
 from fetchcli.models import Record
 from fetchcli.records import MAX_BACKLOG, RecordLog, load_done
 
 
 def record(url: str, ok: bool = True, skipped: str | None = None) -> Record:
-    return Record(url=url, ok=ok, skipped=skipped, status=200 if ok else 404)
+    kind = None if skipped is None else Skipped(skipped)
+    return Record(url=url, ok=ok, skipped=kind, status=200 if ok else 404)
 
 
 def test_records_are_written_as_json_lines(tmp_path: Path):
