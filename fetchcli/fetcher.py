@@ -21,7 +21,7 @@ from fetchcli.config import HOST_PAUSE_STATUSES, HttpOptions, RetryPolicy, Setti
 from fetchcli.cookies import HostJar
 from fetchcli.decoding import decoder_for
 from fetchcli.digests import BodyCheck, is_encoded, wanted_digests
-from fetchcli.errors import PermanentError, TransientError
+from fetchcli.errors import FetchError, PermanentError, TransientError
 from fetchcli.kinds import ErrorKind
 from fetchcli.limits import Limiter
 from fetchcli.models import Job, Record, shown_url
@@ -83,6 +83,7 @@ class _Progress:
     status: int | None = None  # once the response head arrived
     expected: int | None = None  # Content-Length
     received: int = 0  # body bytes as sent, before decoding
+    url: str | None = None  # where the request went once a server answered (redirects)
 
     def __str__(self) -> str:
         if self.status is None:
@@ -151,10 +152,9 @@ class Fetcher:
         try:
             async with asyncio.timeout_at(deadline):
                 if self._skip_existing and relpath is not None:
-                    size = await self._saver.existing_size(relpath)
-                    expected = None if job.expect is None else job.expect.size
-                    if size is not None and expected in (None, size):
-                        return Record.exists(job, str(self._saver.root / relpath), size)
+                    found = await self._saver.existing(relpath)
+                    if found is not None and _as_expected(job, *found):
+                        return Record.exists(job, str(self._saver.root / relpath), *found)
                 host = job.parsed.netloc.decode("ascii")
                 stats, limiter = self._stats, self._limiter
                 while True:
@@ -205,7 +205,7 @@ class Fetcher:
         limit = asyncio.timeout(self._timeouts.total)
         try:
             async with limit:
-                response = await self._send(job.parsed)
+                response = await self._send(job.parsed, progress)
                 progress.status = response.status_code
                 try:
                     if not 200 <= response.status_code < 300:
@@ -228,8 +228,11 @@ class Fetcher:
                 finally:
                     await response.aclose()
         except TimeoutError:
-            raise self._timed_out(limit, progress) from None
-        except PermanentError as exc:
+            error = self._timed_out(limit, progress)
+            error.final_url = progress.url
+            raise error from None
+        except FetchError as exc:
+            exc.final_url = progress.url
             if exc.kind == ErrorKind.CHECKSUM and exc.status is None:
                 exc.status = progress.status  # the body's check knows no response
             raise
@@ -238,7 +241,7 @@ class Fetcher:
             if body is not None:
                 await body.discard()
 
-    async def _send(self, url: httpx.URL) -> httpx.Response:
+    async def _send(self, url: httpx.URL, progress: _Progress) -> httpx.Response:
         """Send the request, following redirects ourselves to bound and police them."""
         headers = self._headers
         listed = url
@@ -246,7 +249,10 @@ class Fetcher:
         for hop in itertools.count():
             sent = self._with_credentials(headers, url, listed) if self._credentials else headers
             request = self._client.build_request(self._http.method, url, headers=sent)
+            if hop:
+                progress.url = str(url)  # a failure from here on is about the redirect's target
             response = await self._client.send(request, stream=True)
+            progress.url = str(url)
             if self._jar is not None:
                 # Redirects too: login flows set their cookies on the 302.
                 self._jar.store(url, response.headers.get_list("set-cookie"))
@@ -424,6 +430,14 @@ async def _drain(response: httpx.Response) -> None:
         received += len(chunk)
         if received > ERROR_BODY_DRAIN:
             return
+
+
+def _as_expected(job: Job, size: int, sha256: str) -> bool:
+    """Whether a file already there is what a manifest row expects (anything, for a URL)."""
+    expect = job.expect
+    if expect is None:
+        return True
+    return expect.size in (None, size) and expect.sha256 in (None, sha256)
 
 
 def _content_length(response: httpx.Response) -> int | None:

@@ -33,6 +33,7 @@ from fetchcli.tree import TEMP_SUFFIX, OutputTree, SymlinkInTree
 __all__ = ["SPILL_BYTES", "TEMP_SUFFIX", "Body", "Saver"]
 
 SPILL_BYTES = 256 * 1024
+HASH_PIECE = 1024 * 1024  # an existing file is read and hashed this much at a time
 WRITE_THREADS = 1
 
 # Never through a symlink, never over an existing file (a temporary name is new).
@@ -78,12 +79,16 @@ class Saver:
         self.sizes: Batcher[PurePosixPath, int | None] = Batcher(
             self._stat_sizes, max_hops=WRITE_THREADS
         )
+        self.digests: Batcher[PurePosixPath, tuple[int, str] | None] = Batcher(
+            self._digest_files, max_hops=WRITE_THREADS
+        )
         self._writers = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(self.small_files)
             await stack.enter_async_context(self.sizes)
+            await stack.enter_async_context(self.digests)
             self._writers = stack.pop_all()
         return self
 
@@ -106,6 +111,19 @@ class Saver:
     async def existing_size(self, relpath: PurePosixPath) -> int | None:
         """The size of the file already saved for `relpath`, or None (for --skip-existing)."""
         return await self.sizes.submit(relpath)
+
+    async def existing(self, relpath: PurePosixPath) -> tuple[int, str] | None:
+        """The real size and sha256 of the file already saved for `relpath`, or None.
+
+        Small files are hashed many per thread hop; a large one in a thread of its own, so
+        that it holds up no other.
+        """
+        size = await self.existing_size(relpath)
+        if size is None:
+            return None
+        if size <= SPILL_BYTES:
+            return await self.digests.submit(relpath)
+        return await asyncio.to_thread(self._digest_file, relpath)
 
     def sweep(self) -> None:
         """Remove every temporary file still registered, then release the output directory;
@@ -140,6 +158,35 @@ class Saver:
             finally:
                 os.close(directory)
         return sizes
+
+    def _digest_files(self, relpaths: Sequence[PurePosixPath]) -> list[tuple[int, str] | None]:
+        return [self._digest_file(relpath) for relpath in relpaths]
+
+    def _digest_file(self, relpath: PurePosixPath) -> tuple[int, str] | None:
+        """Size and sha256 of what the file holds now; None if it is gone or not a file."""
+        try:
+            directory = self._tree.directory(relpath.parent, create=False)
+        except OSError:
+            return None
+        try:
+            # As for its size: a file of its own, never one seen through a symlink.
+            fd = os.open(relpath.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=directory)
+        except OSError:
+            return None
+        finally:
+            os.close(directory)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(fd, "rb") as stream:
+                if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                    return None
+                while piece := stream.read(HASH_PIECE):
+                    digest.update(piece)
+                    size += len(piece)
+        except OSError:
+            return None
+        return size, digest.hexdigest()
 
     def _write_small_files(self, files: Sequence[SmallFile]) -> list[str | Exception]:
         results: list[str | Exception] = []

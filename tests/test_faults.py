@@ -265,7 +265,7 @@ def test_every_bad_line_gets_a_record_and_the_good_ones_are_fetched(server, uniq
     assert records[6]["ok"] and records[6]["url"] == good
     assert [r["error"] for r in records[3:6]] == [
         "not valid UTF-8",
-        "line longer than 8 KiB",
+        "line of 10,017 bytes is longer than 8 KiB",
         "contains control characters",
     ]
 

@@ -12,12 +12,12 @@ import pytest
 from rich.console import Console
 
 from fetchcli.config import OutputOptions
-from fetchcli.kinds import ErrorKind
+from fetchcli.kinds import ErrorKind, Skipped
 from fetchcli.live import LiveDisplay, StatusLines, summary_table
 from fetchcli.models import Record
 from fetchcli.progress import estimate
 from fetchcli.stats import RunStats, Transfer
-from fetchcli.summary import status_line
+from fetchcli.summary import status_line, summary_line
 
 pytestmark = pytest.mark.anyio
 
@@ -334,3 +334,41 @@ async def test_failure_and_status_lines_are_cut_to_one_line_never_wrapped():
     await lines.aclose(interrupted=False)
     (status,) = [line for line in narrow.getvalue().splitlines() if "URLs" in line]
     assert len(status) == 40 and status.endswith("…")
+
+
+async def test_a_line_with_control_characters_cannot_drive_the_terminal():
+    stats = RunStats()
+    display, screen = live(stats)
+    display.start([])
+    bad = Record.invalid("-", 1, "http://a.test/\x1b[2J\x07x", "contains control characters")
+    stats.add(bad)
+    display.on_record(bad)
+    await asyncio.sleep(0.15)
+    await display.aclose(interrupted=False)
+    text = screen.getvalue()
+    assert "\x1b[2J" not in text and "\x07" not in text
+    assert text.count("http://a.test/\\x1b[2J\\x07x") == 2  # the failure line and the summary
+
+
+async def test_a_repeat_of_a_failure_is_not_listed_again():
+    stats = RunStats()
+    display, screen = live(stats)
+    display.start([])
+    failed = Record(url="http://a.test/x", ok=False, status=404, error_kind=ErrorKind.HTTP, line=1)
+    for record in (failed, Record.duplicate("-", 2, "http://a.test/x#b", failed)):
+        stats.add(record)
+        display.on_record(record)
+    await asyncio.sleep(0.15)
+    await display.aclose(interrupted=False)
+    assert screen.getvalue().count("✗ 404") == 1
+
+
+def test_files_already_there_are_counted_as_ok():
+    stats = RunStats()
+    stats.add(Record(url="http://a.test/1", ok=True, status=200, bytes=10))
+    stats.add(Record(url="http://a.test/2", ok=True, bytes=5, skipped=Skipped.EXISTS))
+    assert summary_line(stats).split(", ")[1:4] == ["2 ok (1 already there)", "0 failed", "10 B"]
+    screen = io.StringIO()
+    Console(file=screen, width=100, color_system=None).print(summary_table(stats))
+    rows = [line.replace("│", " ").split() for line in screen.getvalue().splitlines()]
+    assert ["ok", "1"] in rows and ["ok", "(already", "there)", "1"] in rows

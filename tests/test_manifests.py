@@ -79,7 +79,9 @@ def test_url_lines_read_as_the_sources_module_reads_them():
 def test_an_over_long_url_line_is_a_bad_line_and_memory_stays_bounded():
     data = b"http://a.test/" + b"x" * 100_000 + b"\nhttp://a.test/ok\n"
     items = parse(data, Format.LINES, step=1000)
-    assert bad(items) == [(1, "line longer than 8 KiB")]
+    assert bad(items) == [(1, "line of 100,014 bytes is longer than 8 KiB")]
+    (long,) = [i for i in items if isinstance(i, BadLine)]
+    assert long.text == data[: 8 * 1024].decode() + "…[cut]"  # its start, as written
     assert [i.url for i in items if isinstance(i, Job)] == ["http://a.test/ok"]
 
 

@@ -113,13 +113,15 @@ def test_load_done_reads_ok_records_and_drops_a_torn_last_line(tmp_path: Path):
         record("http://a.test/ok").to_json(),
         record("http://a.test/failed", ok=False).to_json(),
         record("http://a.test/dup", skipped="duplicate").to_json(),
+        record("http://a.test/dup-failed", ok=False, skipped="duplicate").to_json(),
         record("http://a.test/exists", skipped="exists").to_json(),
         "not json at all",
     ]
     path.write_text("\n".join(lines) + "\n" + '{"url": "http://a.test/torn", "ok": tr')
     done = load_done(str(path))
     assert b"http://a.test/ok" in done and b"http://a.test/exists" in done
-    assert b"http://a.test/failed" not in done and b"http://a.test/dup" not in done
+    assert b"http://a.test/dup" in done  # a repeat of a URL fetched ok
+    assert b"http://a.test/failed" not in done and b"http://a.test/dup-failed" not in done
     assert b"http://a.test/torn" not in done
     assert path.read_text().endswith("not json at all\n")
 
