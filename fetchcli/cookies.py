@@ -20,10 +20,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-
-import httpx
+from typing import TYPE_CHECKING
 
 from fetchcli.errors import UsageError
+
+if TYPE_CHECKING:  # annotations only: `--help` does not load httpx
+    import httpx
 
 __all__ = ["Cookie", "CookieFile", "HostJar", "parse_cookie_line", "parse_set_cookie"]
 

@@ -4,6 +4,7 @@
     ├── UsageError                 bad flag, value or source: exit 2, one line
     ├── OutputError                the record file cannot be written: the run stops, exit 1
     │   └── ReaderGone             its pipe's reader left (`| head`): exit 141, quietly
+    ├── IncompleteRun              part of the input got no records (a Ray shard was lost): exit 1
     ├── Interrupted                SIGINT/SIGTERM ended the run: exit 130/143
     └── FetchError                 one URL failed; it gets a record and the run goes on
         ├── TransientError         worth another attempt (resets, timeouts, 429/503 ...)
@@ -25,6 +26,7 @@ __all__ = [
     "ExitStatus",
     "FetchError",
     "FetchcliError",
+    "IncompleteRun",
     "Interrupted",
     "OutputError",
     "PermanentError",
@@ -63,6 +65,10 @@ class ReaderGone(OutputError):
     """Raised when the pipe the records go to has no reader any more (`--jsonl - | head`)."""
 
 
+class IncompleteRun(FetchcliError):
+    """Raised at the end of a run that could not give every line a record (a lost shard)."""
+
+
 class Interrupted(FetchcliError):
     """Raised by the pipeline after a signal stopped the run and cleanup is done."""
 
@@ -75,13 +81,15 @@ class FetchError(FetchcliError):
     """Raised when one attempt at one URL fails.
 
     `kind` is the stable word for summaries and the JSONL `error_kind` field; `status`
-    is the HTTP status when there was a response. The message is one line.
+    is the HTTP status when there was a response, `final_url` the URL it came from (set by
+    the fetcher, which knows the redirects). The message is one line.
     """
 
     def __init__(self, kind: ErrorKind, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
+        self.final_url: str | None = None
 
 
 class TransientError(FetchError):

@@ -22,11 +22,13 @@ from pathlib import PurePosixPath
 import httpx
 
 from fetchcli.config import HOST_PAUSE_STATUSES, HttpOptions, RetryPolicy, Settings, Timeouts
+from fetchcli.cookies import HostJar
 from fetchcli.decoding import decoder_for
-from fetchcli.errors import PermanentError, TransientError
+from fetchcli.digests import BodyCheck, is_encoded, wanted_digests
+from fetchcli.errors import FetchError, PermanentError, TransientError
 from fetchcli.frontier import Again
 from fetchcli.kinds import ErrorKind
-from fetchcli.models import Job, Record
+from fetchcli.models import Job, Record, shown_url
 from fetchcli.paths import relative_path
 from fetchcli.shard import host_key
 from fetchcli.sink import Body, Saver
@@ -86,6 +88,7 @@ class _Progress:
     status: int | None = None  # once the response head arrived
     expected: int | None = None  # Content-Length
     received: int = 0  # body bytes as sent, before decoding
+    url: str | None = None  # where the request went once a server answered (redirects)
 
     def __str__(self) -> str:
         if self.status is None:
@@ -118,6 +121,7 @@ class Pending:
     relpath: PurePosixPath | None  # where its body goes (or is looked for); None: nowhere
     attempts: int = 0
     started: float | None = None  # when its first attempt started (the Fetcher's clock)
+    checksum_retried: bool = False  # a body that failed its checksum gets one more attempt
 
 
 class Fetcher:
@@ -153,6 +157,10 @@ class Fetcher:
             # As with curl, -H "User-Agent: ..." replaces the default instead of adding one.
             headers.insert(0, ("User-Agent", settings.http.user_agent))
         self._headers = httpx.Headers(headers)
+        # Logins and cookies go on at each hop; none of it for a run that has none.
+        http = settings.http
+        self._jar = HostJar() if http.keep_cookies else None
+        self._credentials = bool(http.credentials or http.cookies or self._jar)
 
     async def fetch(self, job: Job, deadline: float | None = None) -> Record:
         """Fetch one job alone, sleeping out each retry's delay; never raises for a failed URL.
@@ -180,11 +188,11 @@ class Fetcher:
         """Before any request: the job's state, or its record when it needs no fetch."""
         relpath = None
         if self._saver.save or self._skip_existing:
-            relpath = relative_path(job.parsed)
+            relpath = job.relpath or relative_path(job.parsed)  # the producer's name, if any
         if self._skip_existing and relpath is not None:
-            size = await self._saver.existing_size(relpath)
-            if size is not None:
-                return Record.exists(job, str(self._saver.root / relpath), size)
+            found = await self._saver.existing(relpath)
+            if found is not None and _as_expected(job, *found):
+                return Record.exists(job, str(self._saver.root / relpath), *found)
         return Pending(job, host_of(job), relpath)
 
     async def attempt(
@@ -209,7 +217,12 @@ class Fetcher:
         except TransientError as exc:
             return self._after_transient(pending, exc, deadline)
         except PermanentError as exc:
-            return self._failed(pending, exc)
+            if exc.kind != ErrorKind.CHECKSUM or pending.checksum_retried:
+                return self._failed(pending, exc)
+            # Once more, whatever --retries says: a mirror may have served a bad copy.
+            pending.checksum_retried = True
+            again = TransientError(exc.kind, str(exc), status=exc.status)
+            return self._after_transient(pending, again, deadline, always=True)
         except TimeoutError:
             return self.unfinished(pending, waiting=False)
         finally:
@@ -224,12 +237,17 @@ class Fetcher:
         return self._failed(pending, TransientError(ErrorKind.DEADLINE, "deadline exceeded"))
 
     def _after_transient(
-        self, pending: Pending, exc: TransientError, deadline: float | None
+        self,
+        pending: Pending,
+        exc: TransientError,
+        deadline: float | None,
+        *,
+        always: bool = False,  # retry even past --retries
     ) -> Record | Again[Pending]:
         if exc.retry_after is not None and exc.status in HOST_PAUSE_STATUSES:
             # Even when this URL has no retries left: the host asked for quiet.
             self._pause_host(pending.host, min(exc.retry_after, self._retry.backoff_max))
-        if pending.attempts > self._retry.retries:
+        if pending.attempts > self._retry.retries and not always:
             return self._failed(pending, exc)
         delay = backoff_delay(pending.attempts, self._retry, self._random, exc.retry_after)
         if deadline is not None and asyncio.get_running_loop().time() + delay >= deadline:
@@ -251,7 +269,7 @@ class Fetcher:
         limit = asyncio.timeout(self._timeouts.total)
         try:
             async with limit:
-                response = await self._send(job.parsed)
+                response = await self._send(job.parsed, progress)
                 progress.status = response.status_code
                 try:
                     if not 200 <= response.status_code < 300:
@@ -261,28 +279,47 @@ class Fetcher:
                         return self._fetched(response, None, 0, None)
                     body = self._saver.body(relpath if self._saver.save else None)
                     expected = progress.expected = _content_length(response)
+                    check = _body_check(job, response)
+                    if check is not None:
+                        check.check_length(expected)  # a wrong size fails before the body
                     if expected is None or expected >= SHOWN_TRANSFER_BYTES:
                         self._stats.transfers[transfer_id] = Transfer(job.url, expected, body)
-                    await self._read_body(response, body, progress)
-                    path, digest = await body.finish()
+                    await self._read_body(response, body, progress, check)
+                    # Checked before the rename: a body that fails keeps no file.
+                    path, digest = await body.finish(None if check is None else check.verify)
                     size, body = body.size, None
                     return self._fetched(response, path, size, digest)
                 finally:
                     await response.aclose()
         except TimeoutError:
-            raise self._timed_out(limit, progress) from None
+            error = self._timed_out(limit, progress)
+            error.final_url = progress.url
+            raise error from None
+        except FetchError as exc:
+            exc.final_url = progress.url
+            if exc.kind == ErrorKind.CHECKSUM and exc.status is None:
+                exc.status = progress.status  # the body's check knows no response
+            raise
         finally:
             self._stats.transfers.pop(transfer_id, None)
             if body is not None:
                 await body.discard()
 
-    async def _send(self, url: httpx.URL) -> httpx.Response:
+    async def _send(self, url: httpx.URL, progress: _Progress) -> httpx.Response:
         """Send the request, following redirects ourselves to bound and police them."""
         headers = self._headers
+        listed = url
         seen = {url_key(url)}
         for hop in itertools.count():
-            request = self._client.build_request(self._http.method, url, headers=headers)
+            sent = self._with_credentials(headers, url, listed) if self._credentials else headers
+            request = self._client.build_request(self._http.method, url, headers=sent)
+            if hop:
+                progress.url = str(url)  # a failure from here on is about the redirect's target
             response = await self._client.send(request, stream=True)
+            progress.url = str(url)
+            if self._jar is not None:
+                # Redirects too: login flows set their cookies on the 302.
+                self._jar.store(url, response.headers.get_list("set-cookie"))
             location = response.headers.get("location")
             if (
                 not self._http.follow_redirects
@@ -305,7 +342,7 @@ class Fetcher:
                 raise PermanentError(ErrorKind.REDIRECT, msg, status=response.status_code)
             key = url_key(target)
             if key in seen:
-                msg = f"redirect loop back to {target}"
+                msg = f"redirect loop back to {shown_url(str(target))}"
                 raise PermanentError(ErrorKind.REDIRECT, msg, status=response.status_code)
             seen.add(key)
             if _origin(target) != _origin(url):
@@ -314,6 +351,28 @@ class Fetcher:
                 )
             url = target
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _with_credentials(
+        self, headers: httpx.Headers, url: httpx.URL, listed: httpx.URL
+    ) -> httpx.Headers:
+        """`headers` with the login and cookies for this hop to `url`, made for `listed`.
+
+        After the cross-origin stripping: what the user gave with -H (and still holds here)
+        wins, and what goes on is chosen for this hop's URL alone.
+        """
+        http = self._http
+        extra = []
+        if http.credentials is not None and "authorization" not in headers:
+            authorization = http.credentials.authorization(url, listed)
+            if authorization is not None:
+                extra.append(("Authorization", authorization))
+        if "cookie" not in headers:
+            cookies = [jar.header_for(url) for jar in (http.cookies, self._jar) if jar is not None]
+            if any(cookies):
+                extra.append(("Cookie", "; ".join(cookie for cookie in cookies if cookie)))
+        if not extra:
+            return headers
+        return httpx.Headers([*headers.multi_items(), *extra])
 
     def _raise_for_status(self, response: httpx.Response) -> None:
         status = response.status_code
@@ -328,26 +387,39 @@ class Fetcher:
             raise PermanentError(ErrorKind.REDIRECT, message, status=status)
         raise PermanentError(ErrorKind.HTTP, message, status=status)
 
-    async def _read_body(self, response: httpx.Response, body: Body, progress: _Progress) -> None:
+    async def _read_body(
+        self, response: httpx.Response, body: Body, progress: _Progress, check: BodyCheck | None
+    ) -> None:
         expected = progress.expected
         encoding = response.headers.get("content-encoding")
         status = response.status_code  # a failed body still had a response: say which
         if not encoding and expected is not None:
             self._check_size(expected, status, encoding, announced=True)  # before reading any
         decoder = decoder_for(encoding)
+        raw_check = check if check is not None and encoding else None  # digests of the bytes sent
         async for chunk in response.aiter_raw():
             progress.received += len(chunk)
             self._stats.received += len(chunk)  # every byte that arrived, for the summary
-            await self._take(decoder.decode(chunk), body, status, encoding)
-        await self._take(decoder.flush(), body, status, encoding)  # the end of a compressed one
+            if raw_check is not None:
+                raw_check.feed_encoded(chunk)
+            await self._take(decoder.decode(chunk), body, status, encoding, check)
+        await self._take(decoder.flush(), body, status, encoding, check)  # a compressed one's end
         if expected is not None and progress.received < expected:
             raise body_cut_short(progress.received, expected, status)
 
     async def _take(
-        self, pieces: Iterator[bytes], body: Body, status: int, encoding: str | None
+        self,
+        pieces: Iterator[bytes],
+        body: Body,
+        status: int,
+        encoding: str | None,
+        check: BodyCheck | None = None,
     ) -> None:
-        """Decoded pieces into the body, each checked against --max-bytes as it comes."""
+        """Decoded pieces into the body, each checked against --max-bytes (and an expected
+        size: over it fails at once) as it comes."""
         for piece in pieces:
+            if check is not None:
+                check.feed_decoded(piece)
             if body.feed(piece):
                 await body.spill()
             self._check_size(body.size, status, encoding)
@@ -399,6 +471,19 @@ class Fetcher:
         )
 
 
+def _body_check(job: Job, response: httpx.Response) -> BodyCheck | None:
+    """What this body must be (a row's sha256 and size, the server's digests), or None."""
+    expect = job.expect
+    sha256 = None if expect is None else expect.sha256
+    wanted = wanted_digests(response.headers, response.status_code, expected_sha256=sha256)
+    size = None if expect is None else expect.size
+    if not wanted and size is None:
+        return None
+    # The saver hashes the decoded body with sha-256 anyway: that hash is reused.
+    encoded = is_encoded(response.headers)
+    return BodyCheck(wanted, expected_size=size, encoded=encoded, decoded_sha256_given=True)
+
+
 async def _drain(response: httpx.Response) -> None:
     """Read a small unwanted body (error page, redirect), so its connection can be reused."""
     expected = _content_length(response)
@@ -409,6 +494,14 @@ async def _drain(response: httpx.Response) -> None:
         received += len(chunk)
         if received > ERROR_BODY_DRAIN:
             return
+
+
+def _as_expected(job: Job, size: int, sha256: str) -> bool:
+    """Whether a file already there is what a manifest row expects (anything, for a URL)."""
+    expect = job.expect
+    if expect is None:
+        return True
+    return expect.size in (None, size) and expect.sha256 in (None, sha256)
 
 
 def _content_length(response: httpx.Response) -> int | None:

@@ -6,13 +6,15 @@ Mounted on the CLI with `app.command("merge")(merge_command)`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fetchcli.environment import Environment
 from fetchcli.errors import ExitStatus
-from fetchcli.merge import Entry, MergeReport, merge
+
+if TYPE_CHECKING:  # `fetchcli --help` mounts this command without loading merge's work
+    from fetchcli.merge import Entry, MergeReport
 
 __all__ = ["merge_command", "summary"]
 
@@ -54,6 +56,8 @@ def merge_command(
     ] = None,
 ) -> ExitStatus:
     """Check the shards' records against the list: every line once, and ok? Exit 0 if so."""
+    from fetchcli.merge import merge
+
     env = _environment(ctx)
     report = merge(ledgers, inputs, rerun, stdin=env.stdin)
     env.stderr.write("".join(line + "\n" for line in summary(report, inputs, rerun)))

@@ -1,45 +1,62 @@
-"""The producer: numbered input lines into jobs, and bad lines and repeats into records."""
+"""The producer: rows into jobs (named), and bad rows into records; repeats go to the
+`Dedupe` (fetchcli/dedupe.py), which records each with its first's outcome."""
 
 from __future__ import annotations
 
 import asyncio
 
+from fetchcli.dedupe import Dedupe
 from fetchcli.executor import Emit, Handoff, loop_time
-from fetchcli.models import Record
-from fetchcli.sources import BadLine, FingerprintSet, Lines, parse_line, url_key
+from fetchcli.manifests import Items
+from fetchcli.models import Record, shown_url
+from fetchcli.names import Namer
+from fetchcli.shard import Shard
+from fetchcli.sources import BadLine, FingerprintSet
 from fetchcli.stats import RunStats
 
 __all__ = ["produce"]
 
 
 async def produce(
-    lines: Lines,
+    items: Items,
     handoff: Handoff,
     *,
     emit: Emit,
     stats: RunStats,
-    seen: FingerprintSet | None,
+    dedupe: Dedupe | None,
     done: FingerprintSet | None,
     deadline_at: float | None,
+    namer: Namer | None = None,
+    shard: Shard | None = None,
 ) -> None:
-    """Turn lines into jobs for `handoff`; bad lines and duplicates into records at once.
+    """Turn rows into jobs for `handoff` (through `dedupe`, unless None); bad rows into
+    records at once. A row recorded ok in `done` (--resume) is skipped, repeats included.
 
-    `deadline_at` is a `time.monotonic()` time: past it, reading stops.
+    `namer` names each job here, where every job passes (None: bodies are not saved);
+    `deadline_at` is a `time.monotonic()` time: past it, reading stops. With `shard`, the
+    rows of other shards get nothing: no record, no count, no place in `dedupe`.
     """
     try:
         async with asyncio.timeout_at(loop_time(deadline_at)):
-            async for source, batch in lines:
-                for number, raw in batch:
-                    item = parse_line(source, number, raw)
-                    if item is None:
-                        continue
+            async for _source, batch in items:
+                for item in batch:
+                    if shard is not None and not shard.belongs(item):
+                        continue  # a row of another shard
                     if isinstance(item, BadLine):
                         await emit(Record.invalid(item.source, item.line, item.text, item.reason))
-                    elif done is not None and item.url.encode() in done:
+                        continue
+                    if namer is not None:
+                        # Before the resume check: a name taken in the earlier run stays taken.
+                        item = namer.name(item)
+                    if done is not None and shown_url(item.url).encode() in done:
                         stats.resumed += 1
-                    elif seen is not None and not seen.add(url_key(item.parsed)):
-                        await emit(Record.duplicate(item))
+                    elif dedupe is not None:
+                        await dedupe.admit(item, handoff)
                     else:
                         await handoff(item)
+                if dedupe is not None:
+                    await dedupe.flush()
     except TimeoutError:
         pass  # the deadline: stop reading; what was handed off is recorded as unfinished
+    if dedupe is not None:
+        await dedupe.flush()  # the repeats read before the deadline get their records too

@@ -1,11 +1,12 @@
 """Drives a run: the deadline fixed once, the executor chosen once, the producer started.
 
-    execute() ─▶ producer (lines -> jobs; bad lines and repeats -> records at once)
-                    │ handoff(job)
+    execute() ─▶ producer (rows -> jobs; bad rows -> records at once)
+                    │ Dedupe.admit(job): the first of each URL is handed off, repeats wait
                     ▼
-               Executor.run ─▶ emit(record)
+               Executor.run ─▶ Dedupe.emit(record) ─▶ emit(record), then its repeats
                  ├── InProcess        pipeline.py: bounded queue -> N workers, this event loop
-                 └── EngineProcesses  parallel/coordinator.py: jobs dealt to engine processes
+                 ├── EngineProcesses  parallel/coordinator.py: jobs dealt to engine processes
+                 └── RayShards        parallel/ray_shards.py: --ray, each shard a Ray task
 
 Both the CLI (`session.py`) and the library (`api.py`) run `execute()`; whatever happens,
 the clock is stopped and a task group's error comes out as the error itself.
@@ -19,10 +20,13 @@ import time
 from collections.abc import Callable
 
 from fetchcli.config import Limits, Settings
-from fetchcli.errors import primary_error
+from fetchcli.dedupe import Dedupe
+from fetchcli.errors import UsageError, primary_error
 from fetchcli.executor import Emit, Executor
+from fetchcli.manifests import Items
+from fetchcli.names import Namer, Naming
 from fetchcli.producer import produce
-from fetchcli.sources import FingerprintSet, Lines
+from fetchcli.sources import FingerprintSet
 from fetchcli.stats import RunStats
 
 __all__ = ["engine_count", "execute"]
@@ -33,32 +37,55 @@ MAX_ENGINES = 4
 
 async def execute(
     settings: Settings,
-    lines: Lines,
+    items: Items,
     emit: Emit,
     stats: RunStats,
     *,
     random: Callable[[], float],
     done: FingerprintSet | None = None,
     input_bytes: int | None = None,
+    rows: bool = False,
 ) -> None:
-    """Fetch every line, handing each record to `emit`, on the executor the settings ask for.
+    """Fetch every row, handing each record to `emit`, on the executor the settings ask for.
 
     `done` holds the URLs an earlier run recorded ok (--resume); `input_bytes` is the size of
-    the input when known ahead, for the automatic choice of engine processes.
+    the input when known ahead, for the automatic choice of engine processes; `rows` says the
+    input may hold manifest rows, whose paths may meet any other name.
     """
     deadline = settings.timeouts.deadline
     deadline_at = None if deadline is None else time.monotonic() + deadline
-    seen = FingerprintSet() if settings.input.dedupe else None
+    # The executors' records come back here, so repeats are dealt with once, in this process.
+    # With --ray each shard task does it for its share instead: a URL's repeats are all in
+    # its shard, and jobs shipped to the tasks are all collected before any record comes.
+    ray = settings.ray.address is not None
+    dedupe = Dedupe(emit) if settings.input.dedupe and not ray else None
+    output = settings.output
+    # Names are given here, on the producer's side: engines would not see each other's.
+    namer = None
+    if output.save or output.skip_existing:
+        namer = Namer(Naming(layout=output.layout, cut_dirs=output.cut_dirs), rows=rows)
     producer = functools.partial(
-        produce, lines, emit=emit, stats=stats, seen=seen, done=done, deadline_at=deadline_at
+        produce,
+        items,
+        emit=emit,
+        stats=stats,
+        dedupe=dedupe,
+        done=done,
+        deadline_at=deadline_at,
+        namer=namer,
+        shard=settings.input.shard,
     )
     executor = _choose(settings, stats, random, input_bytes, deadline_at)
     try:
-        await executor.run(producer, emit)
+        await executor.run(producer, emit if dedupe is None else dedupe.emit)
     except BaseExceptionGroup as group:
         raise primary_error(group) from None
     finally:
-        stats.finish()
+        try:
+            if dedupe is not None:
+                await dedupe.aclose()
+        finally:
+            stats.finish()
 
 
 def _choose(
@@ -68,16 +95,33 @@ def _choose(
     input_bytes: int | None,
     deadline_at: float | None,
 ) -> Executor:
+    if settings.ray.address is not None:
+        return _ray(settings, stats, deadline_at)
+    shard = settings.input.shard
+    if shard is not None and input_bytes is not None:
+        input_bytes //= shard.count  # this instance reads every line but fetches its share
     # Imported here, for the one chosen: a coordinator never loads the HTTP stack (aiohttp
     # alone is ~100 ms of start-up), and a run in one process never loads the wire.
     count = engine_count(settings.limits, input_bytes=input_bytes)
-    if count > 1:
+    if count > 1 and not settings.http.keep_cookies:  # a host's cookies live in one process
         from fetchcli.parallel.coordinator import EngineProcesses
 
         return EngineProcesses(settings, stats, count, deadline_at=deadline_at)
     from fetchcli.pipeline import InProcess
 
     return InProcess(settings, stats, random=random, deadline_at=deadline_at)
+
+
+def _ray(settings: Settings, stats: RunStats, deadline_at: float | None) -> Executor:
+    try:
+        # Only with --ray: Ray takes a second or more to import.
+        from fetchcli.parallel.ray_shards import RayShards
+    except ImportError as exc:
+        if exc.name is None or not exc.name.startswith("ray"):
+            raise
+        msg = "--ray needs Ray: pip install 'fetchcli[ray]'"
+        raise UsageError(msg) from exc
+    return RayShards(settings, stats, deadline_at=deadline_at)
 
 
 def engine_count(limits: Limits, cpus: int | None = None, input_bytes: int | None = None) -> int:

@@ -20,13 +20,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, cast, get_args
-
-import httpx
+from typing import TYPE_CHECKING, Literal, cast, get_args
 
 from fetchcli.errors import UsageError
-from fetchcli.models import Job
-from fetchcli.sources import BadLine, url_key
+
+if TYPE_CHECKING:  # settings hold a Shard: `--help` must not load httpx for it
+    import httpx
+
+    from fetchcli.models import Job
+    from fetchcli.sources import BadLine
 
 __all__ = ["Shard", "ShardBy", "host_key", "parse_shard", "share_of"]
 
@@ -67,6 +69,8 @@ class Shard:
 
     def share(self, item: Job | BadLine) -> int:
         """The share `item` falls in, whichever this shard is."""
+        from fetchcli.sources import BadLine, url_key  # (already loaded by whoever has items)
+
         if isinstance(item, BadLine):
             return share_of(b"line:%d" % item.line, self.count)
         key = host_key(item.parsed) if self.by == "host" else url_key(item.parsed)

@@ -20,7 +20,7 @@ import itertools
 import os
 import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import NamedTuple, Self
@@ -33,12 +33,15 @@ from fetchcli.tree import TEMP_SUFFIX, OutputTree, SymlinkInTree
 __all__ = ["SPILL_BYTES", "TEMP_SUFFIX", "Body", "Saver"]
 
 SPILL_BYTES = 256 * 1024
+HASH_PIECE = 1024 * 1024  # an existing file is read and hashed this much at a time
 WRITE_THREADS = 1
 
 # Never through a symlink, never over an existing file (a temporary name is new).
 _NEW_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_BINARY", 0)
 
 SmallFile = tuple[PurePosixPath, bytes]
+# Checks a finished body by its sha256 (hex) before it gets its name; raises to refuse it.
+Verify = Callable[[str], None]
 
 
 class TempFile(NamedTuple):
@@ -76,12 +79,16 @@ class Saver:
         self.sizes: Batcher[PurePosixPath, int | None] = Batcher(
             self._stat_sizes, max_hops=WRITE_THREADS
         )
+        self.digests: Batcher[PurePosixPath, tuple[int, str] | None] = Batcher(
+            self._digest_files, max_hops=WRITE_THREADS
+        )
         self._writers = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(self.small_files)
             await stack.enter_async_context(self.sizes)
+            await stack.enter_async_context(self.digests)
             self._writers = stack.pop_all()
         return self
 
@@ -104,6 +111,19 @@ class Saver:
     async def existing_size(self, relpath: PurePosixPath) -> int | None:
         """The size of the file already saved for `relpath`, or None (for --skip-existing)."""
         return await self.sizes.submit(relpath)
+
+    async def existing(self, relpath: PurePosixPath) -> tuple[int, str] | None:
+        """The real size and sha256 of the file already saved for `relpath`, or None.
+
+        Small files are hashed many per thread hop; a large one in a thread of its own, so
+        that it holds up no other.
+        """
+        size = await self.existing_size(relpath)
+        if size is None:
+            return None
+        if size <= SPILL_BYTES:
+            return await self.digests.submit(relpath)
+        return await asyncio.to_thread(self._digest_file, relpath)
 
     def sweep(self) -> None:
         """Remove every temporary file still registered, then release the output directory;
@@ -138,6 +158,35 @@ class Saver:
             finally:
                 os.close(directory)
         return sizes
+
+    def _digest_files(self, relpaths: Sequence[PurePosixPath]) -> list[tuple[int, str] | None]:
+        return [self._digest_file(relpath) for relpath in relpaths]
+
+    def _digest_file(self, relpath: PurePosixPath) -> tuple[int, str] | None:
+        """Size and sha256 of what the file holds now; None if it is gone or not a file."""
+        try:
+            directory = self._tree.directory(relpath.parent, create=False)
+        except OSError:
+            return None
+        try:
+            # As for its size: a file of its own, never one seen through a symlink.
+            fd = os.open(relpath.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=directory)
+        except OSError:
+            return None
+        finally:
+            os.close(directory)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(fd, "rb") as stream:
+                if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                    return None
+                while piece := stream.read(HASH_PIECE):
+                    digest.update(piece)
+                    size += len(piece)
+        except OSError:
+            return None
+        return size, digest.hexdigest()
 
     def _write_small_files(self, files: Sequence[SmallFile]) -> list[str | Exception]:
         results: list[str | Exception] = []
@@ -246,19 +295,25 @@ class Body:
         chunks, self._chunks, self._buffered = self._chunks, [], 0
         self._spill = asyncio.ensure_future(asyncio.to_thread(self._write, chunks))
 
-    async def finish(self) -> tuple[str | None, str]:
-        """Complete the body; return (final path or None when not saved, sha256 hex)."""
+    async def finish(self, verify: Verify | None = None) -> tuple[str | None, str]:
+        """Complete the body; return (final path or None when not saved, sha256 hex).
+
+        `verify(sha256 hex)` runs after the last byte and before the rename; what it raises
+        comes out of here, and the body is then not placed (`discard()` removes it).
+        """
         if self._spill is None:
             # Small body: hashing inline is cheaper than a thread hop; the write is batched.
             for chunk in self._chunks:
                 self._hash.update(chunk)
+            if verify is not None:
+                verify(self._hash.hexdigest())
             if self._relpath is None:
                 return None, self._hash.hexdigest()
             path = await self._saver.small_files.submit((self._relpath, b"".join(self._chunks)))
             return path, self._hash.hexdigest()
         await self._spill
         chunks, self._chunks = self._chunks, []
-        placed: str | None = await asyncio.to_thread(self._write_last, chunks)
+        placed: str | None = await asyncio.to_thread(self._write_last, chunks, verify)
         return placed, self._hash.hexdigest()
 
     async def discard(self) -> None:
@@ -289,8 +344,10 @@ class Body:
             except OSError as exc:
                 raise _write_error(self._temp.target, exc) from exc
 
-    def _write_last(self, chunks: list[bytes]) -> str | None:
+    def _write_last(self, chunks: list[bytes], verify: Verify | None) -> str | None:
         self._write(chunks)
+        if verify is not None:
+            verify(self._hash.hexdigest())  # before the close: _drop() closes what failed
         temp = self._temp
         if temp is None or self._relpath is None:
             return None
@@ -314,14 +371,16 @@ class Body:
 
 
 def _clash_path(relpath: PurePosixPath) -> PurePosixPath:
-    """Where a body goes when a file/directory clash blocks its path: `host/~<hash><ext>`.
+    """Where a body goes when a file/directory clash blocks its path: `host/~<hash><ext>`
+    in the tree (its first directory), `~<hash><ext>` for a name without one (`flat`).
 
     Names of `~` and hex digits never come out of `paths.relative_path` unhashed, so this
     cannot meet another URL's file.
     """
     key = f"clash:{relpath}".encode("utf-8", "surrogatepass")
-    return PurePosixPath(
-        relpath.parts[0], "~" + hashlib.sha256(key).hexdigest()[:20] + relpath.suffix[:11]
+    name = "~" + hashlib.sha256(key).hexdigest()[:20] + relpath.suffix[:11]
+    return (
+        PurePosixPath(*relpath.parts[:1], name) if len(relpath.parts) > 1 else PurePosixPath(name)
     )
 
 

@@ -1,4 +1,6 @@
-"""URL sources: files and stdin streamed line by line, validated, deduplicated.
+"""URL sources: files and stdin streamed as they arrive; a line checked as a URL; dedupe keys.
+
+`manifests.items_of` turns the chunks of `read_chunks` into rows, whatever the format.
 
 Reading happens on one daemon thread per source, never on the event loop and never on the
 default executor: a read of a pipe cannot be cancelled, and asyncio.run() would wait for an
@@ -9,6 +11,7 @@ so the first URL of a slow pipe is fetched while the rest is still being written
 from __future__ import annotations
 
 import asyncio
+import codecs
 import concurrent.futures
 import hashlib
 import os
@@ -16,7 +19,7 @@ import re
 import stat
 import threading
 from array import array
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -29,20 +32,20 @@ __all__ = [
     "MAX_LINE_BYTES",
     "BadLine",
     "FingerprintSet",
-    "Lines",
+    "LongLine",
     "Source",
     "close_sources",
+    "fingerprint",
     "input_size",
-    "lines_from",
-    "lines_of",
     "open_sources",
     "parse_line",
-    "read_lines",
+    "read_chunks",
     "url_key",
 ]
 
 MAX_LINE_BYTES = 8 * 1024
 READ_SIZE = 64 * 1024
+CUT_MARK = "…[cut]"  # ends the `url` of a line cut to its first MAX_LINE_BYTES
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BAD_HOST = re.compile(r"[^A-Za-z0-9._:~-]")
@@ -56,6 +59,14 @@ class BadLine:
     line: int
     text: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LongLine:
+    """An input line over its limit: its first bytes (up to the limit), and its length."""
+
+    head: bytes
+    length: int
 
 
 @dataclass(slots=True)
@@ -92,7 +103,7 @@ def open_sources(
             sources.append(Source("-", stdin))
             continue
         try:
-            sources.append(Source(name, open(name, "rb")))  # noqa: SIM115 - closed by read_lines
+            sources.append(Source(name, open(name, "rb")))  # noqa: SIM115 - closed by its reader
         except OSError as exc:
             close_sources(sources)
             msg = f"cannot read {name}: {exc.strerror or exc}"
@@ -154,63 +165,9 @@ def input_size(sources: list[Source]) -> int | None:
     return total
 
 
-# Batches of numbered raw lines, each with the name of its source ("-" is stdin).
-Lines = AsyncIterator[tuple[str, list[tuple[int, bytes | None]]]]
-
-
-async def lines_of(sources: list[Source]) -> Lines:
-    """Every line of every source, in order, in batches."""
-    for source in sources:
-        async for batch in read_lines(source):
-            yield source.name, batch
-
-
-async def lines_from(urls: Iterable[str] | AsyncIterable[str], name: str = "fetch()") -> Lines:
-    """URLs given by a program, as numbered lines; an async iterable is taken one by one."""
-    if isinstance(urls, AsyncIterable):
-        number = 0
-        async for url in urls:
-            number += 1
-            yield name, [(number, _encoded(url))]
-        return
-    batch: list[tuple[int, bytes | None]] = []
-    for number, url in enumerate(urls, start=1):
-        batch.append((number, _encoded(url)))
-        if len(batch) == 256:
-            yield name, batch
-            batch = []
-    if batch:
-        yield name, batch
-
-
-def _encoded(url: str) -> bytes | None:
-    raw = url.encode("utf-8", "surrogateescape")
-    return None if len(raw) > MAX_LINE_BYTES else raw
-
-
-async def read_lines(source: Source) -> AsyncIterator[list[tuple[int, bytes | None]]]:
-    """Yield batches of `(line number, raw line)`; an over-long line comes as `None`."""
-    number = 0
-    pending = b""
-    overlong = False
-    source.reading = True
-    async for chunk in _read_chunks(source.stream, close=source.name != "-"):
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
-        batch: list[tuple[int, bytes | None]] = []
-        for line in lines:
-            number += 1
-            batch.append((number, None if overlong or len(line) > MAX_LINE_BYTES else line))
-            overlong = False
-        if len(pending) > MAX_LINE_BYTES:
-            # Keep memory flat on a line that never ends: drop it, remember it was there.
-            overlong, pending = True, b""
-        yield batch
-    if pending or overlong:
-        yield [(number + 1, None if overlong else pending)]
-
-
-async def _read_chunks(stream: BinaryIO, *, close: bool) -> AsyncIterator[bytes]:
+async def read_chunks(stream: BinaryIO, *, close: bool) -> AsyncIterator[bytes]:
+    """The bytes of `stream` as they arrive, read on a daemon thread; closed at the end
+    when `close`. A read error is a UsageError."""
     loop = asyncio.get_running_loop()
     chunks: asyncio.Queue[bytes | BaseException] = asyncio.Queue(maxsize=4)
     stop = threading.Event()
@@ -274,10 +231,23 @@ def _read1(stream: BinaryIO, *, stdin: bool = False) -> bytes:
     return read1(READ_SIZE) if read1 is not None else stream.read(READ_SIZE)
 
 
-def parse_line(source: str, number: int, raw: bytes | None) -> Job | BadLine | None:
-    """Turn one raw input line into a Job, a BadLine, or None for blanks and comments."""
+def parse_line(source: str, number: int, raw: bytes | LongLine | None) -> Job | BadLine | None:
+    """Turn one raw input line into a Job, a BadLine, or None for blanks and comments.
+
+    A bad line keeps its text as written (JSON escapes what it must); only bytes that are
+    not UTF-8 become U+FFFD. `None` is a line too long whose start was not kept.
+    """
+    limit = f"{MAX_LINE_BYTES // 1024} KiB"
     if raw is None:
-        return BadLine(source, number, "", f"line longer than {MAX_LINE_BYTES // 1024} KiB")
+        return BadLine(source, number, "", f"line longer than {limit}")
+    if isinstance(raw, LongLine):
+        head = raw.head.lstrip()
+        if head.startswith(b"#"):
+            return None
+        # Whole characters only: a cut through one must not become U+FFFD.
+        text = codecs.getincrementaldecoder("utf-8")("replace").decode(head)
+        reason = f"line of {raw.length:,} bytes is longer than {limit}"
+        return BadLine(source, number, text + CUT_MARK, reason)
     raw = raw.strip()
     if not raw or raw.startswith(b"#"):
         return None
@@ -287,7 +257,7 @@ def parse_line(source: str, number: int, raw: bytes | None) -> Job | BadLine | N
         return BadLine(source, number, raw.decode("utf-8", "replace"), "not valid UTF-8")
     problem, url = _check_url(text)
     if url is None:
-        return BadLine(source, number, _CONTROL.sub("\ufffd", text), problem)
+        return BadLine(source, number, text, problem)
     return Job(source, number, text, url)
 
 
@@ -340,7 +310,10 @@ class FingerprintSet:
 
     def add(self, key: bytes) -> bool:
         """Add `key`; return False when it was already there."""
-        fingerprint = _fingerprint(key)
+        return self.add_fingerprint(fingerprint(key))
+
+    def add_fingerprint(self, fingerprint: int) -> bool:
+        """Add a key by its `fingerprint()`; return False when it was already there."""
         if self._old is not None:
             self._migrate()
         if self._find(fingerprint):
@@ -352,7 +325,7 @@ class FingerprintSet:
         return True
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, bytes) and self._find(_fingerprint(key))
+        return isinstance(key, bytes) and self._find(fingerprint(key))
 
     def _find(self, fingerprint: int) -> bool:
         return _probe(self._slots, fingerprint) or (
@@ -394,6 +367,7 @@ def _place(slots: array[int], fingerprint: int) -> None:
     slots[index] = fingerprint
 
 
-def _fingerprint(key: bytes) -> int:
+def fingerprint(key: bytes) -> int:
+    """A key's 64-bit fingerprint, never 0, as `FingerprintSet` keeps it."""
     # Zero marks an empty slot, so a (vanishingly rare) zero digest is nudged to one.
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") or 1

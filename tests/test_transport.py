@@ -43,6 +43,7 @@ INFO = aiohttp.RequestInfo(
 
 def subclasses(cls: type) -> set[type]:
     found = {cls}
+    sub: type
     for sub in cls.__subclasses__():
         found |= subclasses(sub)
     return found
@@ -70,7 +71,7 @@ def refused() -> ConnectionRefusedError:
 
 def tls_error(reason: str) -> ssl.SSLError:
     error = ssl.SSLError(1, f"[SSL: {reason}] ...")
-    error.reason = reason  # type: ignore[misc]  # what the ssl module sets on a real one
+    error.reason = reason  # what the ssl module sets on a real one
     return error
 
 
@@ -129,6 +130,15 @@ AIOHTTP_CASES: dict[type[BaseException], list[Case]] = {
             lambda: aiohttp.ClientOSError(errno.EHOSTUNREACH, "Can not write request body"),
             N,
             f"connection to {ORIGIN} failed: no route to host",
+        ),
+        case(  # the TLS handshake inside a SOCKS proxy's tunnel (aiohttp-socks)
+            lambda: caused_by(
+                aiohttp.ClientOSError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] ..."),
+                untrusted("unable to get local issuer certificate"),
+            ),
+            ErrorKind.TLS,
+            "TLS certificate not trusted: unable to get local issuer certificate",
+            permanent=True,
         ),
     ],
     aiohttp.ClientConnectorError: [
@@ -552,7 +562,7 @@ def test_an_ipv6_origin_is_written_with_brackets():
 # --- the real transports against real servers -----------------------------------------------
 
 
-TRANSPORTS = {
+TRANSPORTS: dict[str, Callable[[], httpx.AsyncBaseTransport]] = {
     "aiohttp": AiohttpTransport,
     "httpx": lambda: HttpxTransport(httpx.AsyncHTTPTransport()),
 }

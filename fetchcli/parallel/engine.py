@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import random
 import signal
@@ -92,7 +93,9 @@ class _Engine:
             for job in jobs:
                 parsed = parse_line(job.source, job.line, job.url.encode())
                 if isinstance(parsed, Job):
-                    await handoff(parsed)
+                    await handoff(
+                        dataclasses.replace(parsed, expect=job.expect, relpath=job.relpath)
+                    )
                 else:  # the coordinator validated it: this cannot happen, but must not hang
                     reason = "engine could not parse a validated URL"
                     await self._emit(Record.lost(job.source, job.line, job.url, reason))
