@@ -184,6 +184,11 @@ class Fetcher:
             except TimeoutError:
                 return self.unfinished(prepared)
 
+    @property
+    def looks_on_disk(self) -> bool:
+        """Whether `prepare()` may wait for the disk (else it returns at once)."""
+        return self._skip_existing
+
     async def prepare(self, job: Job) -> Pending | Record:
         """Before any request: the job's state, or its record when it needs no fetch."""
         relpath = None
@@ -204,6 +209,8 @@ class Fetcher:
         event-loop time: an attempt cut by it, or a retry that could not start before it,
         gives the "deadline exceeded" record.
         """
+        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+            return self.unfinished(pending)  # handed out as the deadline passed: not sent
         stats = self._stats
         if pending.attempts:
             stats.retrying -= 1  # its wait is over

@@ -18,6 +18,7 @@ temporary files are gone when `run()` returns.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 
 from fetchcli.client import make_client
@@ -32,6 +33,7 @@ from fetchcli.stats import RunStats
 __all__ = ["InProcess"]
 
 QUEUE_PER_WORKER = 2
+LOOKAHEAD = 64  # jobs prepared at once when that looks at the disk
 
 
 class InProcess:
@@ -132,19 +134,40 @@ class _Run:
         return await self._fetcher.attempt(pending, self._deadline)
 
     async def _feed(self, queue: asyncio.Queue[Job | None]) -> None:
-        """Jobs from the queue into the frontier, by host, until the sentinel; then close it."""
-        frontier, fetcher, emit = self._frontier, self._fetcher, self._emit
-        while (job := await queue.get()) is not None:
-            prepared = await fetcher.prepare(job)
-            if isinstance(prepared, Record):
-                await emit(prepared)
-            elif self._expired:
-                await emit(fetcher.unfinished(prepared))
-            else:
-                await frontier.put(prepared.host, prepared)
-                if self._expired_meanwhile():  # it waited for room across the deadline
-                    await self._take_unfinished()
-        frontier.close()
+        """Jobs from the queue into the frontier, by host, until the sentinel; then close it.
+
+        When preparing a job looks at the disk (--skip-existing), up to `LOOKAHEAD` jobs are
+        prepared at once, so that the saver batches their looks and a large file's hash holds
+        up no other; they still enter the frontier in list order.
+        """
+        fetcher = self._fetcher
+        if not fetcher.looks_on_disk:
+            while (job := await queue.get()) is not None:
+                await self._place(await fetcher.prepare(job))
+        else:
+            ahead: deque[asyncio.Task[Pending | Record]] = deque()
+            try:
+                while (job := await queue.get()) is not None:
+                    ahead.append(asyncio.ensure_future(fetcher.prepare(job)))
+                    if len(ahead) >= LOOKAHEAD:
+                        await self._place(await ahead.popleft())
+                while ahead:
+                    await self._place(await ahead.popleft())
+            finally:
+                for task in ahead:
+                    task.cancel()
+                await asyncio.gather(*ahead, return_exceptions=True)
+        self._frontier.close()
+
+    async def _place(self, prepared: Pending | Record) -> None:
+        if isinstance(prepared, Record):
+            await self._emit(prepared)
+        elif self._expired:
+            await self._emit(self._fetcher.unfinished(prepared))
+        else:
+            await self._frontier.put(prepared.host, prepared)
+            if self._expired_meanwhile():  # it waited for room across the deadline
+                await self._take_unfinished()
 
     def _expired_meanwhile(self) -> bool:
         return self._expired

@@ -15,7 +15,8 @@ import respx
 
 from fetchcli.config import RETRY_STATUSES, RetryPolicy
 from fetchcli.fetcher import backoff_delay, parse_retry_after
-from fetchcli.models import Expectation
+from fetchcli.frontier import Again
+from fetchcli.models import Expectation, Record
 from fetchcli.sink import SPILL_BYTES
 from tests.helpers import fetch_rig, job
 
@@ -521,3 +522,28 @@ async def test_max_bytes_holds_for_what_the_end_of_a_gzip_stream_gives(
         fits = await rig.fetcher.fetch(job(URL))
     assert too_large.error == "body over --max-bytes 2,999 after decoding"
     assert fits.ok and fits.bytes == 3000
+
+
+async def test_a_job_handed_out_after_the_deadline_is_not_sent(respx_mock: respx.MockRouter):
+    route = respx_mock.get(URL).respond(200)
+    async with fetch_rig(respx_mock) as rig:
+        pending = await rig.fetcher.prepare(job(URL))
+        assert not isinstance(pending, Record)
+        past = asyncio.get_running_loop().time() - 0.001
+        record = await rig.fetcher.attempt(pending, past)
+    assert isinstance(record, Record) and record.error == "deadline exceeded"
+    assert record.attempts == 0 and not route.called
+
+
+async def test_a_retry_is_handed_back_with_its_delay_and_the_host_paused(
+    respx_mock: respx.MockRouter,
+):
+    respx_mock.get(URL).respond(429, headers={"Retry-After": "7"})
+    async with fetch_rig(respx_mock) as rig:
+        pending = await rig.fetcher.prepare(job(URL))
+        assert not isinstance(pending, Record)
+        outcome = await rig.fetcher.attempt(pending)
+    # No sleep in the attempt: the delay goes back with the job, for the frontier to keep.
+    assert isinstance(outcome, Again) and outcome.item is pending and outcome.delay == 7.0
+    assert rig.sleeps == [] and rig.hosts.host_pause("example.com") == 7.0
+    assert pending.attempts == 1 and rig.stats.retrying == 1

@@ -113,7 +113,9 @@ def test_the_deadline_records_the_jobs_waiting_for_their_host(hosts, unique, pro
     quiet = [paused.url(f"/ok/{unique}/quiet{i}") for i in range(2)]  # paused for 60 s
     urls = [hung, *behind, asked, *quiet]
     stdin = "\n".join(urls).encode()
-    result = cli("get", "--no-save", "-P", processes, "--per-host", "1", "--deadline", "1",
+    # A deadline well past the engines' start (a second or two on a loaded machine): the hung
+    # and the paused URLs were sent by then, the others were waiting.
+    result = cli("get", "--no-save", "-P", processes, "--per-host", "1", "--deadline", "4",
                  "--backoff-max", "60", "--jsonl", "-", stdin=stdin)  # fmt: skip
     assert result.exit_code == 1
     by_url = {r["url"]: r for r in result.records()}
