@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Union, get_args, get_origin, get_type_hints
 
 from fetchcli import __version__
+from fetchcli.bandwidth import parse_rate
 from fetchcli.errors import UsageError
 
 __all__ = [
@@ -75,6 +76,7 @@ class Limits:
     per_host: int = 0  # 0: no per-host limit
     rate: float = 0.0  # requests started per second over the whole run; 0: no limit
     processes: int = 0  # engine processes; 0: auto (see runner.engine_count)
+    limit_rate: float | None = None  # body bytes per second over the whole run (--limit-rate)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,6 +124,10 @@ class OutputOptions:
     jsonl: str | None = None  # "-" is stdout
     resume: bool = False
     quiet: bool = False
+    # Keep the partial body of a cut transfer (and its sidecar) for the next run to continue.
+    continue_partial: bool = False
+    # Ask for a saved file only if it changed (If-None-Match / If-Modified-Since); 304 keeps it.
+    update: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,6 +187,9 @@ class Settings:
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
         follow_redirects: bool = True,
         max_bytes: int | str | None = None,  # "10M" as on the command line, or a number
+        continue_partial: bool = False,  # --continue (`continue` is Python's)
+        update: bool = False,
+        limit_rate: float | str | None = None,  # "2M" as on the command line, or bytes/s
     ) -> Settings:
         """Validate raw option values (as the flags name them) and build the settings."""
         _at_least("concurrency", concurrency, 1)
@@ -204,6 +213,7 @@ class Settings:
             _fail("--resume needs --jsonl PATH: the records say what is already done")
         if resume and jsonl == "-":
             _fail("--resume cannot read records back from stdout; give --jsonl a file")
+        _refreshing(update=update, save=save, skip_existing=skip_existing)
         method = method.upper()
         if method not in ("GET", "HEAD"):
             _fail(f"--method must be GET or HEAD (got {method})")
@@ -217,6 +227,7 @@ class Settings:
                 per_host=per_host,
                 rate=float(rate),
                 processes=processes,
+                limit_rate=None if limit_rate is None else parse_rate(limit_rate),
             ),
             timeouts=Timeouts(
                 total=timeout or None,
@@ -243,6 +254,9 @@ class Settings:
                 jsonl=jsonl,
                 resume=resume,
                 quiet=quiet,
+                # --resume implies it; without saving there is nothing to keep.
+                continue_partial=(continue_partial or resume) and save,
+                update=update,
             ),
         )
 
@@ -322,6 +336,14 @@ def _describe(hint: Any) -> str:
         os.PathLike: "a path",
     }
     return kinds.get(origin or hint, str(hint))
+
+
+def _refreshing(*, update: bool, save: bool, skip_existing: bool) -> None:
+    if update and not save:
+        _fail("--update compares with the saved files: it cannot go with --no-save")
+    if update and skip_existing:
+        # As wget's -N and -nc: one refreshes existing files, the other never touches them.
+        _fail("--update and --skip-existing exclude each other")
 
 
 def _at_least(name: str, value: float, minimum: float) -> None:

@@ -2,6 +2,11 @@
 
 A slot from the `Limiter` is held only during an attempt; the backoff sleep holds none.
 `backoff_delay()` is a pure function of the attempt number, the policy and a random draw.
+What the attempts of one URL share (the body so far, its validators) is in a `Carry`: a
+retry after a cut asks for the rest, and with --update a saved file is asked for only if it
+changed. With --limit-rate each chunk is paid for on the run's `Bandwidth` before the next
+is read; those waits do not count against `-t` (the cap is the user's choice, not the
+server's slowness), while the per-read `--read-timeout` stays off during them.
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ from pathlib import PurePosixPath
 
 import httpx
 
+from fetchcli.bandwidth import Bandwidth, Flow
+from fetchcli.carry import Carry
 from fetchcli.config import HOST_PAUSE_STATUSES, HttpOptions, RetryPolicy, Settings, Timeouts
 from fetchcli.decoding import decoder_for
 from fetchcli.errors import PermanentError, TransientError
-from fetchcli.kinds import ErrorKind
+from fetchcli.kinds import ErrorKind, Skipped
 from fetchcli.limits import Limiter
 from fetchcli.models import Job, Record
+from fetchcli.partial import Decision, Held, Verdict, continue_headers, parse_http_date
 from fetchcli.paths import relative_path
 from fetchcli.sink import Body, Saver
 from fetchcli.sources import url_key
@@ -96,6 +104,18 @@ class _Fetched:
     sha256: str | None
     final_url: str
     content_type: str | None
+    etag: str | None = None
+    last_modified: str | None = None
+    skipped: Skipped | None = None  # not_modified: a 304 left the saved file as it was
+
+
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    """One attempt's own things: how far it got, its time limit, its row in the display."""
+
+    progress: _Progress
+    limit: asyncio.Timeout
+    transfer_id: int
 
 
 class Fetcher:
@@ -112,12 +132,16 @@ class Fetcher:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        bandwidth: Bandwidth | None = None,
     ) -> None:
         self._client = client
         self._http: HttpOptions = settings.http
         self._timeouts: Timeouts = settings.timeouts
         self._retry: RetryPolicy = settings.retry
         self._skip_existing = settings.output.skip_existing
+        self._continue = settings.output.continue_partial and saver.save
+        self._update = settings.output.update and saver.save
+        self._bandwidth = bandwidth
         self._limiter = limiter
         self._saver = saver
         self._stats = stats
@@ -141,12 +165,14 @@ class Fetcher:
         if self._saver.save or self._skip_existing:
             relpath = relative_path(job.parsed)
         attempts = 0
+        carry = Carry(job.url, keep=self._continue)
         try:
             async with asyncio.timeout_at(deadline):
                 if self._skip_existing and relpath is not None:
                     size = await self._saver.existing_size(relpath)
                     if size is not None:
                         return Record.exists(job, str(self._saver.root / relpath), size)
+                await self._prepare(job, relpath, carry)
                 host = job.parsed.netloc.decode("ascii")
                 stats, limiter = self._stats, self._limiter
                 while True:
@@ -154,13 +180,14 @@ class Fetcher:
                     attempts += 1
                     stats.in_flight += 1
                     try:
-                        fetched = await self._attempt(job, relpath)
+                        fetched = await self._attempt(job, relpath, carry)
                     except TransientError as exc:
                         self._pause_host_if_asked(host, exc)
                         if attempts > self._retry.retries:
                             return Record.failed(job, exc, attempts, self._clock() - started)
                         retry = exc
                     except PermanentError as exc:
+                        carry.permanent = True
                         return Record.failed(job, exc, attempts, self._clock() - started)
                     else:
                         return self._succeeded(job, fetched, attempts, started)
@@ -171,6 +198,22 @@ class Fetcher:
         except TimeoutError:
             error = TransientError(ErrorKind.DEADLINE, "deadline exceeded")
             return Record.failed(job, error, attempts, self._clock() - started)
+        finally:
+            # A cut body is kept for the next run (--continue) or removed; also on Ctrl-C.
+            await carry.close()
+
+    async def _prepare(self, job: Job, relpath: PurePosixPath | None, carry: Carry) -> None:
+        """Before the first attempt: a kept partial body to continue (--continue), the saved
+        file to ask about (--update)."""
+        if relpath is None or not (self._continue or self._update):
+            return
+        found = await self._saver.look(relpath)
+        if found.partial and self._continue:
+            resumed = await self._saver.resume(relpath, job.url)
+            if resumed is not None:
+                carry.resumed(*resumed)
+        if self._update and found.size is not None:
+            carry.saved, carry.etag = found, job.etag
 
     def _pause_host_if_asked(self, host: str, exc: TransientError) -> None:
         # Even when this URL has no retries left: the host asked for quiet.
@@ -186,41 +229,122 @@ class Fetcher:
         finally:
             self._stats.retrying -= 1
 
-    async def _attempt(self, job: Job, relpath: PurePosixPath | None) -> _Fetched:
-        body: Body | None = None
-        transfer_id = next(self._ids)
+    async def _attempt(self, job: Job, relpath: PurePosixPath | None, carry: Carry) -> _Fetched:
         progress = _Progress()
         limit = asyncio.timeout(self._timeouts.total)
+        transfer_id = next(self._ids)
         try:
-            async with limit:
-                response = await self._send(job.parsed)
-                progress.status = response.status_code
-                try:
-                    if not 200 <= response.status_code < 300:
-                        await _drain(response)
-                        self._raise_for_status(response)
-                    if self._http.method == "HEAD":
-                        return self._fetched(response, None, 0, None)
-                    body = self._saver.body(relpath if self._saver.save else None)
-                    expected = progress.expected = _content_length(response)
-                    if expected is None or expected >= SHOWN_TRANSFER_BYTES:
-                        self._stats.transfers[transfer_id] = Transfer(job.url, expected, body)
-                    await self._read_body(response, body, progress)
-                    path, digest = await body.finish()
-                    size, body = body.size, None
-                    return self._fetched(response, path, size, digest)
-                finally:
-                    await response.aclose()
-        except TimeoutError:
-            raise self._timed_out(limit, progress) from None
+            try:
+                async with limit:
+                    return await self._exchange(
+                        job, relpath, carry, _Turn(progress, limit, transfer_id)
+                    )
+            except TimeoutError:
+                raise self._timed_out(limit, progress) from None
+        except TransientError:
+            if not carry.continuable():
+                await carry.drop()  # the next attempt starts over
+            raise
         finally:
             self._stats.transfers.pop(transfer_id, None)
-            if body is not None:
-                await body.discard()
 
-    async def _send(self, url: httpx.URL) -> httpx.Response:
-        """Send the request, following redirects ourselves to bound and police them."""
+    async def _exchange(
+        self, job: Job, relpath: PurePosixPath | None, carry: Carry, turn: _Turn
+    ) -> _Fetched:
+        """One request and its answer (two requests when a Range answer cannot be trusted)."""
+        response = await self._send(job.parsed, carry.request_headers())
+        decision = carry.judge(response.status_code, response.headers)
+        if decision is not None and decision.verdict is Verdict.REFETCH:
+            await _drain(response)
+            await response.aclose()
+            await carry.drop()
+            response = await self._send(job.parsed, carry.request_headers())
+            decision = None
+        turn.progress.status = status = response.status_code
+        try:
+            if decision is None:
+                if status == 304 and carry.conditional and relpath is not None:
+                    return await self._not_modified(response, relpath, carry)
+                if not 200 <= status < 300:
+                    await _drain(response)
+                    self._raise_for_status(response)
+            if self._http.method == "HEAD":
+                return self._fetched(response, None, 0, None)
+            if decision is not None and decision.verdict is Verdict.COMPLETE:
+                await _drain(response)
+                return await self._finish(response, carry, status=200)
+            fresh = decision is None or decision.verdict is Verdict.REPLACE
+            if fresh:
+                await self._fresh_body(job, relpath, carry, response)
+            carry.note(response.headers, fresh=fresh)
+            await self._read_body(response, carry, turn, decision)
+            return await self._finish(response, carry, status=status)
+        finally:
+            await response.aclose()
+
+    async def _fresh_body(
+        self, job: Job, relpath: PurePosixPath | None, carry: Carry, response: httpx.Response
+    ) -> None:
+        """A body from byte 0 for `response`: a new one, or the held one emptied (a 200 to a
+        Range request). With --continue it goes to a kept file when it could be continued."""
+        decoder = decoder_for(response.headers.get("content-encoding"))
+        held = Held.from_response(job.url, response.status_code, response.headers)
+        keep = None
+        if self._continue and held.content_encoding is None and continue_headers(held.at(1)):
+            keep = held
+        if carry.body is None:
+            body = self._saver.body(relpath if self._saver.save else None, keep=keep)
+        else:
+            body = carry.body
+            await body.restart(keep)
+        carry.start(body, held, decoder)
+
+    async def _finish(self, response: httpx.Response, carry: Carry, *, status: int) -> _Fetched:
+        """Place the whole body: its file gets the Last-Modified of its response."""
+        body = carry.body
+        assert body is not None
+        path, digest = await body.finish(parse_http_date(carry.last_modified))
+        carry.body = None
+        return _Fetched(
+            status=status,
+            path=path,
+            size=body.size,
+            sha256=digest,
+            final_url=str(response.request.url),
+            content_type=carry.content_type,
+            etag=carry.response_etag,
+            last_modified=carry.last_modified,
+        )
+
+    async def _not_modified(
+        self, response: httpx.Response, relpath: PurePosixPath, carry: Carry
+    ) -> _Fetched:
+        """A 304 to a conditional request: the saved file is left as it is, and described."""
+        await _drain(response)
+        path, size, digest = await self._saver.hash_saved(relpath)
+        carry.note(response.headers, fresh=True)
+        return _Fetched(
+            status=response.status_code,
+            path=path,
+            size=size,
+            sha256=digest,
+            final_url=str(response.request.url),
+            content_type=carry.content_type,
+            etag=carry.response_etag or carry.etag,
+            last_modified=carry.last_modified,
+            skipped=Skipped.NOT_MODIFIED,
+        )
+
+    async def _send(self, url: httpx.URL, extra: dict[str, str]) -> httpx.Response:
+        """Send the request, following redirects ourselves to bound and police them.
+
+        `extra` (Range, If-Range, If-None-Match ...) goes to every hop: they name the
+        resource, wherever it is served from.
+        """
         headers = self._headers
+        if extra:
+            headers = headers.copy()
+            headers.update(extra)
         seen = {url_key(url)}
         for hop in itertools.count():
             request = self._client.build_request(self._http.method, url, headers=headers)
@@ -270,20 +394,42 @@ class Fetcher:
             raise PermanentError(ErrorKind.REDIRECT, message, status=status)
         raise PermanentError(ErrorKind.HTTP, message, status=status)
 
-    async def _read_body(self, response: httpx.Response, body: Body, progress: _Progress) -> None:
-        expected = progress.expected
+    async def _read_body(
+        self, response: httpx.Response, carry: Carry, turn: _Turn, decision: Decision | None
+    ) -> None:
+        body, decoder, progress = carry.body, carry.decoder, turn.progress
+        assert body is not None
+        expected = progress.expected = _content_length(response)
+        total = decision.total if decision is not None else expected
+        if total is None or total >= SHOWN_TRANSFER_BYTES:
+            self._stats.transfers[turn.transfer_id] = Transfer(carry.url, total, body)
         encoding = response.headers.get("content-encoding")
         status = response.status_code  # a failed body still had a response: say which
         if not encoding and expected is not None:
-            self._check_size(expected, status, encoding, announced=True)  # before reading any
-        decoder = decoder_for(encoding)
+            # Before reading any; a continued body's kept bytes count too.
+            self._check_size(body.size + expected, status, encoding, announced=True)
+        flow = self._bandwidth.flow() if self._bandwidth is not None else None
         async for chunk in response.aiter_raw():
             progress.received += len(chunk)
             self._stats.received += len(chunk)  # every byte that arrived, for the summary
+            carry.in_step = False
             await self._take(decoder.decode(chunk), body, status, encoding)
+            carry.raw += len(chunk)
+            carry.in_step = True
+            if flow is not None:
+                await self._pay(flow, len(chunk), turn.limit)
         await self._take(decoder.flush(), body, status, encoding)  # the end of a compressed one
         if expected is not None and progress.received < expected:
             raise body_cut_short(progress.received, expected, status)
+
+    async def _pay(self, flow: Flow, size: int, limit: asyncio.Timeout) -> None:
+        """Wait until the cap lets `size` more bytes through; the attempt's -t is moved on
+        by the wait, so a capped transfer is timed as if it were not."""
+        began = self._clock()
+        await flow.consume(size)
+        when = limit.when()
+        if when is not None:
+            limit.reschedule(when + (self._clock() - began))
 
     async def _take(
         self, pieces: Iterator[bytes], body: Body, status: int, encoding: str | None
@@ -318,6 +464,7 @@ class Fetcher:
     def _fetched(
         self, response: httpx.Response, path: str | None, size: int, digest: str | None
     ) -> _Fetched:
+        """What a bodiless answer (HEAD) gives."""
         return _Fetched(
             status=response.status_code,
             path=path,
@@ -338,6 +485,9 @@ class Fetcher:
             content_type=fetched.content_type,
             attempts=attempts,
             elapsed=self._clock() - started,
+            etag=fetched.etag,
+            last_modified=fetched.last_modified,
+            skipped=fetched.skipped,
         )
 
 

@@ -21,6 +21,7 @@ class Job:
     line: int
     url: str  # as written in the input, for the record
     parsed: httpx.URL
+    etag: str | None = None  # --update: the ETag an earlier run's records give for the URL
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +49,8 @@ class Record:
     skipped: Skipped | None = None
     source: str = "-"
     line: int = 0
+    etag: str | None = None  # the response's ETag, verbatim (weak ones too)
+    last_modified: str | None = None  # the response's Last-Modified, verbatim
 
     @classmethod
     def succeeded(
@@ -62,8 +65,12 @@ class Record:
         content_type: str | None,
         attempts: int,
         elapsed: float,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        skipped: Skipped | None = None,
     ) -> Record:
-        """A body fetched with a 2xx status (saved at `path` unless None)."""
+        """A body fetched with a 2xx status (saved at `path` unless None); or, with
+        `skipped=Skipped.NOT_MODIFIED`, a 304 that leaves the file at `path` as it was."""
         return cls(
             url=job.url,
             ok=True,
@@ -75,8 +82,11 @@ class Record:
             attempts=attempts,
             final_url=final_url,
             content_type=content_type,
+            skipped=skipped,
             source=job.source,
             line=job.line,
+            etag=etag,
+            last_modified=last_modified,
         )
 
     @classmethod
@@ -157,6 +167,8 @@ class Record:
                 "skipped": self.skipped,
                 "source": self.source,
                 "line": self.line,
+                "etag": self.etag,
+                "last_modified": self.last_modified,
             },
             ensure_ascii=False,
             separators=(",", ":"),

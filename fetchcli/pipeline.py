@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from fetchcli.bandwidth import Bandwidth
 from fetchcli.client import make_client
 from fetchcli.config import Settings
 from fetchcli.executor import Emit, Produce, loop_time
@@ -37,8 +38,11 @@ class InProcess:
         random: Callable[[], float],
         deadline_at: float | None,
         limiter: Limiter | None = None,
+        bandwidth: Bandwidth | None = None,
     ) -> None:
-        # `limiter`: an engine process passes its own, to hear of and spread host pauses.
+        # `limiter`: an engine process passes its own, to hear of and spread host pauses;
+        # `bandwidth`: its share of --limit-rate, which the coordinator moves as work moves.
+        self._bandwidth = bandwidth
         self._settings = settings
         self._stats = stats
         self._random = random
@@ -52,11 +56,17 @@ class InProcess:
         queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=QUEUE_PER_WORKER * workers)
         deadline = loop_time(self._deadline_at)
         limiter = self._limiter or Limiter(settings.limits)
+        bandwidth = self._bandwidth
+        if bandwidth is None and settings.limits.limit_rate is not None:
+            loop = asyncio.get_running_loop()
+            bandwidth = Bandwidth(settings.limits.limit_rate, clock=loop.time)
         async with (
             Saver(settings.output.output_dir, save=settings.output.save) as saver,
             make_client(settings) as client,
         ):
-            fetcher = Fetcher(client, settings, limiter, saver, self._stats, self._random)
+            fetcher = Fetcher(
+                client, settings, limiter, saver, self._stats, self._random, bandwidth=bandwidth
+            )
             async with asyncio.TaskGroup() as work:
                 work.create_task(_feed(produce, queue, workers))
                 for _ in range(workers):

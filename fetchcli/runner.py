@@ -24,6 +24,7 @@ from fetchcli.executor import Emit, Executor
 from fetchcli.parallel.coordinator import EngineProcesses
 from fetchcli.pipeline import InProcess
 from fetchcli.producer import produce
+from fetchcli.records import Etags
 from fetchcli.sources import FingerprintSet, Lines
 from fetchcli.stats import RunStats
 
@@ -42,17 +43,26 @@ async def execute(
     random: Callable[[], float],
     done: FingerprintSet | None = None,
     input_bytes: int | None = None,
+    etags: Etags | None = None,
 ) -> None:
     """Fetch every line, handing each record to `emit`, on the executor the settings ask for.
 
     `done` holds the URLs an earlier run recorded ok (--resume); `input_bytes` is the size of
-    the input when known ahead, for the automatic choice of engine processes.
+    the input when known ahead, for the automatic choice of engine processes; `etags` the
+    ETags an earlier run recorded (--update).
     """
     deadline = settings.timeouts.deadline
     deadline_at = None if deadline is None else time.monotonic() + deadline
     seen = FingerprintSet() if settings.input.dedupe else None
     producer = functools.partial(
-        produce, lines, emit=emit, stats=stats, seen=seen, done=done, deadline_at=deadline_at
+        produce,
+        lines,
+        emit=emit,
+        stats=stats,
+        seen=seen,
+        done=done,
+        deadline_at=deadline_at,
+        etags=etags,
     )
     executor = _choose(settings, stats, random, input_bytes, deadline_at)
     try:

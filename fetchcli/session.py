@@ -20,7 +20,7 @@ from fetchcli.display import make_display
 from fetchcli.environment import Environment
 from fetchcli.errors import Interrupted, ReaderGone
 from fetchcli.models import Record
-from fetchcli.records import RecordLog, load_done
+from fetchcli.records import RecordLog, load_done, load_etags
 from fetchcli.runner import execute
 from fetchcli.sources import close_sources, input_size, lines_of, open_sources
 from fetchcli.stats import RunStats
@@ -38,9 +38,12 @@ async def run(settings: Settings, env: Environment) -> RunStats:
     async with contextlib.AsyncExitStack() as opened:
         sources = await asyncio.to_thread(open_sources, settings.input.sources, env.stdin)
         opened.push_async_callback(asyncio.to_thread, close_sources, sources)
-        done = None
+        done = etags = None
         if output.resume and output.jsonl:
             done = await asyncio.to_thread(load_done, output.jsonl)
+        if output.update and output.jsonl and output.jsonl != "-":
+            # Read before the file is opened for writing (without --resume it starts afresh).
+            etags = await asyncio.to_thread(load_etags, output.jsonl)
         log = None
         if output.jsonl:
             log = await asyncio.to_thread(
@@ -69,6 +72,7 @@ async def run(settings: Settings, env: Environment) -> RunStats:
                         random=env.random.random,
                         done=done,
                         input_bytes=size,
+                        etags=etags,
                     )
                 except ReaderGone:
                     summary = False  # as `yes | head`: the reader has what it wanted, quietly

@@ -5,12 +5,19 @@ Small bodies (the common case) stay in memory and are written many per thread ho
 `Batcher`; large ones spill in `SPILL_BYTES` pieces, each piece hashed and written in a
 thread while the next one downloads. A registry of live temporary files lets `sweep()`
 remove every one of them when a run is interrupted.
+
+With --continue a body that reaches the disk goes to a *kept* partial file instead
+(`.NAME.fetchcli-partial`, with its sidecar written as the file opens, so even kill -9 leaves
+both): it is locked (`flock`) while a body writes it, tracked apart from the temporary files
+(the sweep never removes it), kept when the transfer is cut or fails for a reason that may
+pass, and continued by the next run (`Saver.resume`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import itertools
 import os
@@ -20,21 +27,39 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import NamedTuple, Self
+from typing import TYPE_CHECKING, NamedTuple, Self
 
 from fetchcli.batching import Batcher
 from fetchcli.errors import PermanentError
 from fetchcli.kinds import ErrorKind
+from fetchcli.partial import (
+    Held,
+    continue_headers,
+    discard_partial,
+    hash_file,
+    hash_prefix,
+    load_partial,
+    partial_path,
+    sidecar_path,
+    write_sidecar,
+)
 
-__all__ = ["SPILL_BYTES", "TEMP_SUFFIX", "Body", "Saver"]
+if TYPE_CHECKING:
+    from _hashlib import HASH
+
+__all__ = ["SPILL_BYTES", "TEMP_SUFFIX", "Body", "OnDisk", "Saver"]
 
 SPILL_BYTES = 256 * 1024
 TEMP_SUFFIX = ".fetchcli-part"
 WRITE_THREADS = 1
 
 O_BINARY = getattr(os, "O_BINARY", 0)  # Windows would translate newlines without it
+# A kept partial file: read too (its prefix is hashed through the same descriptor), never
+# through a symlink.
+_KEPT = os.O_RDWR | os.O_NOFOLLOW | O_BINARY
 
-SmallFile = tuple[PurePosixPath, bytes]
+# relpath, body, and the mtime to give the file (Last-Modified), if any.
+SmallFile = tuple[PurePosixPath, bytes, float | None]
 
 
 class TempFile(NamedTuple):
@@ -43,6 +68,14 @@ class TempFile(NamedTuple):
     fd: int
     path: str
     target: Path
+
+
+class OnDisk(NamedTuple):
+    """What the output directory already holds for one target."""
+
+    size: int | None  # of the saved file (a regular file, not a link), or None
+    mtime: float | None  # its modification time
+    partial: bool  # a kept partial body (--continue) is beside it
 
 
 class Saver:
@@ -57,6 +90,7 @@ class Saver:
         self.save = save
         self._known_dirs: set[str] = set()
         self._temps: set[str] = set()
+        self._kept: set[str] = set()  # kept partial files open in this run: never swept
         self._lock = threading.Lock()
         self._closed = False
         # Temporary names: unique per run without a random draw (a syscall) per file.
@@ -70,12 +104,16 @@ class Saver:
         self.sizes: Batcher[PurePosixPath, int | None] = Batcher(
             self._stat_sizes, max_hops=WRITE_THREADS
         )
+        self.on_disk: Batcher[PurePosixPath, OnDisk] = Batcher(
+            self._look_all, max_hops=WRITE_THREADS
+        )
         self._writers = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(self.small_files)
             await stack.enter_async_context(self.sizes)
+            await stack.enter_async_context(self.on_disk)
             self._writers = stack.pop_all()
         return self
 
@@ -91,9 +129,39 @@ class Saver:
             # In a thread that a second Ctrl-C cannot stop: asyncio.run() waits for it.
             await asyncio.shield(asyncio.ensure_future(asyncio.to_thread(self.sweep)))
 
-    def body(self, relpath: PurePosixPath | None) -> Body:
-        """A new body for one response, saved under `relpath`, or only hashed when None."""
-        return Body(self, relpath)
+    def body(self, relpath: PurePosixPath | None, *, keep: Held | None = None) -> Body:
+        """A new body for one response, saved under `relpath`, or only hashed when None.
+
+        With `keep` (--continue: the validators of its response), the body goes to a kept
+        partial file with a sidecar once it reaches the disk, for a later run to continue.
+        """
+        return Body(self, relpath, keep=keep if relpath is not None else None)
+
+    async def look(self, relpath: PurePosixPath) -> OnDisk:
+        """What is saved for `relpath` already: the file (--update), a kept partial body."""
+        return await self.on_disk.submit(relpath)
+
+    async def resume(self, relpath: PurePosixPath, url: str) -> tuple[Body, Held] | None:
+        """The kept partial body of `url`, opened to be continued, and what it holds; None
+        when there is none that can be continued (one that cannot is removed). The prefix is
+        hashed in a thread, so the sha256 still covers the whole body."""
+        try:
+            return await asyncio.to_thread(self._resume, relpath, url)
+        except OSError:
+            return None  # unreadable: the body starts over (and says why if it cannot)
+
+    async def hash_saved(self, relpath: PurePosixPath) -> tuple[str, int, str]:
+        """(path, size, sha256) of the file saved for `relpath` (a 304 keeps it as it is).
+
+        PermanentError (io) when it cannot be read.
+        """
+        path = self.root / relpath
+        try:
+            size, digest = await asyncio.to_thread(hash_file, path)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise PermanentError(ErrorKind.IO, f"cannot read {path}: {reason}") from exc
+        return str(path), size, digest
 
     async def existing_size(self, relpath: PurePosixPath) -> int | None:
         """The size of the file already saved for `relpath`, or None (for --skip-existing)."""
@@ -104,6 +172,7 @@ class Saver:
         with self._lock:
             self._closed = True
             temps, self._temps = self._temps, set()
+            self._kept = set()  # kept for the next run: not removed
         for temp in temps:
             _unlink(temp)
 
@@ -120,14 +189,29 @@ class Saver:
                 sizes.append(info.st_size if stat.S_ISREG(info.st_mode) else None)
         return sizes
 
+    def _look_all(self, relpaths: Sequence[PurePosixPath]) -> list[OnDisk]:
+        found: list[OnDisk] = []
+        for relpath in relpaths:
+            target = self.root / relpath
+            size = mtime = None
+            with contextlib.suppress(OSError):
+                info = os.stat(target, follow_symlinks=False)
+                if stat.S_ISREG(info.st_mode):
+                    size, mtime = info.st_size, info.st_mtime
+            partial = os.path.lexists(partial_path(target))
+            found.append(OnDisk(size, mtime, partial))
+        return found
+
     def _write_small_files(self, files: Sequence[SmallFile]) -> list[str | Exception]:
         results: list[str | Exception] = []
-        for relpath, data in files:
+        for relpath, data, mtime in files:
             try:
                 temp = self.open_temp(relpath)
                 try:
                     try:
                         _write_all(temp.fd, [data])
+                        if mtime is not None:
+                            os.utime(temp.fd, (mtime, mtime))
                     finally:
                         os.close(temp.fd)
                     results.append(self.place(temp, relpath))
@@ -154,8 +238,95 @@ class Saver:
             raise
         return TempFile(fd, temp, target)
 
+    def open_partial(self, relpath: PurePosixPath, held: Held) -> TempFile | None:
+        """Create (or empty) the kept partial file of `relpath`, locked, with the sidecar of
+        `held`; None when another body holds its lock (that body keeps it; this one takes a
+        temporary file)."""
+        target = self._target(relpath)
+        path = str(partial_path(target))
+        fd = self._lock_kept(os.open(path, _KEPT | os.O_CREAT, 0o666))
+        if fd is None:
+            return None
+        try:
+            os.ftruncate(fd, 0)
+            write_sidecar(sidecar_path(Path(path)), held)
+            self._track_kept(path)
+        except BaseException:
+            os.close(fd)
+            raise
+        return TempFile(fd, path, target)
+
+    def _resume(self, relpath: PurePosixPath, url: str) -> tuple[Body, Held] | None:
+        target = self._target(relpath)
+        path = str(partial_path(target))
+        try:
+            fd = self._lock_kept(os.open(path, _KEPT))
+        except OSError:
+            return None  # gone, a link, unreadable: nothing to continue
+        if fd is None:
+            return None  # a live body is writing it
+        try:
+            held = load_partial(path, url)
+            if held is None or continue_headers(held) is None:
+                discard_partial(path)  # under the lock: no body of another run loses it
+                os.close(fd)
+                return None
+            digest = hash_prefix(fd, held.size)
+            os.lseek(fd, held.size, os.SEEK_SET)
+            self._track_kept(path)
+        except BaseException:
+            os.close(fd)
+            raise
+        return Body.resumed(self, relpath, TempFile(fd, path, target), held, digest), held
+
+    def _lock_kept(self, fd: int) -> int | None:
+        """`fd` once locked for this run's writing, or None (closed) when another holds it."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _track_kept(self, path: str) -> None:
+        with self._lock:
+            if self._closed:
+                msg = "the run is shutting down"
+                raise OSError(msg)
+            self._kept.add(path)
+
+    def is_kept(self, temp: TempFile) -> bool:
+        """Whether `temp` is a kept partial file (not a temporary one)."""
+        with self._lock:
+            return temp.path in self._kept
+
+    def keep_partial(self, temp: TempFile, held: Held) -> None:
+        """Leave a kept partial file for the next run: its sidecar says what it holds."""
+        try:
+            write_sidecar(sidecar_path(Path(temp.path)), held)
+        finally:
+            os.close(temp.fd)  # and so its lock
+            with self._lock:
+                self._kept.discard(temp.path)
+
+    def drop_partial(self, temp: TempFile) -> None:
+        """Remove a kept partial file (and its sidecar) that will not be continued; the
+        caller closes it after (so its lock holds meanwhile)."""
+        try:
+            discard_partial(temp.path)
+        finally:
+            with self._lock:
+                self._kept.discard(temp.path)
+
     def place(self, temp: TempFile, relpath: PurePosixPath) -> str:
-        """Rename a finished temporary file to its target; return the final path."""
+        """Rename a finished temporary file to its target; return the final path.
+
+        A kept partial file is renamed while still open, so its lock holds until it is gone,
+        then its sidecar is removed.
+        """
         target = temp.target
         try:
             os.replace(temp.path, target)
@@ -163,6 +334,11 @@ class Saver:
             # Another URL needed this name as a directory ("/a" after "/a/b").
             target = self.root / _clash_path(relpath)
             os.replace(temp.path, target)
+        with self._lock:
+            kept = temp.path in self._kept
+            self._kept.discard(temp.path)
+        if kept:
+            _unlink(str(sidecar_path(Path(temp.path))))
         self._forget(temp.path)
         return str(target)
 
@@ -195,18 +371,42 @@ class Saver:
 
 
 class Body:
-    """One response body on its way to disk: counted, hashed, buffered, spilled, placed."""
+    """One response body on its way to disk: counted, hashed, buffered, spilled, placed.
 
-    def __init__(self, saver: Saver, relpath: PurePosixPath | None) -> None:
+    A body lives as long as its URL's attempts: a cut transfer continued with a Range goes on
+    feeding the same body (`restart()` empties it for a body that starts over).
+    """
+
+    def __init__(
+        self, saver: Saver, relpath: PurePosixPath | None, *, keep: Held | None = None
+    ) -> None:
         self.size = 0
         self._saver = saver
         self._relpath = relpath
+        self._keep = keep  # --continue: the validators for the sidecar of a kept file
         self._hash = hashlib.sha256()
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._temp: TempFile | None = None
+        self._kept = False  # the file is a kept partial one (not a temporary file)
         self._open = False
         self._spill: asyncio.Future[None] | None = None
+
+    @classmethod
+    def resumed(
+        cls, saver: Saver, relpath: PurePosixPath, temp: TempFile, held: Held, digest: HASH
+    ) -> Body:
+        """A body continued from a kept partial file already holding `held.size` bytes,
+        whose sha256 so far is `digest`; `temp` is open at its end."""
+        body = cls(saver, relpath, keep=held)
+        body.size, body._hash = held.size, digest
+        body._temp, body._kept, body._open = temp, True, True
+        return body
+
+    @property
+    def on_disk(self) -> bool:
+        """Whether some of the body went to a file (or is on its way)."""
+        return self._temp is not None or self._spill is not None
 
     def feed(self, data: bytes) -> bool:
         """Take a piece of decoded body; True when enough is buffered to `spill()`."""
@@ -222,41 +422,75 @@ class Body:
         chunks, self._chunks, self._buffered = self._chunks, [], 0
         self._spill = asyncio.ensure_future(asyncio.to_thread(self._write, chunks))
 
-    async def finish(self) -> tuple[str | None, str]:
-        """Complete the body; return (final path or None when not saved, sha256 hex)."""
-        if self._spill is None:
+    async def restart(self, keep: Held | None = None) -> None:
+        """Forget every byte: the body starts over from byte 0 (a 200 to a Range request).
+
+        `keep` gives the new validators for a kept file's sidecar; None makes a kept file an
+        ordinary temporary one's equal: it will not be kept.
+        """
+        if self._spill is not None:
+            await self._spill
+            self._spill = None
+        self.size, self._hash = 0, hashlib.sha256()
+        self._chunks, self._buffered = [], 0
+        self._keep = keep
+        if self._temp is not None:
+            await asyncio.to_thread(self._rewind)
+
+    async def finish(self, mtime: float | None = None) -> tuple[str | None, str]:
+        """Complete the body; return (final path or None when not saved, sha256 hex).
+
+        `mtime` (the response's Last-Modified) becomes the saved file's modification time.
+        """
+        if not self.on_disk:
             # Small body: hashing inline is cheaper than a thread hop; the write is batched.
             for chunk in self._chunks:
                 self._hash.update(chunk)
             if self._relpath is None:
                 return None, self._hash.hexdigest()
-            path = await self._saver.small_files.submit((self._relpath, b"".join(self._chunks)))
+            data = b"".join(self._chunks)
+            path = await self._saver.small_files.submit((self._relpath, data, mtime))
             return path, self._hash.hexdigest()
-        await self._spill
+        if self._spill is not None:
+            await self._spill
         chunks, self._chunks = self._chunks, []
-        placed: str | None = await asyncio.to_thread(self._write_last, chunks)
+        placed: str | None = await asyncio.to_thread(self._write_last, chunks, mtime)
         return placed, self._hash.hexdigest()
 
     async def discard(self) -> None:
-        """Forget the body and remove its temporary file, if any."""
-        spill, self._spill = self._spill, None
-        if spill is not None:
-            # The write may still be running in its thread; the sweep covers a cancelled wait.
-            await asyncio.wait([spill])
-            if not spill.cancelled():
-                spill.exception()  # seen: the URL already failed for a reason of its own
+        """Forget the body and remove its file, if any."""
+        await self._settle()
         if self._temp is not None:
             await asyncio.to_thread(self._drop)
+
+    async def keep(self, held: Held) -> None:
+        """Leave what the body holds in its kept partial file for a later run, with a sidecar
+        saying so; `held` has the validators (its size is the body's). A body that is not
+        for keeping, or whose writing failed, is discarded instead."""
+        if self._keep is None or not await self._settle() or self._relpath is None:
+            await self.discard()
+            return
+        chunks, self._chunks = self._chunks, []
+        try:
+            await asyncio.to_thread(self._keep_file, chunks, held.at(self.size))
+        except (OSError, PermanentError):
+            await self.discard()  # nothing to keep after all; the URL's record says why
+
+    async def _settle(self) -> bool:
+        """Wait for the write in progress; False when it failed."""
+        spill, self._spill = self._spill, None
+        if spill is None:
+            return True
+        # The write may still be running in its thread; the sweep covers a cancelled wait.
+        await asyncio.wait([spill])
+        # Seen either way: the URL has already failed for a reason of its own.
+        return not spill.cancelled() and spill.exception() is None
 
     # The methods below run in worker threads.
 
     def _write(self, chunks: list[bytes]) -> None:
         if self._relpath is not None and self._temp is None:
-            try:
-                self._temp = self._saver.open_temp(self._relpath)
-            except OSError as exc:
-                raise _write_error(self._saver.root / self._relpath, exc) from exc
-            self._open = True
+            self._open_file(self._relpath)
         for chunk in chunks:
             self._hash.update(chunk)
         if self._temp is not None:
@@ -265,25 +499,94 @@ class Body:
             except OSError as exc:
                 raise _write_error(self._temp.target, exc) from exc
 
-    def _write_last(self, chunks: list[bytes]) -> str | None:
+    def _open_file(self, relpath: PurePosixPath) -> None:
+        self._kept = False
+        if self._keep is not None:
+            # A link in its place, or one more failure: a temporary file does (or says why).
+            with contextlib.suppress(OSError):
+                self._temp = self._saver.open_partial(relpath, self._keep.at(0))
+            self._kept = self._temp is not None
+        try:
+            if self._temp is None:
+                self._temp = self._saver.open_temp(relpath)
+        except OSError as exc:
+            raise _write_error(self._saver.root / relpath, exc) from exc
+        self._open = True
+
+    def _write_last(self, chunks: list[bytes], mtime: float | None) -> str | None:
         self._write(chunks)
-        if self._temp is None or self._relpath is None:
+        temp = self._temp
+        if temp is None or self._relpath is None:
             return None
         try:
-            self._open = False
-            os.close(self._temp.fd)
-            return self._saver.place(self._temp, self._relpath)
+            if mtime is not None:
+                os.utime(temp.fd, (mtime, mtime))
+            if self._kept:
+                # Renamed while open and locked: no other run can take it half-way.
+                placed = self._saver.place(temp, self._relpath)
+                self._open = False
+                os.close(temp.fd)
+            else:
+                self._open = False
+                os.close(temp.fd)
+                placed = self._saver.place(temp, self._relpath)
         except OSError as exc:
-            raise _write_error(self._temp.target, exc) from exc
+            raise _write_error(temp.target, exc) from exc
+        self._temp = None  # placed
+        return placed
+
+    def _rewind(self) -> None:
+        temp = self._temp
+        assert temp is not None
+        if self._kept and self._keep is None:
+            self._drop()  # the new body cannot be continued: no kept file for it
+            return
+        try:
+            os.ftruncate(temp.fd, 0)
+            os.lseek(temp.fd, 0, os.SEEK_SET)
+            if self._kept and self._keep is not None:
+                write_sidecar(sidecar_path(Path(temp.path)), self._keep.at(0))
+        except OSError as exc:
+            raise _write_error(temp.target, exc) from exc
+
+    def _keep_file(self, chunks: list[bytes], held: Held) -> None:
+        if self._temp is None and self.size > 0:
+            assert self._relpath is not None
+            self._open_file(self._relpath)
+        temp = self._temp
+        if temp is None:
+            return
+        if not self._kept:
+            self._drop()  # a temporary file after all (the kept one was locked)
+            return
+        self._open, self._temp = False, None
+        try:
+            _write_all(temp.fd, chunks)
+        except OSError:
+            try:
+                self._saver.drop_partial(temp)
+            finally:
+                os.close(temp.fd)
+            return
+        self._saver.keep_partial(temp, held)
 
     def _drop(self) -> None:
-        if self._temp is None:
+        temp, kept = self._temp, self._kept
+        if temp is None:
+            return
+        self._temp, self._kept = None, False
+        if kept:
+            try:
+                self._saver.drop_partial(temp)
+            finally:
+                if self._open:
+                    self._open = False
+                    os.close(temp.fd)
             return
         if self._open:
             self._open = False
-            os.close(self._temp.fd)
-        self._saver.drop_temp(self._temp.path)
-        self._temp = None
+            os.close(temp.fd)
+        self._saver.drop_temp(temp.path)
 
 
 def _clash_path(relpath: PurePosixPath) -> PurePosixPath:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import signal
 import socket
 import sys
 
+from fetchcli.bandwidth import Bandwidth
 from fetchcli.errors import primary_error
 from fetchcli.executor import Handoff
 from fetchcli.limits import Limiter
@@ -27,6 +29,7 @@ from fetchcli.parallel.wire import (
     Jobs,
     Pause,
     Records,
+    Share,
     Start,
     Stop,
     TransferReport,
@@ -53,6 +56,7 @@ class _Engine:
         self._outbox: list[Record] = []
         self._incoming: asyncio.Queue[list[WireJob] | None] = asyncio.Queue()
         self._stats = RunStats()
+        self._bandwidth: Bandwidth | None = None
 
     async def serve(self) -> None:
         start = await read_message(self._reader)
@@ -62,12 +66,16 @@ class _Engine:
         limiter = Limiter(
             start.settings.limits, on_pause=lambda host, s: self._send(Pause(host, s))
         )
+        rate = start.settings.limits.limit_rate
+        loop = asyncio.get_running_loop()
+        self._bandwidth = None if rate is None else Bandwidth(rate, clock=loop.time)
         executor = InProcess(
             start.settings,
             self._stats,
             random=random.Random().random,
             deadline_at=start.deadline_at,
             limiter=limiter,
+            bandwidth=self._bandwidth,
         )
         finished = False
         try:
@@ -94,6 +102,8 @@ class _Engine:
             for job in jobs:
                 parsed = parse_line(job.source, job.line, job.url.encode())
                 if isinstance(parsed, Job):
+                    if job.etag is not None:
+                        parsed = dataclasses.replace(parsed, etag=job.etag)
                     await handoff(parsed)
                 else:  # the coordinator validated it: this cannot happen, but must not hang
                     reason = "engine could not parse a validated URL"
@@ -110,6 +120,9 @@ class _Engine:
                         self._incoming.put_nowait(jobs)
                     case Pause(host, seconds):
                         limiter.pause_host(host, seconds, announce=False)
+                    case Share(rate):
+                        if self._bandwidth is not None:
+                            self._bandwidth.set_rate(rate)
                     case End():
                         self._incoming.put_nowait(None)
                     case Stop():
