@@ -208,7 +208,7 @@ class Fetcher:
         if relpath is None or not (self._continue or self._update):
             return
         found = await self._saver.look(relpath)
-        if found.partial and self._continue:
+        if found.partial and self._continue and self._http.method == "GET":
             resumed = await self._saver.resume(relpath, job.url)
             if resumed is not None:
                 carry.resumed(*resumed)
@@ -425,10 +425,15 @@ class Fetcher:
     async def _pay(self, flow: Flow, size: int, limit: asyncio.Timeout) -> None:
         """Wait until the cap lets `size` more bytes through; the attempt's -t is moved on
         by the wait, so a capped transfer is timed as if it were not."""
-        began = self._clock()
-        await flow.consume(size)
         when = limit.when()
-        if when is not None:
+        if when is None:
+            await flow.consume(size)
+            return
+        limit.reschedule(None)  # a long wait (a big chunk, a low cap) must not run it out
+        began = self._clock()
+        try:
+            await flow.consume(size)
+        finally:
             limit.reschedule(when + (self._clock() - began))
 
     async def _take(
