@@ -4,7 +4,10 @@ A bounded queue feeds N worker tasks sharing one session (aiohttp's pool is fine
 connector is capped at N connections). Bodies are streamed; with -o each one is written by one
 asyncio.to_thread call per file.
 
-Usage: python aiohttp_script.py LIST|- [-c 64] [-o DIR]
+With --per-host N the connector also holds at most N connections per host (aiohttp's
+limit_per_host): a worker whose URL's host is at its limit waits for it, URL in hand.
+
+Usage: python aiohttp_script.py LIST|- [-c 64] [-o DIR] [--per-host N]
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ async def worker(
 
 async def run(args: argparse.Namespace, lines: TextIO) -> int:
     queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=2 * args.concurrency)
-    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    connector = aiohttp.TCPConnector(limit=args.concurrency, limit_per_host=args.per_host)
     async with aiohttp.ClientSession(connector=connector) as session:
         tasks = [
             asyncio.create_task(worker(session, queue, args.output))
@@ -68,6 +71,7 @@ def main() -> None:
     )
     parser.add_argument("-c", "--concurrency", type=int, default=64)
     parser.add_argument("-o", "--output", type=Path, help="save bodies here (default: discard)")
+    parser.add_argument("--per-host", type=int, default=0, help="connections per host (0: any)")
     args = parser.parse_args()
     if args.output is not None:
         args.output.mkdir(parents=True, exist_ok=True)

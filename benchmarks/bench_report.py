@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bench_measure import Measurement
 from bench_tools import ALL_TOOLS, BASELINE
@@ -19,6 +19,7 @@ class RunResult:
     detail: str
     measurement: Measurement | None = None
     figure: float | None = None
+    extras: dict[str, float] = field(default_factory=dict)  # Workload.extra_columns
 
 
 def _fmt_figure(w: Workload, value: float) -> str:
@@ -32,7 +33,7 @@ def _median(values: list[float]) -> float:
 def table_rows(w: Workload, results: list[RunResult]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of one workload's table, tools in the fixed order of ALL_TOOLS."""
     header = ["tool", f"{w.metric} (median)", "min-max", f"vs {BASELINE}",
-              "wall s", "CPU s", "peak RSS MiB", "runs ok"]  # fmt: skip
+              "wall s", "CPU s", "peak RSS MiB", *w.extra_columns, "runs ok"]  # fmt: skip
     mine = [r for r in results if r.workload == w.id]
     baseline_ok = [r.figure for r in mine if r.tool == BASELINE and r.figure is not None]
     base = _median(baseline_ok) if baseline_ok else None
@@ -43,7 +44,8 @@ def table_rows(w: Workload, results: list[RunResult]) -> tuple[list[str], list[l
         runs_ok = f"{len(ok)}/{len(runs)}"
         if not ok:
             what = "timeout" if any(r.status == "timeout" for r in runs) else "failed"
-            rows.append([tool, what, "-", "-", "-", "-", "-", runs_ok])
+            dashes = ["-"] * (5 + len(w.extra_columns))
+            rows.append([tool, what, *dashes, runs_ok])
             continue
         figures = [r.figure for r in ok if r.figure is not None]
         measures = [r.measurement for r in ok if r.measurement is not None]
@@ -56,9 +58,21 @@ def table_rows(w: Workload, results: list[RunResult]) -> tuple[list[str], list[l
             f"{_median([m.wall for m in measures]):.2f}",
             f"{_median([m.cpu for m in measures]):.2f}",
             f"{max(m.max_rss_mib for m in measures):.0f}",
+            *(_extra(name, ok) for name in w.extra_columns),
             runs_ok,
         ])  # fmt: skip
     return header, rows
+
+
+def _extra(name: str, runs: list[RunResult]) -> str:
+    """An extra column: the largest of the runs for a count (a limit must hold in every run),
+    else the median."""
+    values = [r.extras[name] for r in runs if name in r.extras]
+    if not values:
+        return "-"
+    if name.startswith("max"):
+        return f"{max(values):.0f}"
+    return f"{_median(values):.2f}"
 
 
 def render_plain(header: list[str], rows: list[list[str]]) -> str:

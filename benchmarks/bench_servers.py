@@ -1,4 +1,5 @@
-"""Loopback servers for the benchmark: nginx (or the slow Python fallback) and the latency server.
+"""Loopback servers for the benchmark: nginx (or the slow Python fallback), the latency server
+and the hosts server (many ports).
 
 Every server is a child process in its own session, started by a context manager that stops it
 on exit, error or Ctrl-C. The static servers write an access log, one line per response, in the
@@ -7,6 +8,7 @@ format "<status> <body bytes> <uri>"; the harness empties it before a run and re
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -230,3 +232,54 @@ def latency_server(python: str, delay: float) -> Iterator[LatencyServer]:
 def server_python() -> str:
     """The interpreter for the helper servers: this one (they need only the stdlib)."""
     return sys.executable
+
+
+@dataclass(frozen=True)
+class HostStats:
+    """What one host (port) of the hosts server saw since its last reset."""
+
+    requests: int
+    distinct_ok: int
+    max_in_flight: int
+    busy_sent: int
+    first_request: float | None  # time.monotonic() of this machine
+    last_ok: float | None
+
+
+@dataclass
+class HostsServer:
+    """Many hosts (one port each) answering after a delay, counting what each one saw."""
+
+    base_urls: list[str]
+
+    def _get(self, path: str) -> str:
+        with urllib.request.urlopen(self.base_urls[0] + path, timeout=10) as response:
+            text: str = response.read().decode()
+            return text
+
+    def reset(self, pause_for: float = 0.0) -> None:
+        """Zero the counters; host 0 will answer 503 for `pause_for` s from its first request."""
+        self._get(f"/__reset?pause_for={pause_for:g}")
+
+    def stats(self) -> list[HostStats]:
+        """Per host, in the order of `base_urls`."""
+        return [HostStats(**entry) for entry in json.loads(self._get("/__stats"))]
+
+
+@contextmanager
+def hosts_server(python: str, hosts: int, delay: float, retry_after: int) -> Iterator[HostsServer]:
+    argv = [python, str(HERE / "hosts_server.py"), "--hosts", str(hosts), "--delay", str(delay),
+            "--retry-after", str(retry_after)]  # fmt: skip
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        if not line.startswith("PORTS "):
+            msg = f"hosts_server.py failed to start (exit code {proc.wait()})"
+            raise RuntimeError(msg)
+        ports = line.split()[1:]
+        yield HostsServer(base_urls=[f"http://127.0.0.1:{port}" for port in ports])
+    finally:
+        _stop(proc)

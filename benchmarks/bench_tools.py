@@ -4,6 +4,10 @@ Every command sets the workload's concurrency, keeps its tool quiet and leaves r
 tool's default. Saved workloads write into a fresh, empty directory per run (OUT); unsaved ones
 discard bodies (/dev/null or the tool's own no-save mode), except aria2c, which cannot discard
 and writes into a scratch directory that is deleted after the run.
+
+W5 and W6 need a per-host limit across the whole list: a tool that cannot set one (aria2c's
+--max-connection-per-server is per download; curl before --parallel-max-host, wget2, xargs, the
+httpx script) does not take part. W6 needs Retry-After honoured as well.
 """
 
 from __future__ import annotations
@@ -125,6 +129,8 @@ def fetchcli_builder(exe: str) -> Builder:
     def build(w: Workload, p: RunPaths) -> Invocation:
         source = "-" if w.stdin else str(p.list)
         argv = [exe, "get", source, "-c", str(w.concurrency)]
+        if w.per_host:
+            argv += ["--per-host", str(w.per_host)]
         if w.saved:
             jsonl = p.out.with_name(p.out.name + ".jsonl")  # OUTDIR.jsonl
             argv += ["-o", str(p.out), "-q", "--jsonl", str(jsonl)]
@@ -135,12 +141,18 @@ def fetchcli_builder(exe: str) -> Builder:
     return build
 
 
-def script_builder(python: str, script: str, *extra: str, w3_only: bool = False) -> Builder:
+def script_builder(
+    python: str, script: str, *extra: str, w3_only: bool = False, per_host: bool = False
+) -> Builder:
     def build(w: Workload, p: RunPaths) -> Invocation | None:
         if w.fetchcli_only or (w3_only and not w.latency):
             return None
+        if w.hosts and (not per_host or w.pause_for):  # the scripts do not retry
+            return None
         source = "-" if w.stdin else str(p.list)
         argv = [python, str(HERE / script), source, "-c", str(w.concurrency), *extra]
+        if w.per_host:
+            argv += ["--per-host", str(w.per_host)]
         if w.saved:
             argv += ["-o", str(p.out)]
         return Invocation(argv, stdin=p.list if w.stdin else None, pipe=True)
@@ -150,7 +162,7 @@ def script_builder(python: str, script: str, *extra: str, w3_only: bool = False)
 
 def aria2c_builder(exe: str) -> Builder:
     def build(w: Workload, p: RunPaths) -> Invocation | None:
-        if w.fetchcli_only:
+        if w.fetchcli_only or w.hosts:
             return None
         # -x1 -s1: one connection per file, so that -j alone sets the concurrency;
         # --file-allocation=none: do not write 64 MiB of zeros before each W2 download.
@@ -162,12 +174,16 @@ def aria2c_builder(exe: str) -> Builder:
     return build
 
 
-def curl_builder(exe: str) -> Builder:
+def curl_builder(exe: str, max_host: bool) -> Builder:
     def build(w: Workload, p: RunPaths) -> Invocation | None:
-        if w.fetchcli_only:
+        if w.fetchcli_only or (w.hosts and not max_host):
             return None
         # -s only: curl 7.88 shows its parallel progress meter when -S is given too.
         argv = [exe, "-s", "--parallel", "--parallel-max", str(w.concurrency)]
+        if w.hosts:
+            argv += ["--parallel-max-host", str(w.per_host)]
+        if w.pause_for:
+            argv += ["--retry", "3"]  # curl's --retry waits as long as Retry-After says
         if w.saved:
             argv += ["--remote-name-all", "--create-dirs", "--output-dir", str(p.out)]
         argv += ["-K", "-" if w.stdin else str(p.curl)]
@@ -178,7 +194,7 @@ def curl_builder(exe: str) -> Builder:
 
 def wget2_builder(exe: str) -> Builder:
     def build(w: Workload, p: RunPaths) -> Invocation | None:
-        if w.fetchcli_only:
+        if w.fetchcli_only or w.hosts:
             return None
         # -i /dev/stdin, not -i -: wget2 1.99.1 hangs after reading the list from `-i -`.
         argv = [exe, "-q", f"--max-threads={w.concurrency}",
@@ -191,7 +207,7 @@ def wget2_builder(exe: str) -> Builder:
 
 def xargs_curl_builder(xargs: str, curl: str) -> Builder:
     def build(w: Workload, p: RunPaths) -> Invocation | None:
-        if w.fetchcli_only:
+        if w.fetchcli_only or w.hosts:
             return None
         # The classic recipe: one curl process per URL (-n 1), 64 at a time (-P).
         argv = [xargs, "-P", str(w.concurrency), "-n", "1", curl, "-sS"]
@@ -242,7 +258,7 @@ def discover(
         v = _first_line([py, "-c", "import aiohttp,sys; print(aiohttp.__version__, sys.version)"])
         version = f"aiohttp {v.split()[0]} on Python {v.split()[1]}" if " " in v else v
         tools["aiohttp-script"] = Tool(
-            "aiohttp-script", script_builder(py, "aiohttp_script.py"), version
+            "aiohttp-script", script_builder(py, "aiohttp_script.py", per_host=True), version
         )
     else:
         log("aiohttp-script: no Python with aiohttp found (--python PATH): skipped")
@@ -251,7 +267,8 @@ def discover(
     if exe := shutil.which("aria2c"):
         tools["aria2c"] = Tool("aria2c", aria2c_builder(exe), _first_line([exe, "--version"]))
     if curl:
-        tools["curl-parallel"] = Tool("curl-parallel", curl_builder(curl), curl_version)
+        max_host = "--parallel-max-host" in (_run([curl, "--help", "all"]) or "")
+        tools["curl-parallel"] = Tool("curl-parallel", curl_builder(curl, max_host), curl_version)
     if exe := shutil.which("wget2"):
         version = _first_line([exe, "--version"]).split(" - ")[0]
         tools["wget2"] = Tool("wget2", wget2_builder(exe), version)

@@ -1,5 +1,5 @@
-"""The workloads (W1-W4, W4M): their sizes, the files and URL lists they need, and how a run of
-one is checked for having fetched everything.
+"""The workloads (W1-W6): their sizes, the files and URL lists they need, and how a run of one is
+checked for having fetched everything.
 """
 
 from __future__ import annotations
@@ -7,16 +7,21 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench_servers import LatencyServer, StaticServer
+from bench_servers import HostsServer, LatencyServer, StaticServer
 
 KIB = 1024
 MIB = 1024 * 1024
 LATENCY_DELAY = 0.1  # seconds the latency server waits before answering (W3)
+HOSTS = 20  # ports of the hosts server (W5, W6)
+HOSTS_DELAY = 0.05  # seconds each of them waits before answering
+RETRY_AFTER = 5  # seconds, in the paused host's 503s (W6)
+SHUFFLE_SEED = 5  # the shuffled lists are the same in every run
 LOG_SETTLE = 3.0  # seconds to wait for a server to log the last responses of a run
 
 
@@ -33,21 +38,46 @@ class Workload:
     metric: str  # "req/s", "MiB/s" or "efficiency"
     timeout: float  # seconds, per run
     fetchcli_only: bool = False
+    # W5, W6: URLs spread over HOSTS ports of the hosts server, at most `per_host` at once each.
+    per_host: int = 0
+    shuffled: bool = False  # else grouped by host, in host order
+    pause_for: float = 0.0  # W6: the first host answers 503 + Retry-After this long
+
+    @property
+    def hosts(self) -> bool:
+        return self.per_host > 0
 
     @property
     def ideal_seconds(self) -> float:
-        """W3: the wall time of a perfect fetcher (every request in flight waits the delay)."""
+        """W3, W5: the wall time of a perfect fetcher (every request in flight waits the delay).
+
+        W6: that of the hosts that are not paused.
+        """
+        if self.hosts:
+            return math.ceil(self.count / HOSTS / self.per_host) * HOSTS_DELAY
         return math.ceil(self.count / self.concurrency) * LATENCY_DELAY
 
-    def figure(self, wall: float) -> float:
+    @property
+    def extra_columns(self) -> tuple[str, ...]:
+        """Figures beyond the standard ones, taken from the server (see `check_hosts`)."""
+        if self.pause_for:
+            return ("others done s", "paused done s", "max in flight/host")
+        return ("max in flight/host",) if self.hosts else ()
+
+    def figure(self, wall: float, extras: dict[str, float] | None = None) -> float:
         if self.metric == "req/s":
             return self.count / wall
         if self.metric == "MiB/s":
             return self.count * self.size / MIB / wall
+        if self.pause_for and extras:  # W6: how soon the hosts that were not paused finished
+            return self.ideal_seconds / extras["others done s"]
         return self.ideal_seconds / wall
 
     def describe(self) -> str:
         extra = f", ideal wall {self.ideal_seconds:.1f} s" if self.latency else ""
+        if self.hosts:
+            ideal = "the other hosts' " if self.pause_for else ""
+            extra = f", --per-host {self.per_host}, {ideal}ideal {self.ideal_seconds:.1f} s"
         return f"{self.id}: {self.title} (c={self.concurrency}{extra})"
 
 
@@ -69,6 +99,18 @@ FULL: dict[str, Workload] = {
         Workload("W4M", "memory: 1,000,000 distinct URLs piped on stdin, not saved",
                  1_000_000, KIB, 64, saved=False, stdin=True, latency=False,
                  metric="req/s", timeout=1800, fetchcli_only=True),
+        Workload("W5G", "20 hosts x 200 URLs answering after 50 ms, list grouped by host",
+                 4_000, 3, 100, saved=False, stdin=False, latency=False,
+                 metric="efficiency", timeout=120, per_host=4),
+        Workload("W5S", "20 hosts x 200 URLs answering after 50 ms, list shuffled",
+                 4_000, 3, 100, saved=False, stdin=False, latency=False,
+                 metric="efficiency", timeout=120, per_host=4, shuffled=True),
+        Workload("W6G", "W5G, the first host paused (503 + Retry-After: 5 for its first second)",
+                 4_000, 3, 100, saved=False, stdin=False, latency=False,
+                 metric="efficiency", timeout=180, per_host=4, pause_for=1.0),
+        Workload("W6S", "W5S, the first host paused (503 + Retry-After: 5 for its first second)",
+                 4_000, 3, 100, saved=False, stdin=False, latency=False,
+                 metric="efficiency", timeout=180, per_host=4, shuffled=True, pause_for=1.0),
     )
 }  # fmt: skip
 
@@ -84,9 +126,13 @@ QUICK: dict[str, Workload] = {
                   count=5_000, timeout=60),
     "W4M": replace(FULL["W4M"], title="memory: 100,000 distinct URLs piped on stdin, not saved",
                    count=100_000, timeout=300),
+    **{name: replace(FULL[name], title=FULL[name].title.replace("200 URLs", "20 URLs"),
+                     count=400, timeout=60)
+       for name in ("W5G", "W5S", "W6G", "W6S")},
 }  # fmt: skip
 
-DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W4")  # W4M is long: only when asked for
+# W4M is long: only when asked for.
+DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W4", "W5G", "W5S", "W6G", "W6S")
 
 
 # --- files served -------------------------------------------------------------------------------
@@ -95,12 +141,13 @@ DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W4")  # W4M is long: only when asked for
 def small_file_count(workloads: list[Workload]) -> int:
     """How many 1 KiB files to serve: W1's count (W4 and W4M cycle through the same files)."""
     counts = [w.count for w in workloads if w.id == "W1"]
-    return counts[0] if counts else min(10_000, max(w.count for w in workloads))
+    static = [w.count for w in workloads if not w.latency and not w.hosts]
+    return counts[0] if counts else min(10_000, max(static, default=1))
 
 
 def make_site(root: Path, workloads: list[Workload]) -> None:
     """Write the files the static server serves: /w1/fNNNNN.bin and /w2/bigN.bin."""
-    if any(not w.latency and w.size == KIB for w in workloads):
+    if any(not w.latency and not w.hosts and w.size == KIB for w in workloads):
         (root / "w1").mkdir(parents=True)
         for i in range(small_file_count(workloads)):
             (root / "w1" / f"f{i:05d}.bin").write_bytes(os.urandom(KIB))
@@ -113,7 +160,10 @@ def make_site(root: Path, workloads: list[Workload]) -> None:
 
 
 def url_paths(w: Workload, small_files: int) -> Iterator[str]:
-    """The path (and query) of every URL of the workload, in list order."""
+    """The path (and query) of every URL of the workload, in list order (W5, W6: host order)."""
+    if w.hosts:
+        per_host = w.count // HOSTS
+        return (f"/h{h:02d}/{i:04d}" for h in range(HOSTS) for i in range(per_host))
     if w.id == "W1":
         return (f"/w1/f{i:05d}.bin" for i in range(w.count))
     if w.id == "W2":
@@ -133,7 +183,18 @@ class UrlLists:
     warm_curl: Path
 
 
-def write_lists(w: Workload, base_url: str, small_files: int, directory: Path) -> UrlLists:
+def urls(w: Workload, base_urls: list[str], small_files: int) -> list[str]:
+    """Every URL of the list, in list order. W5, W6: host h's paths are on base_urls[h]."""
+    if not w.hosts:
+        return [f"{base_urls[0]}{path}" for path in url_paths(w, small_files)]
+    per_host = w.count // HOSTS
+    found = [f"{base_urls[i // per_host]}{path}" for i, path in enumerate(url_paths(w, 0))]
+    if w.shuffled:
+        random.Random(SHUFFLE_SEED).shuffle(found)
+    return found
+
+
+def write_lists(w: Workload, base_urls: list[str], small_files: int, directory: Path) -> UrlLists:
     lists = UrlLists(
         plain=directory / f"{w.id}.txt",
         curl=directory / f"{w.id}.curl",
@@ -144,13 +205,14 @@ def write_lists(w: Workload, base_url: str, small_files: int, directory: Path) -
     # for every URL when bodies are discarded (--remote-name-all saves them otherwise).
     curl_extra = "" if w.saved else 'output = "/dev/null"\n'
     with lists.plain.open("w") as plain, lists.curl.open("w") as curl:
-        for path in url_paths(w, small_files):
-            plain.write(f"{base_url}{path}\n")
-            curl.write(f'url = "{base_url}{path}"\n{curl_extra}')
+        for url in urls(w, base_urls, small_files):
+            plain.write(f"{url}\n")
+            curl.write(f'url = "{url}"\n{curl_extra}')
+    # The warm-up URL goes to the last host: never the paused one, and not a URL of the list.
     first = next(url_paths(w, small_files))
-    warm = first + ("&warm=1" if "?" in first else "")
-    lists.warm_plain.write_text(f"{base_url}{warm}\n")
-    lists.warm_curl.write_text(f'url = "{base_url}{warm}"\n{curl_extra}')
+    warm = first + ("&warm=1" if "?" in first else "?warm=1" if w.hosts else "")
+    lists.warm_plain.write_text(f"{base_urls[-1]}{warm}\n")
+    lists.warm_curl.write_text(f'url = "{base_urls[-1]}{warm}"\n{curl_extra}')
     return lists
 
 
@@ -202,6 +264,34 @@ def check_latency(w: Workload, server: LatencyServer) -> Check:
     requests, distinct = server.stats()
     detail = f"{distinct}/{w.count} distinct URLs answered ({requests} requests)"
     return Check(distinct == w.count, detail)
+
+
+def check_hosts(w: Workload, server: HostsServer, started: float) -> tuple[Check, dict[str, float]]:
+    """Every path answered 200 by its host; the most requests in flight at one host; for W6,
+    when the hosts that were not paused and the paused one gave their last 200 (seconds after
+    `started`, the `time.monotonic()` at which the tool was started)."""
+    per_host = w.count // HOSTS
+    _settle(lambda: sum(h.distinct_ok for h in server.stats()), w.count)
+    hosts = server.stats()
+    answered = sum(min(h.distinct_ok, per_host) for h in hosts)
+    requests = sum(h.requests for h in hosts)
+    most = max(h.max_in_flight for h in hosts)
+    extras = {"max in flight/host": float(most)}
+    detail = f"{answered}/{w.count} distinct URLs answered ({requests} requests); "
+    detail += f"max in flight at one host {most} (limit {w.per_host})"
+    ok = answered == w.count
+    if w.pause_for:
+        others = [h.last_ok for h in hosts[1:]]
+        paused = hosts[0].last_ok
+        if ok and None not in others and paused is not None:
+            extras["others done s"] = max(t for t in others if t is not None) - started
+            extras["paused done s"] = paused - started
+            detail += f"; 503s sent {hosts[0].busy_sent}"
+            detail += f"; others done at {extras['others done s']:.2f} s, "
+            detail += f"the paused host at {extras['paused done s']:.2f} s"
+        else:
+            ok = False
+    return Check(ok, detail), extras
 
 
 def check_jsonl(w: Workload, jsonl: Path) -> Check:

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Benchmark fetchcli against the fetchers users would pick instead. See benchmarks/README.md.
 
-    python benchmarks/run.py                      # W1-W4, 3 interleaved runs of every tool
+    python benchmarks/run.py                      # W1-W6, 3 interleaved runs of every tool
     python benchmarks/run.py --quick              # smoke version, about a minute
     python benchmarks/run.py --workloads W1,W3 --runs 5 --tools fetchcli,httpx-script
     python benchmarks/run.py --workloads W4M      # fetchcli's peak RSS on 1,000,000 URLs
 
 Stdlib only. Starts its own loopback servers (nginx if installed, else a slow Python fallback;
-the latency server for W3), generates the files in a temporary directory, and stops and
-removes everything on exit, error or Ctrl-C.
+the latency server for W3; the hosts server for W5 and W6), generates the files in a temporary
+directory, and stops and removes everything on exit, error or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_measure import RSS_METHOD, rss_floor, run_measured
 from bench_report import RunResult, notes, render_markdown, render_plain, table_rows
 from bench_servers import (
+    HostsServer,
     LatencyServer,
     StaticServer,
+    hosts_server,
     latency_server,
     nginx_path,
     nginx_server,
@@ -45,11 +47,15 @@ from bench_tools import ALL_TOOLS, PLACEHOLDERS, RunPaths, Tool, discover
 from bench_workloads import (
     DEFAULT_WORKLOADS,
     FULL,
+    HOSTS,
+    HOSTS_DELAY,
     LATENCY_DELAY,
     QUICK,
+    RETRY_AFTER,
     Check,
     UrlLists,
     Workload,
+    check_hosts,
     check_jsonl,
     check_latency,
     check_saved,
@@ -147,6 +153,7 @@ class Bench:
         self.results: list[RunResult] = []
         self.static: StaticServer | None = None
         self.latency: LatencyServer | None = None
+        self.hosts: HostsServer | None = None
         self.small_files = small_file_count(args.selected)
         self.machine: list[str] = []
 
@@ -159,13 +166,18 @@ class Bench:
         if not tools:
             say("   no selected tool takes part in this workload")
             return
-        base = self.latency.base_url if w.latency and self.latency else None
-        if base is None and self.static is not None:
-            base = self.static.base_url
-        assert base is not None
+        if w.hosts:
+            assert self.hosts is not None
+            bases = self.hosts.base_urls
+        elif w.latency:
+            assert self.latency is not None
+            bases = [self.latency.base_url]
+        else:
+            assert self.static is not None
+            bases = [self.static.base_url]
         lists_dir = self.work / "lists"
         lists_dir.mkdir(exist_ok=True)
-        lists = write_lists(w, base, self.small_files, lists_dir)
+        lists = write_lists(w, bases, self.small_files, lists_dir)
         runs_dir = self.work / "runs" / w.id
         runs_dir.mkdir(parents=True)
         self.warm_up(w, lists, tools, runs_dir)
@@ -211,31 +223,43 @@ class Bench:
         assert inv is not None
         log = self.work / "logs" / f"{w.id}-{out.name}.log"
         log.write_text(f"$ {inv.shell()}\n")
-        if w.latency:
+        if w.hosts:
+            assert self.hosts is not None
+            self.hosts.reset(w.pause_for)
+        elif w.latency:
             assert self.latency is not None
             self.latency.reset()
         else:
             assert self.static is not None
             self.static.reset_log()
+        started = time.monotonic()  # the hosts server's clock: when its hosts finished
         m = run_measured(inv, w.timeout, log)
         try:
             if m.timed_out:
                 return RunResult(w.id, tool.name, run, "timeout",
                                  f"killed after {w.timeout:.0f} s", m)  # fmt: skip
-            check = self.verify(w, tool, paths)
+            check, extras = self.verify(w, tool, paths, started)
             if m.exit_code != 0:
                 detail = f"exit code {m.exit_code}; {check.detail}{_tail(log)}"
-                return RunResult(w.id, tool.name, run, "failed", detail, m)
+                return RunResult(w.id, tool.name, run, "failed", detail, m, extras=extras)
             if not check.ok:
-                return RunResult(w.id, tool.name, run, "failed", check.detail + _tail(log), m)
-            return RunResult(w.id, tool.name, run, "ok", check.detail, m, w.figure(m.wall))
+                detail = check.detail + _tail(log)
+                return RunResult(w.id, tool.name, run, "failed", detail, m, extras=extras)
+            figure = w.figure(m.wall, extras)
+            return RunResult(w.id, tool.name, run, "ok", check.detail, m, figure, extras)
         finally:
             _remove(out, paths.jsonl)
             if w.saved:
                 os.sync()  # so this run's dirty pages are not written during the next one
 
-    def verify(self, w: Workload, tool: Tool, paths: RunPaths) -> Check:
-        if w.saved:
+    def verify(
+        self, w: Workload, tool: Tool, paths: RunPaths, started: float
+    ) -> tuple[Check, dict[str, float]]:
+        extras: dict[str, float] = {}
+        if w.hosts:
+            assert self.hosts is not None
+            check, extras = check_hosts(w, self.hosts, started)
+        elif w.saved:
             check = check_saved(w, paths.out)
         elif w.latency:
             assert self.latency is not None
@@ -246,7 +270,7 @@ class Bench:
         if tool.name == "fetchcli" and check.ok:
             record = check_jsonl(w, paths.jsonl)
             check = Check(record.ok, f"{check.detail}; {record.detail}")
-        return check
+        return check, extras
 
     def progress(self, w: Workload, r: RunResult) -> None:
         label = f"   run {r.run}/{self.args.runs}  {r.tool:<15}"
@@ -255,8 +279,9 @@ class Bench:
             return
         m = r.measurement
         figure = f"{r.figure:.2f}" if w.metric == "efficiency" else f"{r.figure:,.0f}"
+        extras = "".join(f"  {name} {value:g}" for name, value in r.extras.items())
         say(f"{label} {m.wall:8.2f} s  {figure:>8} {w.metric:<10} "
-            f"CPU {m.cpu:6.2f} s  RSS {m.max_rss_mib:6.0f} MiB")  # fmt: skip
+            f"CPU {m.cpu:6.2f} s  RSS {m.max_rss_mib:6.0f} MiB{extras}")  # fmt: skip
 
 
 def _tail(log: Path) -> str:
@@ -282,7 +307,7 @@ def servers(bench: Bench, site: Path, choice: str) -> Iterator[str]:
     with contextlib.ExitStack() as stack:
         description = "none"
         workloads = bench.args.selected
-        if any(not w.latency for w in workloads):
+        if any(not w.latency and not w.hosts for w in workloads):
             nginx = nginx_path() if choice in ("auto", "nginx") else None
             if choice == "nginx" and nginx is None:
                 msg = "--server nginx: nginx is not installed"
@@ -297,6 +322,13 @@ def servers(bench: Bench, site: Path, choice: str) -> Iterator[str]:
         if any(w.latency for w in workloads):
             bench.latency = stack.enter_context(latency_server(sys.executable, LATENCY_DELAY))
             description += f"; latency server (benchmarks/latency_server.py, {LATENCY_DELAY} s)"
+        if any(w.hosts for w in workloads):
+            bench.hosts = stack.enter_context(
+                hosts_server(sys.executable, HOSTS, HOSTS_DELAY, RETRY_AFTER)
+            )
+            description += (
+                f"; hosts server (benchmarks/hosts_server.py, {HOSTS} ports, {HOSTS_DELAY} s)"
+            )
         yield description
 
 

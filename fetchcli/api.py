@@ -21,6 +21,7 @@ from fetchcli.models import Record
 from fetchcli.runner import execute
 from fetchcli.sources import lines_from
 from fetchcli.stats import RunStats
+from fetchcli.tree import check_output_dir
 
 __all__ = ["fetch"]
 
@@ -45,6 +46,8 @@ async def fetch(urls: Iterable[str] | AsyncIterable[str], **options: Any) -> Asy
         msg = f"not an option of fetch(): {', '.join(sorted(unknown))}"
         raise UsageError(msg)
     settings = Settings.from_options(**{"processes": 1, **options})
+    if settings.output.save:
+        await asyncio.to_thread(check_output_dir, settings.output.output_dir)
     results: asyncio.Queue[Record] = asyncio.Queue(maxsize=2 * settings.limits.workers)
     stats = RunStats()
 

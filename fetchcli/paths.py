@@ -7,7 +7,8 @@ Every path component is decoded, then sanitized on its own: separators, control 
 characters Windows forbids, `.`/`..`, reserved device names, trailing dots and over-long
 names are replaced. A name that had to change (or that carries a query) gets `~` and a short
 hash of the original, so two different URLs never map to one file. Names that come through
-unchanged never contain `~` plus ten hex digits, so they cannot collide with a hashed one.
+unchanged never contain `~` plus ten hex digits, so they cannot collide with a hashed one, nor
+end like a temporary file (`.fetchcli-part`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ from urllib.parse import quote, unquote
 
 import httpx
 
+from fetchcli.partial import PARTIAL_SUFFIX, SIDECAR_SUFFIX
+from fetchcli.tree import TEMP_SUFFIX
+
 __all__ = ["INDEX_NAME", "LAYOUTS", "Layout", "flat_path", "relative_path", "row_path", "with_hash"]
 
 Layout = Literal["tree", "flat"]
 LAYOUTS: tuple[Layout, ...] = ("tree", "flat")
 
 INDEX_NAME = "index.html"
+_OWN_SUFFIXES = (TEMP_SUFFIX, PARTIAL_SUFFIX, PARTIAL_SUFFIX + SIDECAR_SUFFIX)
 HASH_CHARS = 10
 MAX_NAME_BYTES = 200  # room for "~hash", a temp-file prefix and suffix within 255 bytes
 MAX_PATH_BYTES = 1024  # PATH_MAX is 4096 on Linux; stay well inside it with any DIR
@@ -135,7 +140,10 @@ def _name(part: str) -> str:
         clean = clean.encode()[: MAX_NAME_BYTES - 40].decode(errors="ignore")
     # Unchanged names must map back to exactly one segment: "%62" and "b" differ as URLs.
     canonical = quote(decoded, safe=_PATH_SAFE) == part
-    if clean != decoded or not canonical or _HASH_LIKE.search(decoded):
+    # A name a run gives its temporary files is hashed too: a later run removes those; and
+    # so is one of a kept partial body or its sidecar (--continue), which a run continues.
+    hashed = _HASH_LIKE.search(decoded) or clean.endswith(_OWN_SUFFIXES)
+    if clean != decoded or not canonical or hashed:
         clean = _with_hash(clean, part)
     return clean
 

@@ -24,6 +24,7 @@ from fetchcli.records import RecordLog, load_done, load_etags
 from fetchcli.runner import execute
 from fetchcli.sources import close_sources, input_size, lines_of, open_sources
 from fetchcli.stats import RunStats
+from fetchcli.tree import check_output_dir
 
 __all__ = ["run"]
 
@@ -36,8 +37,17 @@ async def run(settings: Settings, env: Environment) -> RunStats:
     output = settings.output
     stats = RunStats()
     async with contextlib.AsyncExitStack() as opened:
-        sources = await asyncio.to_thread(open_sources, settings.input.sources, env.stdin)
+        # Refused before anything is written: records into a source, an unusable -o.
+        sources = await asyncio.to_thread(
+            open_sources,
+            settings.input.sources,
+            env.stdin,
+            records=output.jsonl,
+            stdout=env.stdout,
+        )
         opened.push_async_callback(asyncio.to_thread, close_sources, sources)
+        if output.save:
+            await asyncio.to_thread(check_output_dir, output.output_dir)
         done = etags = None
         if output.resume and output.jsonl:
             done = await asyncio.to_thread(load_done, output.jsonl)

@@ -6,6 +6,10 @@ Small bodies (the common case) stay in memory and are written many per thread ho
 thread while the next one downloads. A registry of live temporary files lets `sweep()`
 remove every one of them when a run is interrupted.
 
+Directories are opened through `tree.OutputTree`: nothing is written through a symlink
+inside the output directory, and the temporary files of runs that died are swept where this
+run writes.
+
 With --continue a body that reaches the disk goes to a *kept* partial file instead
 (`.NAME.fetchcli-partial`, with its sidecar written as the file opens, so even kill -9 leaves
 both): it is locked (`flock`) while a body writes it, tracked apart from the temporary files
@@ -21,7 +25,6 @@ import fcntl
 import hashlib
 import itertools
 import os
-import secrets
 import stat
 import threading
 from collections.abc import Sequence
@@ -39,10 +42,11 @@ from fetchcli.partial import (
     hash_file,
     hash_prefix,
     load_partial,
-    partial_path,
-    sidecar_path,
+    partial_name,
+    sidecar_name,
     write_sidecar,
 )
+from fetchcli.tree import TEMP_SUFFIX, OutputTree, SymlinkInTree
 
 if TYPE_CHECKING:
     from _hashlib import HASH
@@ -50,23 +54,27 @@ if TYPE_CHECKING:
 __all__ = ["SPILL_BYTES", "TEMP_SUFFIX", "Body", "OnDisk", "Saver"]
 
 SPILL_BYTES = 256 * 1024
-TEMP_SUFFIX = ".fetchcli-part"
 WRITE_THREADS = 1
 
-O_BINARY = getattr(os, "O_BINARY", 0)  # Windows would translate newlines without it
+# Never through a symlink, never over an existing file (a temporary name is new).
+_NEW_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_BINARY", 0)
 # A kept partial file: read too (its prefix is hashed through the same descriptor), never
-# through a symlink.
-_KEPT = os.O_RDWR | os.O_NOFOLLOW | O_BINARY
+# through a symlink; it may exist (an earlier run's).
+_KEPT = os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_BINARY", 0)
 
 # relpath, body, and the mtime to give the file (Last-Modified), if any.
 SmallFile = tuple[PurePosixPath, bytes, float | None]
 
 
 class TempFile(NamedTuple):
-    """An open temporary file and the target it becomes when complete."""
+    """An open temporary file, its directory, and the target it becomes when complete.
+
+    `dir_fd` is a descriptor of its own, closed by `Saver.place` or `Saver.drop_temp`.
+    """
 
     fd: int
-    path: str
+    dir_fd: int
+    name: str
     target: Path
 
 
@@ -82,19 +90,17 @@ class Saver:
     """Owns the output directory for one run: targets, temporary files, batched writes.
 
     `async with Saver(...)` runs its writers; on the way out they finish what they hold,
-    and every temporary file still registered is removed.
+    every temporary file still registered is removed, and the run's lock is released.
     """
 
     def __init__(self, output_dir: Path, *, save: bool) -> None:
         self.root = output_dir
         self.save = save
-        self._known_dirs: set[str] = set()
-        self._temps: set[str] = set()
-        self._kept: set[str] = set()  # kept partial files open in this run: never swept
+        self._tree = OutputTree(output_dir)
+        self._temps: set[tuple[int, str]] = set()  # (directory descriptor, name)
+        self._kept: set[tuple[int, str]] = set()  # kept partial files open now: never swept
         self._lock = threading.Lock()
         self._closed = False
-        # Temporary names: unique per run without a random draw (a syscall) per file.
-        self._token = secrets.token_hex(4)
         self._serial = itertools.count()
         # One hop at a time: more threads overlap the disk's waits but fight the event loop
         # for the GIL on every syscall (measured: W1 took 6.2 s with one, 9.4 s with four).
@@ -151,13 +157,11 @@ class Saver:
             return None  # unreadable: the body starts over (and says why if it cannot)
 
     async def hash_saved(self, relpath: PurePosixPath) -> tuple[str, int, str]:
-        """(path, size, sha256) of the file saved for `relpath` (a 304 keeps it as it is).
-
-        PermanentError (io) when it cannot be read.
-        """
+        """(path, size, sha256) of the file saved for `relpath` (a 304 keeps it as it is),
+        never read through a symlink. PermanentError (io) when it cannot be read."""
         path = self.root / relpath
         try:
-            size, digest = await asyncio.to_thread(hash_file, path)
+            size, digest = await asyncio.to_thread(self._hash_saved, relpath)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise PermanentError(ErrorKind.IO, f"cannot read {path}: {reason}") from exc
@@ -168,13 +172,18 @@ class Saver:
         return await self.sizes.submit(relpath)
 
     def sweep(self) -> None:
-        """Remove every temporary file still registered; later writes are refused. Blocking."""
-        with self._lock:
-            self._closed = True
-            temps, self._temps = self._temps, set()
-            self._kept = set()  # kept for the next run: not removed
-        for temp in temps:
-            _unlink(temp)
+        """Remove every temporary file still registered, then release the output directory;
+        later writes are refused. Blocking."""
+        try:
+            with self._lock:
+                self._closed = True
+                temps, self._temps = self._temps, set()
+                self._kept = set()  # kept for the next run: not removed (their owners close)
+                # Under the lock: a registered directory descriptor is open until forgotten.
+                for dir_fd, name in temps:
+                    _unlink(name, dir_fd)
+        finally:
+            self._tree.close()  # the run's lock last: its temporary files are gone
 
     # The methods below run in worker threads.
 
@@ -182,25 +191,53 @@ class Saver:
         sizes: list[int | None] = []
         for relpath in relpaths:
             try:
-                info = os.stat(self.root / relpath)
+                directory = self._tree.directory(relpath.parent, create=False)
+            except OSError:
+                sizes.append(None)
+                continue
+            try:
+                # Only a file of its own counts: a symlink is not looked through.
+                info = os.stat(relpath.name, dir_fd=directory, follow_symlinks=False)
             except OSError:
                 sizes.append(None)
             else:
                 sizes.append(info.st_size if stat.S_ISREG(info.st_mode) else None)
+            finally:
+                os.close(directory)
         return sizes
 
     def _look_all(self, relpaths: Sequence[PurePosixPath]) -> list[OnDisk]:
         found: list[OnDisk] = []
         for relpath in relpaths:
-            target = self.root / relpath
-            size = mtime = None
-            with contextlib.suppress(OSError):
-                info = os.stat(target, follow_symlinks=False)
-                if stat.S_ISREG(info.st_mode):
-                    size, mtime = info.st_size, info.st_mtime
-            partial = os.path.lexists(partial_path(target))
-            found.append(OnDisk(size, mtime, partial))
+            try:
+                directory = self._tree.directory(relpath.parent, create=False)
+            except OSError:
+                found.append(OnDisk(None, None, partial=False))
+                continue
+            try:
+                size = mtime = None
+                with contextlib.suppress(OSError):
+                    # Only a file of its own counts: a symlink is not looked through.
+                    info = os.stat(relpath.name, dir_fd=directory, follow_symlinks=False)
+                    if stat.S_ISREG(info.st_mode):
+                        size, mtime = info.st_size, info.st_mtime
+                try:
+                    os.stat(partial_name(relpath.name), dir_fd=directory, follow_symlinks=False)
+                except OSError:
+                    partial = False
+                else:
+                    partial = True
+                found.append(OnDisk(size, mtime, partial))
+            finally:
+                os.close(directory)
         return found
+
+    def _hash_saved(self, relpath: PurePosixPath) -> tuple[int, str]:
+        directory = self._tree.directory(relpath.parent, create=False)
+        try:
+            return hash_file(relpath.name, dir_fd=directory)
+        finally:
+            os.close(directory)
 
     def _write_small_files(self, files: Sequence[SmallFile]) -> list[str | Exception]:
         results: list[str | Exception] = []
@@ -216,7 +253,7 @@ class Saver:
                         os.close(temp.fd)
                     results.append(self.place(temp, relpath))
                 except BaseException:
-                    self.drop_temp(temp.path)
+                    self.drop_temp(temp)
                     raise
             except OSError as exc:
                 results.append(_write_error(self.root / relpath, exc))
@@ -224,150 +261,166 @@ class Saver:
 
     def open_temp(self, relpath: PurePosixPath) -> TempFile:
         """Create and register a temporary file beside the target of `relpath`."""
-        target = self._target(relpath)
-        temp = f"{target.parent}/.{target.name}.{self._token}-{next(self._serial)}{TEMP_SUFFIX}"
+        dir_fd, name, target = self._target(relpath)
+        temp = self._tree.temp_name(name, next(self._serial))
         with self._lock:
             if self._closed:
+                os.close(dir_fd)
                 msg = "the run is shutting down"
                 raise OSError(msg)
-            self._temps.add(temp)
+            self._temps.add((dir_fd, temp))
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_BINARY, 0o666)
+            fd = os.open(temp, _NEW_TEMP, 0o666, dir_fd=dir_fd)
         except BaseException:
-            self._forget(temp)
+            self._release(dir_fd, temp)
             raise
-        return TempFile(fd, temp, target)
+        return TempFile(fd, dir_fd, temp, target)
 
     def open_partial(self, relpath: PurePosixPath, held: Held) -> TempFile | None:
         """Create (or empty) the kept partial file of `relpath`, locked, with the sidecar of
         `held`; None when another body holds its lock (that body keeps it; this one takes a
         temporary file)."""
-        target = self._target(relpath)
-        path = str(partial_path(target))
-        fd = self._lock_kept(os.open(path, _KEPT | os.O_CREAT, 0o666))
-        if fd is None:
-            return None
+        dir_fd, name, target = self._target(relpath)
+        partial = partial_name(name)
         try:
-            os.ftruncate(fd, 0)
-            write_sidecar(sidecar_path(Path(path)), held)
-            self._track_kept(path)
+            fd = _locked(os.open(partial, _KEPT | os.O_CREAT, 0o666, dir_fd=dir_fd))
+            if fd is None:
+                os.close(dir_fd)
+                return None
+            try:
+                os.ftruncate(fd, 0)
+                write_sidecar(sidecar_name(partial), held, dir_fd=dir_fd)
+                self._track_kept(dir_fd, partial)
+            except BaseException:
+                os.close(fd)
+                raise
         except BaseException:
-            os.close(fd)
+            if (dir_fd, partial) not in self._kept:
+                os.close(dir_fd)
             raise
-        return TempFile(fd, path, target)
+        return TempFile(fd, dir_fd, partial, target)
 
     def _resume(self, relpath: PurePosixPath, url: str) -> tuple[Body, Held] | None:
-        target = self._target(relpath)
-        path = str(partial_path(target))
+        dir_fd, name, target = self._target(relpath)
+        partial = partial_name(name)
         try:
-            fd = self._lock_kept(os.open(path, _KEPT))
-        except OSError:
-            return None  # gone, a link, unreadable: nothing to continue
-        if fd is None:
-            return None  # a live body is writing it
-        try:
-            held = load_partial(path, url)
-            if held is None or continue_headers(held) is None:
-                discard_partial(path)  # under the lock: no body of another run loses it
-                os.close(fd)
+            try:
+                fd = _locked(os.open(partial, _KEPT, dir_fd=dir_fd))
+            except OSError:
+                fd = None  # gone, a link, unreadable: nothing to continue
+            if fd is None:  # or a live body is writing it
+                os.close(dir_fd)
                 return None
-            digest = hash_prefix(fd, held.size)
-            os.lseek(fd, held.size, os.SEEK_SET)
-            self._track_kept(path)
+            try:
+                held = load_partial(partial, url, dir_fd=dir_fd)
+                if held is None or continue_headers(held) is None:
+                    # Under the lock: no body of another run loses it.
+                    discard_partial(partial, dir_fd=dir_fd)
+                    os.close(fd)
+                    os.close(dir_fd)
+                    return None
+                digest = hash_prefix(fd, held.size)
+                os.lseek(fd, held.size, os.SEEK_SET)
+                self._track_kept(dir_fd, partial)
+            except BaseException:
+                os.close(fd)
+                raise
         except BaseException:
-            os.close(fd)
+            if (dir_fd, partial) not in self._kept:
+                os.close(dir_fd)
             raise
-        return Body.resumed(self, relpath, TempFile(fd, path, target), held, digest), held
+        temp = TempFile(fd, dir_fd, partial, target)
+        return Body.resumed(self, relpath, temp, held, digest), held
 
-    def _lock_kept(self, fd: int) -> int | None:
-        """`fd` once locked for this run's writing, or None (closed) when another holds it."""
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    def _track_kept(self, path: str) -> None:
+    def _track_kept(self, dir_fd: int, name: str) -> None:
         with self._lock:
             if self._closed:
                 msg = "the run is shutting down"
                 raise OSError(msg)
-            self._kept.add(path)
+            self._kept.add((dir_fd, name))
 
-    def is_kept(self, temp: TempFile) -> bool:
-        """Whether `temp` is a kept partial file (not a temporary one)."""
+    def _release_kept(self, temp: TempFile) -> None:
         with self._lock:
-            return temp.path in self._kept
+            self._kept.discard((temp.dir_fd, temp.name))
+        os.close(temp.dir_fd)
 
     def keep_partial(self, temp: TempFile, held: Held) -> None:
-        """Leave a kept partial file for the next run: its sidecar says what it holds."""
+        """Leave a kept partial file for the next run, its sidecar saying what it holds; its
+        descriptors are closed (and so its lock released)."""
         try:
-            write_sidecar(sidecar_path(Path(temp.path)), held)
+            write_sidecar(sidecar_name(temp.name), held, dir_fd=temp.dir_fd)
         finally:
-            os.close(temp.fd)  # and so its lock
-            with self._lock:
-                self._kept.discard(temp.path)
+            os.close(temp.fd)
+            self._release_kept(temp)
 
     def drop_partial(self, temp: TempFile) -> None:
-        """Remove a kept partial file (and its sidecar) that will not be continued; the
-        caller closes it after (so its lock holds meanwhile)."""
+        """Remove a kept partial file and its sidecar, then close it (its lock holds until
+        both are gone)."""
         try:
-            discard_partial(temp.path)
+            discard_partial(temp.name, dir_fd=temp.dir_fd)
         finally:
-            with self._lock:
-                self._kept.discard(temp.path)
+            os.close(temp.fd)
+            self._release_kept(temp)
+
+    def place_partial(self, temp: TempFile, relpath: PurePosixPath) -> str:
+        """Rename a complete kept partial file to its target while it is still open and
+        locked (no other run can take it half-way), then remove its sidecar and close it."""
+        try:
+            placed = self._rename(temp, relpath)
+            _unlink(sidecar_name(temp.name), temp.dir_fd)
+        except BaseException:
+            self.drop_partial(temp)
+            raise
+        os.close(temp.fd)
+        self._release_kept(temp)
+        return placed
 
     def place(self, temp: TempFile, relpath: PurePosixPath) -> str:
         """Rename a finished temporary file to its target; return the final path.
 
-        A kept partial file is renamed while still open, so its lock holds until it is gone,
-        then its sidecar is removed.
+        A symlink of the target's name is replaced, never followed. On failure the temporary
+        file stays registered, for `drop_temp`.
         """
+        placed = self._rename(temp, relpath)
+        self._release(temp.dir_fd, temp.name)
+        return placed
+
+    def _rename(self, temp: TempFile, relpath: PurePosixPath) -> str:
         target = temp.target
         try:
-            os.replace(temp.path, target)
+            os.replace(temp.name, target.name, src_dir_fd=temp.dir_fd, dst_dir_fd=temp.dir_fd)
         except IsADirectoryError:
             # Another URL needed this name as a directory ("/a" after "/a/b").
-            target = self.root / _clash_path(relpath)
-            os.replace(temp.path, target)
-        with self._lock:
-            kept = temp.path in self._kept
-            self._kept.discard(temp.path)
-        if kept:
-            _unlink(str(sidecar_path(Path(temp.path))))
-        self._forget(temp.path)
+            clash = _clash_path(relpath)
+            host = self._tree.directory(clash.parent, create=True)
+            try:
+                os.replace(temp.name, clash.name, src_dir_fd=temp.dir_fd, dst_dir_fd=host)
+            finally:
+                os.close(host)
+            target = self.root / clash
         return str(target)
 
-    def drop_temp(self, temp: str) -> None:
+    def drop_temp(self, temp: TempFile) -> None:
         """Remove a temporary file that will not be completed."""
-        _unlink(temp)
-        self._forget(temp)
+        _unlink(temp.name, temp.dir_fd)
+        self._release(temp.dir_fd, temp.name)
 
-    def _forget(self, temp: str) -> None:
+    def _release(self, dir_fd: int, temp: str) -> None:
+        """Forget a temporary file and close its directory descriptor (after: see sweep)."""
         with self._lock:
-            self._temps.discard(temp)
+            self._temps.discard((dir_fd, temp))
+        os.close(dir_fd)
 
-    def _target(self, relpath: PurePosixPath) -> Path:
-        """The file for `relpath`, its directories made; moved aside if a file blocks them."""
-        target = self.root / relpath
-        directory = str(target.parent)
-        if directory in self._known_dirs:
-            return target
+    def _target(self, relpath: PurePosixPath) -> tuple[int, str, Path]:
+        """The directory (a new descriptor), name and path for `relpath`, its directories
+        made; moved aside if a file blocks them. Raises SymlinkInTree through a symlink."""
         try:
-            os.makedirs(target.parent, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
+            directory = self._tree.directory(relpath.parent, create=True)
+        except NotADirectoryError:
             # A file holds a name this path needs as a directory ("/a/b" after "/a").
-            target = self.root / _clash_path(relpath)
-            os.makedirs(target.parent, exist_ok=True)
-            return target
-        if len(self._known_dirs) > 100_000:
-            self._known_dirs.clear()
-        self._known_dirs.add(directory)
-        return target
+            clash = _clash_path(relpath)
+            return self._tree.directory(clash.parent, create=True), clash.name, self.root / clash
+        return directory, relpath.name, self.root / relpath
 
 
 class Body:
@@ -522,17 +575,16 @@ class Body:
             if mtime is not None:
                 os.utime(temp.fd, (mtime, mtime))
             if self._kept:
-                # Renamed while open and locked: no other run can take it half-way.
-                placed = self._saver.place(temp, self._relpath)
-                self._open = False
-                os.close(temp.fd)
+                # The saver closes it, whatever happens.
+                self._open, self._temp, self._kept = False, None, False
+                placed = self._saver.place_partial(temp, self._relpath)
             else:
                 self._open = False
                 os.close(temp.fd)
                 placed = self._saver.place(temp, self._relpath)
         except OSError as exc:
             raise _write_error(temp.target, exc) from exc
-        self._temp = None  # placed
+        self._temp = None  # placed: its directory descriptor is closed
         return placed
 
     def _rewind(self) -> None:
@@ -545,7 +597,7 @@ class Body:
             os.ftruncate(temp.fd, 0)
             os.lseek(temp.fd, 0, os.SEEK_SET)
             if self._kept and self._keep is not None:
-                write_sidecar(sidecar_path(Path(temp.path)), self._keep.at(0))
+                write_sidecar(sidecar_name(temp.name), self._keep.at(0), dir_fd=temp.dir_fd)
         except OSError as exc:
             raise _write_error(temp.target, exc) from exc
 
@@ -563,10 +615,7 @@ class Body:
         try:
             _write_all(temp.fd, chunks)
         except OSError:
-            try:
-                self._saver.drop_partial(temp)
-            finally:
-                os.close(temp.fd)
+            self._saver.drop_partial(temp)
             return
         self._saver.keep_partial(temp, held)
 
@@ -576,17 +625,26 @@ class Body:
             return
         self._temp, self._kept = None, False
         if kept:
-            try:
-                self._saver.drop_partial(temp)
-            finally:
-                if self._open:
-                    self._open = False
-                    os.close(temp.fd)
+            self._open = False
+            self._saver.drop_partial(temp)  # it closes the file, after removing it
             return
         if self._open:
             self._open = False
             os.close(temp.fd)
-        self._saver.drop_temp(temp.path)
+        self._saver.drop_temp(temp)
+
+
+def _locked(fd: int) -> int | None:
+    """`fd` once locked for this run's writing, or None (closed) when another holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _clash_path(relpath: PurePosixPath) -> PurePosixPath:
@@ -602,6 +660,8 @@ def _clash_path(relpath: PurePosixPath) -> PurePosixPath:
 
 
 def _write_error(path: Path, exc: OSError) -> PermanentError:
+    if isinstance(exc, SymlinkInTree):
+        return PermanentError(ErrorKind.IO, f"cannot write {exc.path}: {exc.strerror}")
     reason = exc.strerror or str(exc)
     return PermanentError(ErrorKind.IO, f"cannot write {path}: {reason}")
 
@@ -613,6 +673,6 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
             view = view[os.write(fd, view) :]
 
 
-def _unlink(path: str) -> None:
+def _unlink(name: str, dir_fd: int) -> None:
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+        os.unlink(name, dir_fd=dir_fd)

@@ -71,8 +71,19 @@ class Source:
     reading: bool = False
 
 
-def open_sources(names: tuple[str, ...], stdin: BinaryIO) -> list[Source]:
-    """Open every source up front, so a missing one is a usage error before any fetch."""
+def open_sources(
+    names: tuple[str, ...],
+    stdin: BinaryIO,
+    *,
+    records: str | None = None,
+    stdout: BinaryIO | None = None,
+) -> list[Source]:
+    """Open every source up front, so a missing one is a usage error before any fetch.
+
+    `records` is the --jsonl path ("-": `stdout`): it must not be one of the sources, or the
+    run would overwrite (or, appended, read back forever) its own list of URLs. Checked here,
+    before anything is opened for writing.
+    """
     sources = []
     for name in names:
         if name == "-":
@@ -86,7 +97,40 @@ def open_sources(names: tuple[str, ...], stdin: BinaryIO) -> list[Source]:
             close_sources(sources)
             msg = f"cannot read {name}: {exc.strerror or exc}"
             raise UsageError(msg) from exc
+    if records is not None:
+        clash = _source_written_by(sources, records, stdout)
+        if clash is not None:
+            close_sources(sources)
+            if records == "-":
+                msg = f"--jsonl - goes to {clash}, which is also a source: give the records a file"
+            else:
+                msg = f"--jsonl {records} is also a source ({clash}): give the records a file"
+            raise UsageError(msg + " of their own")
     return sources
+
+
+def _source_written_by(sources: list[Source], records: str, stdout: BinaryIO | None) -> str | None:
+    """The name of the source that the records file is (same device and inode), or None."""
+    try:
+        if records != "-":
+            info = os.stat(records)  # through symlinks, as the writing would go
+        elif stdout is not None:
+            info = os.fstat(stdout.fileno())
+        else:
+            return None
+    except (OSError, ValueError):  # not there yet (fine), or no file descriptor
+        return None
+    # Only files: stdin and stdout may well be one terminal, or both /dev/null.
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    for source in sources:
+        try:
+            theirs = os.fstat(source.stream.fileno())
+        except (OSError, ValueError):
+            continue
+        if (theirs.st_dev, theirs.st_ino) == (info.st_dev, info.st_ino):
+            return source.name
+    return None
 
 
 def close_sources(sources: list[Source]) -> None:

@@ -129,3 +129,12 @@ async def test_a_cancelled_consumer_leaves_no_task_pending(server, unique):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert asyncio.all_tasks() - before == set()
+
+
+async def test_an_output_dir_that_is_a_file_is_a_usage_error(server, unique, tmp_path: Path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(UsageError):
+        async for _ in fetchcli.fetch([server.url(f"/ok/{unique}/x")], output_dir=blocker):
+            pass
+    assert server.hits(f"/ok/{unique}/x") == 0

@@ -282,16 +282,16 @@ def test_a_missing_source_exits_2_before_fetching(server, unique, tmp_path):
 # --- the disk ------------------------------------------------------------------------------
 
 
-def test_an_unwritable_output_dir_fails_each_url_cleanly(server, unique, tmp_path):
+def test_an_output_dir_that_is_a_file_stops_the_run_before_any_request(server, unique, tmp_path):
+    # Not every URL requested and failed one by one (200 MB bodies half sent): exit 2 at once.
     blocker = tmp_path / "file-not-dir"
     blocker.write_text("in the way")
     targets = [f"/ok/{unique}/{i}" for i in range(3)] + [f"/big/{unique}/b?size=3000000"]
     stdin = "\n".join(server.url(t) for t in targets).encode()
     result = cli("get", "-o", str(blocker), "--jsonl", "-", stdin=stdin)
-    assert result.exit_code == 1
-    records = result.records()
-    assert len(records) == 4
-    assert all(r["error_kind"] == "io" and "Not a directory" in r["error"] for r in records)
+    assert result.exit_code == 2
+    assert result.stderr == f"fetchcli: error: cannot save bodies in {blocker}: not a directory\n"
+    assert result.records() == [] and all(server.hits(t) == 0 for t in targets)
     assert files_under(tmp_path) == [blocker]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FETCHCLI
+from tests.helpers import FETCHCLI, cli, saved_path
+from tests.servers import body_for
 
 
 def start(args: list[str], urls: list[str]) -> subprocess.Popen[bytes]:
@@ -142,3 +144,90 @@ def test_ctrl_c_while_stdin_stays_open_exits_130_quietly(server, unique):
         process.kill()
         process.stdin.close()
         process.stderr.close()
+
+
+def wait_for_temp(root: Path, timeout: float = 20) -> list[Path]:
+    """Wait (bounded) until a body has spilled to a temporary file under `root`."""
+    deadline = time.monotonic() + timeout
+    while not (found := temp_files(root)) and time.monotonic() < deadline:
+        time.sleep(0.02)  # waiting for a condition on disk, bounded
+    return found
+
+
+def run_locks(root: Path) -> list[Path]:
+    return [p for p in root.iterdir() if p.name.startswith(".fetchcli-run-")]
+
+
+def kill_9(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL fetchcli and its engine processes (in sessions of their own) at once, as the
+    OOM killer or a power cut would: nobody is left to clean up."""
+    engines = []
+    for task in Path(f"/proc/{process.pid}/task").iterdir():
+        engines += [int(pid) for pid in (task / "children").read_text().split()]
+    for pid in [*engines, process.pid]:
+        os.kill(pid, signal.SIGKILL)
+    process.wait(timeout=15)  # a killed process runs no more code: its files stay as they are
+
+
+# A body that takes ~2 s to arrive: it spills to its temporary file after about 0.7 s.
+SLOW_BODY = 768 * 1024
+SLOW_RATE = 384 * 1024
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_after_kill_9_a_rerun_removes_the_dead_runs_temporary_file(
+    server, unique, tmp_path, processes
+):
+    target = f"/range/{unique}?size={SLOW_BODY}&rate={SLOW_RATE}"
+    out = tmp_path / "out"
+    args = ["-", "-o", str(out), "-q", "-P", processes]
+    process = start(args, [server.url(target)])
+    try:
+        (stale,) = wait_for_temp(out)
+    finally:
+        kill_9(process)
+        if process.stderr:
+            process.stderr.close()
+    assert stale.exists() and run_locks(out)
+
+    # The rerun writes into the same directory: the dead run's temporary file is removed, and
+    # --skip-existing does not take it for a finished body.
+    done = subprocess.run(
+        [*FETCHCLI, "get", *args, "--skip-existing", "--jsonl", str(tmp_path / "r.jsonl")],
+        input=server.url(target).encode() + b"\n",
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0
+    (record,) = whole_records(tmp_path / "r.jsonl")
+    assert record["ok"] and record["skipped"] is None and record["bytes"] == SLOW_BODY
+    assert Path(record["path"]).read_bytes() == body_for(f"{target}#1", SLOW_BODY)
+    assert not stale.exists() and temp_files(out) == []
+    assert run_locks(out) == []
+
+
+def test_two_runs_into_one_directory_keep_each_others_temporary_files(server, unique, tmp_path):
+    # The first body takes ~6 s; the second run (in this process: no start-up) takes far less.
+    slow = f"/range/{unique}/slow?size={6 << 20}&rate={1 << 20}"
+    quick = [f"/range/{unique}/quick{i}?size=1000" for i in range(5)]  # the same directory
+    out = tmp_path / "out"
+    first = start(["-", "-o", str(out), "-q", "-P", "1"], [server.url(slow)])
+    try:
+        (live,) = wait_for_temp(out)
+        second = cli("get", "-", "-o", str(out), "-q", "-P", "1", stdin=lines(server, quick))
+        assert second.exit_code == 0, second.stderr
+        assert first.poll() is None, "the first run ended too soon to tell"
+        assert live.exists(), "the second run removed the first one's temporary file"
+        assert first.wait(timeout=30) == 0
+    finally:
+        first.kill()
+        if first.stderr:
+            first.stderr.close()
+    saved = saved_path(out, server, f"/range/{unique}")
+    bodies = {p.name: p.read_bytes() for p in saved.iterdir()}
+    assert body_for(f"{slow}#1", 6 << 20) in bodies.values()
+    assert len(bodies) == 1 + len(quick) and temp_files(out) == [] and run_locks(out) == []
+
+
+def lines(server, targets: list[str]) -> bytes:
+    return "".join(server.url(target) + "\n" for target in targets).encode()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from fetchcli.paths import MAX_NAME_BYTES, MAX_PATH_BYTES, flat_path, relative_path, row_path
 from fetchcli.sources import url_key
+from fetchcli.tree import TEMP_SUFFIX
 
 
 def path_of(url: str) -> str:
@@ -255,3 +256,16 @@ def test_no_row_path_can_leave_the_output_dir(given: str) -> None:
     assert all(part not in ("", ".", "..") for part in path.parts)
     assert all("\x00" not in part and "/" not in part for part in path.parts)
     assert len(result.encode()) <= MAX_PATH_BYTES + 64
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/.a.0badc0de-0.fetchcli-part",
+        "https://example.com/.a.0badc0de-0.fetchcli-part/b",
+        "https://example.com/x.fetchcli-part?q",
+    ],
+)
+def test_no_saved_name_looks_like_a_temporary_file(url: str) -> None:
+    # A later run removes files named like a dead run's temporary file: no body may be one.
+    assert not any(part.endswith(TEMP_SUFFIX) for part in relative_path(httpx.URL(url)).parts)

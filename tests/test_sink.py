@@ -10,6 +10,7 @@ import pytest
 
 from fetchcli.errors import PermanentError
 from fetchcli.sink import SPILL_BYTES, TEMP_SUFFIX, Saver
+from tests.helpers import cli, saved_path
 
 pytestmark = pytest.mark.anyio
 
@@ -103,3 +104,139 @@ async def test_no_save_still_hashes(tmp_path: Path):
             await body.spill()
     assert await body.finish() == (None, hashlib.sha256(data).hexdigest())
     assert list(tmp_path.iterdir()) == []
+
+
+# --- Symlinks in the output tree: never written through ---------------------------------------
+
+LARGE = b"L" * (2 * SPILL_BYTES)
+
+
+@pytest.mark.parametrize("link", ["h", "h/sub"])
+async def test_a_symlinked_directory_inside_the_output_tree_is_not_written_through(
+    tmp_path: Path, link: str
+):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / link).parent.mkdir(parents=True)
+    (out / link).symlink_to(elsewhere)
+    results = await run_saver(Saver(out, save=True), ("h/sub/a", b"x"), ("h/sub/b", LARGE))
+    for result in results:
+        assert isinstance(result, PermanentError) and result.kind == "io", result
+        assert str(result) == f"cannot write {out}/{link}: a symlink in the output directory"
+    assert list(elsewhere.rglob("*")) == []
+
+
+async def test_a_symlink_as_the_file_name_is_replaced_not_written_through(tmp_path: Path):
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"not yours")
+    (tmp_path / "out/h").mkdir(parents=True)
+    for name in ("a", "b"):
+        (tmp_path / "out/h" / name).symlink_to(outside)
+    small, large = await run_saver(
+        Saver(tmp_path / "out", save=True), ("h/a", b"small"), ("h/b", LARGE)
+    )
+    assert outside.read_bytes() == b"not yours"
+    for (path, _), data in ((small, b"small"), (large, LARGE)):
+        assert not Path(path).is_symlink() and Path(path).read_bytes() == data
+
+
+async def test_the_output_directory_itself_may_be_a_symlink(tmp_path: Path):
+    real, link = tmp_path / "real", tmp_path / "link"
+    real.mkdir()
+    link.symlink_to(real)
+    (result,) = await run_saver(Saver(link, save=True), ("h/a", b"x"))
+    assert result[0] == str(link / "h/a") and (real / "h/a").read_bytes() == b"x"
+
+
+async def test_existing_files_are_not_looked_for_through_a_symlink(tmp_path: Path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "a").write_bytes(b"12345")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "h").symlink_to(elsewhere)
+    (out / "g").mkdir()
+    (out / "g/a").symlink_to(elsewhere / "a")
+    (out / "g/b").write_bytes(b"123")
+    async with Saver(out, save=True) as saver:
+        sizes = [await saver.existing_size(PurePosixPath(p)) for p in ("h/a", "g/a", "g/b")]
+    assert sizes == [None, None, 3]
+
+
+# --- Temporary files of dead runs: swept where a run writes ---------------------------------
+
+DEAD = "0badc0de"
+
+
+def temp_of(directory: Path, name: str, token: str) -> Path:
+    temp = directory / f".{name}.{token}-0{TEMP_SUFFIX}"
+    temp.parent.mkdir(parents=True, exist_ok=True)
+    temp.write_bytes(b"half a body")
+    return temp
+
+
+def run_locks(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.name.startswith(".fetchcli-run-"))
+
+
+@pytest.mark.parametrize("lock", ["none", "unheld"])
+async def test_a_dead_runs_temporary_files_are_removed_where_a_run_writes(
+    tmp_path: Path, lock: str
+):
+    if lock == "unheld":  # a run killed with -9 leaves its lock file, but not its lock
+        (tmp_path / f".fetchcli-run-{DEAD}.lock").write_bytes(b"")
+    dead = temp_of(tmp_path / "h", "a", DEAD)
+    elsewhere = temp_of(tmp_path / "g", "a", DEAD)  # a directory this run never writes in
+    others = [tmp_path / "h" / name for name in (".a.fetchcli-partial", ".a.fetchcli-partial.json")]
+    others += [tmp_path / "h/.a.fetchcli-partial.json.1234abcd.tmp", tmp_path / "h/a"]
+    for path in others:
+        path.write_bytes(b"not a temporary file of a run")
+    (result,) = await run_saver(Saver(tmp_path, save=True), ("h/b", b"x"))
+    assert result[0] == str(tmp_path / "h/b")
+    assert not dead.exists() and elsewhere.exists()
+    assert all(path.exists() for path in others)
+    assert run_locks(tmp_path) == []
+
+
+async def test_a_live_runs_temporary_files_are_left_alone(tmp_path: Path):
+    async with Saver(tmp_path, save=True) as first:
+        body = first.body(PurePosixPath("h/big.bin"))
+        for _ in range(2):  # the second spill waits for the first write: the temp exists
+            body.feed(b"z" * SPILL_BYTES)
+            await body.spill()
+        (live,) = leftovers(tmp_path)
+        assert len(run_locks(tmp_path)) == 1
+        (second,) = await run_saver(Saver(tmp_path, save=True), ("h/small", b"x"))
+        assert second[0] == str(tmp_path / "h/small")
+        assert leftovers(tmp_path) == [live]
+        path, _ = await body.finish()
+    assert Path(path).read_bytes() == b"z" * (2 * SPILL_BYTES)
+    assert leftovers(tmp_path) == [] and run_locks(tmp_path) == []
+
+
+async def test_a_run_that_writes_nothing_leaves_no_lock_file(tmp_path: Path):
+    async with Saver(tmp_path, save=True) as saver:
+        assert await saver.existing_size(PurePosixPath("h/a")) is None
+    async with Saver(tmp_path, save=False) as saver:
+        await saver.body(None).finish()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_url_under_a_symlink_fails_with_an_io_error_and_the_run_goes_on(
+    server, unique, tmp_path: Path
+):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    blocked, fine = f"/ok/{unique}/sub/a.txt", f"/ok/{unique}/b.txt"
+    link = saved_path(out, server, blocked).parent
+    link.parent.mkdir(parents=True)
+    link.symlink_to(elsewhere)
+    stdin = f"{server.url(blocked)}\n{server.url(fine)}\n".encode()
+    result = cli("get", "-o", str(out), "--jsonl", "-", "-q", stdin=stdin)
+    assert result.exit_code == 1
+    by_url = {r["url"]: r for r in result.records()}
+    failed = by_url[server.url(blocked)]
+    assert (failed["ok"], failed["error_kind"], failed["path"]) == (False, "io", None)
+    assert failed["error"] == f"cannot write {link}: a symlink in the output directory"
+    assert by_url[server.url(fine)]["ok"] and saved_path(out, server, fine).exists()
+    assert list(elsewhere.iterdir()) == []

@@ -35,7 +35,10 @@ async def feed(body: Body, data: bytes) -> None:
 
 
 def kept_files(root: Path) -> list[str]:
-    return sorted(p.name for p in root.rglob("*") if p.is_file())
+    """Every file under `root` but the lock of a live run."""
+    return sorted(
+        p.name for p in root.rglob("*") if p.is_file() and not p.name.startswith(".fetchcli-run-")
+    )
 
 
 async def test_a_kept_body_spills_to_its_stable_name_with_a_sidecar_at_once(tmp_path):
@@ -167,3 +170,13 @@ async def test_finish_gives_the_file_its_mtime(tmp_path, size):
         look = await saver.look(REL)
         assert (look.size, look.mtime, look.partial) == (size, 1_600_000_000, False)
         assert await saver.hash_saved(REL) == (path, size, sha(DATA[:size]))
+
+
+def test_no_url_is_saved_under_a_kept_bodys_name():
+    import httpx
+
+    from fetchcli.paths import relative_path
+
+    for name in (".x.fetchcli-partial", ".x.fetchcli-partial.json"):
+        saved = relative_path(httpx.URL(f"http://h.test/{name}")).name
+        assert not saved.endswith((".fetchcli-partial", ".fetchcli-partial.json")), saved

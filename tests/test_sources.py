@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 
@@ -13,6 +14,7 @@ from fetchcli.sources import (
     BadLine,
     FingerprintSet,
     Source,
+    close_sources,
     open_sources,
     parse_line,
     read_lines,
@@ -151,3 +153,48 @@ def test_fingerprint_set_grows_and_remembers():
     assert not any(seen.add(key) for key in keys)
     assert len(seen) == 10_000
     assert keys[1234] in seen and b"http://h.test/other" not in seen
+
+
+@pytest.mark.parametrize(
+    "spelling", ["urls.txt", "./urls.txt", "link.txt", "hard.txt", "{tmp}/urls.txt"]
+)
+def test_a_records_file_that_is_a_source_is_a_usage_error(tmp_path, monkeypatch, spelling):
+    urls = tmp_path / "urls.txt"
+    urls.write_text("http://a.test/\n")
+    (tmp_path / "link.txt").symlink_to(urls)
+    (tmp_path / "hard.txt").hardlink_to(urls)
+    monkeypatch.chdir(tmp_path)
+    records = spelling.format(tmp=tmp_path)
+    with pytest.raises(UsageError, match=rf"^--jsonl {records} is also a source \(urls.txt\)"):
+        open_sources(("urls.txt",), io.BytesIO(), records=records)
+    assert urls.read_text() == "http://a.test/\n"
+
+
+def test_a_records_file_that_is_stdin_is_a_usage_error(tmp_path):
+    urls = tmp_path / "urls.txt"
+    urls.write_text("http://a.test/\n")
+    with urls.open("rb") as stdin, pytest.raises(UsageError, match=r"also a source \(-\)"):
+        open_sources(("-",), stdin, records=str(urls))
+
+
+def test_records_on_stdout_appended_to_a_source_are_a_usage_error(tmp_path):
+    # `fetchcli get urls.txt --jsonl - >> urls.txt` would read its own records forever.
+    urls = tmp_path / "urls.txt"
+    urls.write_text("http://a.test/\n")
+    with (
+        urls.open("ab") as stdout,
+        pytest.raises(UsageError, match=r"^--jsonl - goes to \S*urls.txt, which is also a source"),
+    ):
+        open_sources((str(urls),), io.BytesIO(), records="-", stdout=stdout)
+
+
+def test_a_records_file_of_its_own_is_fine(tmp_path):
+    urls = tmp_path / "urls.txt"
+    urls.write_text("http://a.test/\n")
+    (tmp_path / "old.jsonl").write_text("")
+    for records in (str(tmp_path / "old.jsonl"), str(tmp_path / "new.jsonl"), "-"):
+        # stdout and stdin may well be one terminal, or /dev/null: only files can clash.
+        with open(os.devnull, "wb") as stdout:
+            sources = open_sources((str(urls), "-"), io.BytesIO(), records=records, stdout=stdout)
+        close_sources(sources)
+    assert not (tmp_path / "new.jsonl").exists()
