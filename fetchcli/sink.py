@@ -27,10 +27,10 @@ import itertools
 import os
 import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import TYPE_CHECKING, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from fetchcli.batching import Batcher
 from fetchcli.errors import PermanentError
@@ -443,7 +443,9 @@ class Body:
         self._temp: TempFile | None = None
         self._kept = False  # the file is a kept partial one (not a temporary file)
         self._open = False
-        self._spill: asyncio.Future[None] | None = None
+        # The one file operation in flight, in its thread (a spill, a rewind, the last write).
+        self._pending: asyncio.Future[Any] | None = None
+        self._done = False  # handed over to be placed, or placed: nothing left to keep or drop
 
     @classmethod
     def resumed(
@@ -459,7 +461,7 @@ class Body:
     @property
     def on_disk(self) -> bool:
         """Whether some of the body went to a file (or is on its way)."""
-        return self._temp is not None or self._spill is not None
+        return self._temp is not None or self._pending is not None
 
     def feed(self, data: bytes) -> bool:
         """Take a piece of decoded body; True when enough is buffered to `spill()`."""
@@ -470,10 +472,9 @@ class Body:
 
     async def spill(self) -> None:
         """Hash and write what is buffered, in a thread, while the caller reads on."""
-        if self._spill is not None:
-            await self._spill
+        await self._wait()
         chunks, self._chunks, self._buffered = self._chunks, [], 0
-        self._spill = asyncio.ensure_future(asyncio.to_thread(self._write, chunks))
+        self._pending = asyncio.ensure_future(asyncio.to_thread(self._write, chunks))
 
     async def restart(self, keep: Held | None = None) -> None:
         """Forget every byte: the body starts over from byte 0 (a 200 to a Range request).
@@ -481,14 +482,12 @@ class Body:
         `keep` gives the new validators for a kept file's sidecar; None makes a kept file an
         ordinary temporary one's equal: it will not be kept.
         """
-        if self._spill is not None:
-            await self._spill
-            self._spill = None
+        await self._wait()
         self.size, self._hash = 0, hashlib.sha256()
         self._chunks, self._buffered = [], 0
         self._keep = keep
         if self._temp is not None:
-            await asyncio.to_thread(self._rewind)
+            await self._run(self._rewind)
 
     async def finish(self, mtime: float | None = None) -> tuple[str | None, str]:
         """Complete the body; return (final path or None when not saved, sha256 hex).
@@ -501,26 +500,28 @@ class Body:
                 self._hash.update(chunk)
             if self._relpath is None:
                 return None, self._hash.hexdigest()
-            data = b"".join(self._chunks)
+            data, self._done = b"".join(self._chunks), True
             path = await self._saver.small_files.submit((self._relpath, data, mtime))
             return path, self._hash.hexdigest()
-        if self._spill is not None:
-            await self._spill
+        await self._wait()
         chunks, self._chunks = self._chunks, []
-        placed: str | None = await asyncio.to_thread(self._write_last, chunks, mtime)
+        placed: str | None = await self._run(self._write_last, chunks, mtime)
         return placed, self._hash.hexdigest()
 
     async def discard(self) -> None:
         """Forget the body and remove its file, if any."""
         await self._settle()
-        if self._temp is not None:
+        if self._temp is not None and not self._done:
             await asyncio.to_thread(self._drop)
 
     async def keep(self, held: Held) -> None:
         """Leave what the body holds in its kept partial file for a later run, with a sidecar
         saying so; `held` has the validators (its size is the body's). A body that is not
         for keeping, or whose writing failed, is discarded instead."""
-        if self._keep is None or not await self._settle() or self._relpath is None:
+        whole = await self._settle()
+        if self._done:
+            return  # placed meanwhile (a cancelled wait for the last write)
+        if self._keep is None or not whole or self._relpath is None:
             await self.discard()
             return
         chunks, self._chunks = self._chunks, []
@@ -529,15 +530,31 @@ class Body:
         except (OSError, PermanentError):
             await self.discard()  # nothing to keep after all; the URL's record says why
 
+    async def _wait(self) -> None:
+        """Wait for the file operation in flight; its error, if it failed, is raised here.
+
+        Shielded: a cancelled wait must not mark the operation cancelled while its thread
+        runs on, so that `_settle()` can still tell when the file is as the body says.
+        """
+        if self._pending is not None:
+            await asyncio.shield(self._pending)
+            self._pending = None
+
+    async def _run(self, operation: Callable[..., Any], *args: Any) -> Any:
+        """Run a file operation in a thread, as the one in flight, and wait for it."""
+        self._pending = asyncio.ensure_future(asyncio.to_thread(operation, *args))
+        result = await asyncio.shield(self._pending)
+        self._pending = None
+        return result
+
     async def _settle(self) -> bool:
-        """Wait for the write in progress; False when it failed."""
-        spill, self._spill = self._spill, None
-        if spill is None:
+        """Wait for the file operation in flight, if any; False when it failed."""
+        pending, self._pending = self._pending, None
+        if pending is None:
             return True
-        # The write may still be running in its thread; the sweep covers a cancelled wait.
-        await asyncio.wait([spill])
+        await asyncio.wait([pending])
         # Seen either way: the URL has already failed for a reason of its own.
-        return not spill.cancelled() and spill.exception() is None
+        return not pending.cancelled() and pending.exception() is None
 
     # The methods below run in worker threads.
 
@@ -576,7 +593,7 @@ class Body:
                 os.utime(temp.fd, (mtime, mtime))
             if self._kept:
                 # The saver closes it, whatever happens.
-                self._open, self._temp, self._kept = False, None, False
+                self._open, self._temp, self._kept, self._done = False, None, False, True
                 placed = self._saver.place_partial(temp, self._relpath)
             else:
                 self._open = False
@@ -584,7 +601,7 @@ class Body:
                 placed = self._saver.place(temp, self._relpath)
         except OSError as exc:
             raise _write_error(temp.target, exc) from exc
-        self._temp = None  # placed: its directory descriptor is closed
+        self._temp, self._done = None, True  # placed: its directory descriptor is closed
         return placed
 
     def _rewind(self) -> None:

@@ -180,3 +180,39 @@ def test_no_url_is_saved_under_a_kept_bodys_name():
     for name in (".x.fetchcli-partial", ".x.fetchcli-partial.json"):
         saved = relative_path(httpx.URL(f"http://h.test/{name}")).name
         assert not saved.endswith((".fetchcli-partial", ".fetchcli-partial.json")), saved
+
+
+async def test_a_cancel_while_a_spill_is_written_still_keeps_the_whole_prefix(
+    tmp_path, monkeypatch
+):
+    import asyncio
+    import threading
+
+    from fetchcli import sink
+
+    started, release = threading.Event(), threading.Event()
+    real_write_all = sink._write_all
+
+    def slow_write_all(fd: int, chunks: list[bytes]) -> None:
+        started.set()
+        release.wait(5)  # the thread is still writing when the reader is cancelled
+        real_write_all(fd, chunks)
+
+    monkeypatch.setattr(sink, "_write_all", slow_write_all)
+    async with Saver(tmp_path, save=True) as saver:
+        body = saver.body(REL, keep=validators())
+
+        async def reader() -> None:
+            await feed(body, DATA[: 2 * SPILL_BYTES])  # the second spill waits for the first
+
+        task = asyncio.create_task(reader())
+        assert await asyncio.to_thread(started.wait, 5)
+        assert body.size == 2 * SPILL_BYTES  # all fed: the reader waits in its second spill
+        task.cancel()  # as Ctrl-C does, while the reader waits for the write in flight
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        await body.keep(validators())
+    partial = partial_path(tmp_path / REL)
+    assert partial.read_bytes() == DATA[: body.size]
+    assert read_sidecar(sidecar_path(partial), URL) == validators().at(body.size)
