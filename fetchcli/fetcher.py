@@ -30,7 +30,14 @@ from fetchcli.errors import PermanentError, TransientError
 from fetchcli.kinds import ErrorKind, Skipped
 from fetchcli.limits import Limiter
 from fetchcli.models import Job, Record
-from fetchcli.partial import Decision, Held, Verdict, continue_headers, parse_http_date
+from fetchcli.partial import (
+    Decision,
+    Held,
+    Verdict,
+    continue_headers,
+    parse_etag,
+    parse_http_date,
+)
 from fetchcli.paths import relative_path
 from fetchcli.sink import Body, Saver
 from fetchcli.sources import url_key
@@ -321,7 +328,8 @@ class Fetcher:
     ) -> _Fetched:
         """A 304 to a conditional request: the saved file is left as it is, and described."""
         await _drain(response)
-        path, size, digest = await self._saver.hash_saved(relpath)
+        saved = carry.saved.size if carry.saved is not None else None
+        path, size, digest = await self._saver.hash_saved(relpath, saved)
         carry.note(response.headers, fresh=True)
         return _Fetched(
             status=response.status_code,
@@ -477,6 +485,8 @@ class Fetcher:
             sha256=digest,
             final_url=str(response.request.url),
             content_type=response.headers.get("content-type"),
+            etag=parse_etag(response.headers.get("etag")),
+            last_modified=response.headers.get("last-modified"),
         )
 
     def _succeeded(self, job: Job, fetched: _Fetched, attempts: int, started: float) -> Record:

@@ -113,6 +113,9 @@ class Saver:
         self.on_disk: Batcher[PurePosixPath, OnDisk] = Batcher(
             self._look_all, max_hops=WRITE_THREADS
         )
+        self.hashes: Batcher[PurePosixPath, tuple[int, str]] = Batcher(
+            self._hash_all, max_hops=WRITE_THREADS
+        )
         self._writers = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
@@ -120,6 +123,7 @@ class Saver:
             await stack.enter_async_context(self.small_files)
             await stack.enter_async_context(self.sizes)
             await stack.enter_async_context(self.on_disk)
+            await stack.enter_async_context(self.hashes)
             self._writers = stack.pop_all()
         return self
 
@@ -156,12 +160,21 @@ class Saver:
         except OSError:
             return None  # unreadable: the body starts over (and says why if it cannot)
 
-    async def hash_saved(self, relpath: PurePosixPath) -> tuple[str, int, str]:
+    async def hash_saved(
+        self, relpath: PurePosixPath, size_hint: int | None = None
+    ) -> tuple[str, int, str]:
         """(path, size, sha256) of the file saved for `relpath` (a 304 keeps it as it is),
-        never read through a symlink. PermanentError (io) when it cannot be read."""
+        never read through a symlink. PermanentError (io) when it cannot be read.
+
+        Files known small (`size_hint`) are hashed many per thread hop; a large one in a hop
+        of its own, so that it holds no small one back.
+        """
         path = self.root / relpath
         try:
-            size, digest = await asyncio.to_thread(self._hash_saved, relpath)
+            if size_hint is not None and size_hint <= SPILL_BYTES:
+                size, digest = await self.hashes.submit(relpath)
+            else:
+                size, digest = await asyncio.to_thread(self._hash_saved, relpath)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise PermanentError(ErrorKind.IO, f"cannot read {path}: {reason}") from exc
@@ -231,6 +244,15 @@ class Saver:
             finally:
                 os.close(directory)
         return found
+
+    def _hash_all(self, relpaths: Sequence[PurePosixPath]) -> list[tuple[int, str] | Exception]:
+        hashed: list[tuple[int, str] | Exception] = []
+        for relpath in relpaths:
+            try:
+                hashed.append(self._hash_saved(relpath))
+            except OSError as exc:
+                hashed.append(exc)
+        return hashed
 
     def _hash_saved(self, relpath: PurePosixPath) -> tuple[int, str]:
         directory = self._tree.directory(relpath.parent, create=False)
