@@ -16,7 +16,8 @@ import tracemalloc
 import zlib
 from collections.abc import Iterator
 
-from fetchcli.manifests import Format, ManifestParser, Row
+from fetchcli.manifests import Format, ManifestParser
+from fetchcli.models import Job
 
 
 def lazy_csv(count: int) -> Iterator[bytes]:
@@ -52,8 +53,8 @@ def main() -> None:
     rows = 0
     for chunk in chunks:
         for item in manifest.feed(chunk):
-            rows += isinstance(item, Row)
-    rows += sum(isinstance(item, Row) for item in manifest.close())
+            rows += isinstance(item, Job)
+    rows += sum(isinstance(item, Job) for item in manifest.close())
     elapsed = time.perf_counter() - started
     line = f"{rows:,} rows in {elapsed:.1f} s: {rows / elapsed:,.0f} rows/s"
     if args.trace:

@@ -12,31 +12,40 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from fetchcli.config import Settings, option_types
 from fetchcli.errors import UsageError
+from fetchcli.manifests import items_from
 from fetchcli.models import Record
 from fetchcli.runner import execute
-from fetchcli.sources import lines_from
 from fetchcli.stats import RunStats
 from fetchcli.tree import check_output_dir
 
 __all__ = ["fetch"]
 
-CLI_ONLY = frozenset({"sources", "jsonl", "resume", "quiet"})
+CLI_ONLY = frozenset({"sources", "input_format", "jsonl", "resume", "quiet"})
 
 
-async def fetch(urls: Iterable[str] | AsyncIterable[str], **options: Any) -> AsyncIterator[Record]:
+Url = str | Mapping[str, Any]
+
+
+async def fetch(urls: Iterable[Url] | AsyncIterable[Url], **options: Any) -> AsyncIterator[Record]:
     """Fetch `urls` concurrently and yield one `Record` per URL as each finishes.
+
+    Each item is a URL, or a manifest row: a mapping with `url` and any of `path` (its name
+    under `output_dir`), `sha256` and `size` (what the body must be); its other keys come
+    back in the record's `meta`.
 
     Options are the keywords of `Settings.create`, the flags of `fetchcli get` (`per_host=4`
     for `--per-host 4`, `save=False` for `--no-save`, `follow_redirects=False` for
     `--no-follow`, `max_bytes="10M"`, `headers` a dict or a list of "Name: value"), but not
     the command line's own `jsonl`, `resume` and `quiet`. An unknown name, a wrong type or a
     bad value raises `UsageError`; a bad URL gets a record. It runs in the calling process
-    unless `processes` asks for engine processes (`processes=0`: one per core, as the CLI).
+    unless `processes` asks for engine processes (`processes=0`: one per core, as the CLI),
+    or `ray` for Ray tasks (`ray="local", shards=8`: the URLs are validated here and each
+    task is shipped its share; see the README's "Scaling out").
 
     Leaving the loop early stops the fetching once the iterator is closed; use
     `contextlib.aclosing(fetch(...))` to make that immediate.
@@ -55,8 +64,11 @@ async def fetch(urls: Iterable[str] | AsyncIterable[str], **options: Any) -> Asy
         stats.add(record)
         await results.put(record)  # a slow consumer slows the fetching: memory stays flat
 
+    # Rows may name their files: then every name goes through the run's book. A list is
+    # looked through at once; other iterables start the book at their first row path.
+    rows = isinstance(urls, list | tuple) and any(isinstance(url, Mapping) for url in urls)
     engine = asyncio.create_task(
-        execute(settings, lines_from(urls), emit, stats, random=random.Random().random)
+        execute(settings, items_from(urls), emit, stats, random=random.Random().random, rows=rows)
     )
     getter: asyncio.Future[Record] | None = None
     try:

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fetchcli.decoding import IDENTITY, Decoder
+from fetchcli.digests import BodyCheck
 from fetchcli.partial import Decision, Held, continue_headers, decide, parse_etag, update_headers
 from fetchcli.sink import Body, OnDisk
 
@@ -37,6 +38,7 @@ class Carry:
     body: Body | None = None
     held: Held | None = None  # validators of the response the body came from (size unused)
     decoder: Decoder = IDENTITY
+    check: BodyCheck | None = None  # what the whole body must be (a row's sha256, digests)
     raw: int = 0  # encoded bytes taken by the decoder, of an encoded body
     in_step: bool = True  # False while a chunk is being decoded: `raw` is then behind
     ranged: bool = False  # the last request asked for the rest
@@ -84,7 +86,7 @@ class Carry:
     def start(self, body: Body, held: Held, decoder: Decoder) -> None:
         """A new body, from byte 0, for the response `held` describes."""
         self.body, self.held, self.decoder = body, held, decoder
-        self.raw, self.in_step = 0, True
+        self.raw, self.in_step, self.check = 0, True, None
 
     def note(self, headers: Mapping[str, str], *, fresh: bool) -> None:
         """Remember the validators of the response whose body is taken (`fresh`: from byte
@@ -105,7 +107,7 @@ class Carry:
 
     async def drop(self) -> None:
         """Forget the body: the next request starts over."""
-        body, self.body, self.held = self.body, None, None
+        body, self.body, self.held, self.check = self.body, None, None, None
         if body is not None:
             await body.discard()
 

@@ -19,12 +19,13 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from fetchcli import __version__, options
+from fetchcli import __version__, merge_cli, options
 from fetchcli.config import Settings
 from fetchcli.environment import Environment
 from fetchcli.errors import (
     ExitStatus,
     FetchcliError,
+    IncompleteRun,
     Interrupted,
     OutputError,
     ReaderGone,
@@ -41,6 +42,7 @@ EXAMPLES = (
     "  fetchcli get urls.txt -c 64 --per-host 4 --rate 200  [dim]# fast, but polite[/]\n\n"
     "  fetchcli get urls.txt --jsonl results.jsonl --resume  [dim]# finish a stopped run[/]\n\n"
     "  fetchcli get urls.txt --no-save --jsonl - | jq -c 'select(.ok | not)'\n\n"
+    "  fetchcli get urls.txt --shard auto --jsonl shard.jsonl --resume  [dim]# one of N[/]\n\n"
     "Every flag can also come from the environment: FETCHCLI_CONCURRENCY=64 ..."
 )
 
@@ -102,7 +104,8 @@ def get(
     if not sources and env.stdin_isatty:  # an explicit '-' reads the terminal, as `cat -` does
         msg = "no URLs: give a file of URLs, or pipe them on stdin ('-' reads the terminal)"
         raise UsageError(msg)
-    settings = _cap_processes(options.settings(sources, flags, env.environ), env)
+    settings = options.settings(sources, flags, env.environ, env.prompt)
+    settings = _cap_processes(settings, env)
     stats = asyncio.run(run(settings, env))
     return ExitStatus.OK if stats.failed == 0 else ExitStatus.FAILURES
 
@@ -134,6 +137,9 @@ def demo(
     return ExitStatus.OK
 
 
+app.command("merge", epilog=merge_cli.EXAMPLES)(merge_cli.merge_command)
+
+
 def run_cli(argv: Sequence[str], env: Environment) -> int:
     """Parse `argv`, run, and map every outcome to an exit status; never raises (but with --debug).
 
@@ -163,7 +169,7 @@ def run_cli(argv: Sequence[str], env: Environment) -> int:
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), env.stdout.fileno())
         return ExitStatus.READER_GONE
-    except OutputError as exc:
+    except (OutputError, IncompleteRun) as exc:
         if invocation.debug:
             raise
         _say(env, f"fetchcli: error: {exc}")

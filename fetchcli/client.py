@@ -18,18 +18,28 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
+from typing import Any
 
 import aiohttp
+import aiohttp_socks
 import httpx
 import yarl
 
 from fetchcli.config import Settings
 from fetchcli.decoding import ACCEPT_ENCODING
-from fetchcli.transport_errors import Exchange, from_aiohttp, from_httpx, from_os_error
+from fetchcli.transport_errors import (
+    SOCKS_ERRORS,
+    Exchange,
+    from_aiohttp,
+    from_httpx,
+    from_os_error,
+    from_socks,
+)
 
 __all__ = ["AiohttpTransport", "Client", "HttpxTransport", "make_client"]
 
 READ_CHUNK = 256 * 1024
+SOCKS_SCHEMES = ("socks5", "socks5h")
 
 
 @contextmanager
@@ -39,8 +49,19 @@ def _translated(ex: Exchange) -> Iterator[None]:
         yield
     except aiohttp.ClientError as exc:
         raise from_aiohttp(exc, ex) from exc
+    except SOCKS_ERRORS as exc:  # before OSError: some of them are one
+        raise from_socks(exc, ex) from exc
     except OSError as exc:
         raise from_os_error(exc, ex) from exc
+
+
+def ca_context(cacert: str | None) -> ssl.SSLContext:
+    """The system's trust store, plus the CAs of `cacert` when given (curl's --cacert
+    replaces the store instead); blocking: ~35 ms to load the system's."""
+    context = ssl.create_default_context()
+    if cacert is not None:
+        context.load_verify_locations(cafile=cacert)
+    return context
 
 
 def _env_proxies(environ: Mapping[str, str] | None) -> dict[str, str]:
@@ -91,12 +112,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def __init__(
         self,
         *,
-        verify: bool = True,
+        verify: bool | ssl.SSLContext = True,
         proxy: str | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        self._verify = verify
-        self._proxy = proxy
+        self._verify = verify  # a context: --cacert's
+        socks = proxy is not None and httpx.URL(proxy).scheme in SOCKS_SCHEMES
+        self._socks = httpx.URL(proxy) if socks and proxy is not None else None
+        self._proxy = None if socks else proxy  # a SOCKS proxy is the connector's, not a request's
         # Read the proxy variables once: aiohttp's trust_env reads them, and ~/.netrc, in a
         # thread for every request, which cost more than the request itself.
         self._env_proxies = _env_proxies(environ) if proxy is None else {}
@@ -104,14 +127,28 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            limit=0,  # the Limiter bounds concurrency; the pool must not queue on its own
-            # aiohttp's own default contexts (system CA store, SSL_CERT_FILE/DIR honoured, as
-            # with curl): loading a second CA bundle would cost ~35 ms at every start.
-            ssl=self._verify,
-            ttl_dns_cache=300,
-            enable_cleanup_closed=True,
-        )
+        options: dict[str, Any] = {
+            "limit": 0,  # the Limiter bounds concurrency; the pool must not queue on its own
+            # True: aiohttp's own default contexts (system CA store, SSL_CERT_FILE/DIR
+            # honoured, as with curl): loading a second CA bundle would cost ~35 ms a start.
+            "ssl": self._verify,
+            "ttl_dns_cache": 300,
+            "enable_cleanup_closed": True,
+        }
+        socks = self._socks
+        connector: aiohttp.TCPConnector
+        if socks is None:
+            connector = aiohttp.TCPConnector(**options)
+        else:
+            connector = aiohttp_socks.ProxyConnector(
+                proxy_type=aiohttp_socks.ProxyType.SOCKS5,
+                host=socks.host,
+                port=socks.port or 1080,
+                username=socks.username or None,
+                password=socks.password or None,
+                rdns=socks.scheme == "socks5h",  # socks5h: the proxy resolves names
+                **options,
+            )
         return aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
@@ -125,10 +162,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is None:
             self._session = self._open()
         ex = Exchange.of(request)
+        url = yarl.URL(str(request.url), encoded=True)
+        if url.raw_user is not None or url.raw_password is not None:
+            # httpx made them an Authorization header; aiohttp refuses to get them twice.
+            url = url.with_user(None)
         with _translated(ex):
             response = await self._session.request(
                 request.method,
-                yarl.URL(str(request.url), encoded=True),
+                url,
                 headers=_header_items(request.headers),
                 allow_redirects=False,
                 proxy=self._proxy or self._env_proxy(request.url),
@@ -272,16 +313,20 @@ async def make_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The one client of a run: aiohttp for HTTP/1.1; httpcore for HTTP/2 over TLS."""
     options = settings.http
     timeouts = settings.timeouts
-    transport = AiohttpTransport(verify=options.verify, proxy=options.proxy)
+    verify: bool | ssl.SSLContext = options.verify
+    if options.verify and options.cacert is not None:
+        verify = await asyncio.to_thread(ca_context, options.cacert)
+    transport = AiohttpTransport(verify=verify, proxy=options.proxy)
     mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
     if options.http2:
-        # aiohttp speaks HTTP/1.1 only; HTTP/2 is negotiated over TLS, so https goes to httpcore.
+        if verify is True:
+            verify = await asyncio.to_thread(ca_context, None)
+        # aiohttp speaks HTTP/1.1 only; HTTP/2 is negotiated over TLS, so https goes to httpcore
+        # (through a SOCKS proxy too: httpx[socks]).
         mounts["https://"] = HttpxTransport(
             httpx.AsyncHTTPTransport(
                 http2=True,
-                verify=await asyncio.to_thread(ssl.create_default_context)
-                if options.verify
-                else False,
+                verify=verify,
                 proxy=options.proxy,
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
             )

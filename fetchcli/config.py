@@ -14,23 +14,31 @@ import functools
 import math
 import os
 import re
+import ssl
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, NoReturn, Union, cast, get_args, get_origin, get_type_hints
 
 from fetchcli import __version__
 from fetchcli.bandwidth import parse_rate
+from fetchcli.cookies import CookieFile
+from fetchcli.credentials import Credentials
 from fetchcli.errors import UsageError
+from fetchcli.shard import Shard, ShardBy, parse_shard
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
+    "INPUT_FORMATS",
+    "LAYOUTS",
     "RETRY_STATUSES",
     "HttpOptions",
     "InputOptions",
+    "Layout",
     "Limits",
     "OutputOptions",
+    "RayOptions",
     "RetryPolicy",
     "Settings",
     "Timeouts",
@@ -54,6 +62,10 @@ RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 # Statuses whose Retry-After pauses the whole host, not just the one URL.
 HOST_PAUSE_STATUSES = frozenset({429, 503})
 
+Layout = Literal["tree", "flat"]
+LAYOUTS: tuple[Layout, ...] = ("tree", "flat")
+INPUT_FORMATS = ("lines", "csv", "tsv", "jsonl")  # manifests.Format's values
+
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -65,6 +77,8 @@ class InputOptions:
 
     sources: tuple[str, ...] = ("-",)
     dedupe: bool = True
+    format: str | None = None  # --input-format (one of INPUT_FORMATS); None: by extension
+    shard: Shard | None = None  # --shard: this instance's share of the lines
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,6 +126,10 @@ class HttpOptions:
     follow_redirects: bool = True
     max_redirects: int = DEFAULT_MAX_REDIRECTS
     max_bytes: int | None = None
+    cacert: str | None = None  # a CA bundle trusted besides the system's
+    credentials: Credentials | None = None  # -u and the netrc, read once (no secret in reprs)
+    cookies: CookieFile | None = None  # --cookies FILE, read once, never written
+    keep_cookies: bool = False  # cookies servers set, sent back to the same host only
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,10 +142,21 @@ class OutputOptions:
     jsonl: str | None = None  # "-" is stdout
     resume: bool = False
     quiet: bool = False
+    layout: Layout = "tree"
+    cut_dirs: int = 0
     # Keep the partial body of a cut transfer (and its sidecar) for the next run to continue.
     continue_partial: bool = False
     # Ask for a saved file only if it changed (If-None-Match / If-Modified-Since); 304 keeps it.
     update: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RayOptions:
+    """--ray: the shards run as tasks on a Ray cluster (see parallel/ray_shards.py)."""
+
+    address: str | None = None  # None: no Ray; "local": a cluster started for this run
+    shards: int = 0  # 0: one per CPU of the cluster
+    shard_by: ShardBy = "host"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +169,7 @@ class Settings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     http: HttpOptions = field(default_factory=HttpOptions)
     output: OutputOptions = field(default_factory=OutputOptions)
+    ray: RayOptions = field(default_factory=RayOptions)
 
     @classmethod
     def from_options(cls, **options: Any) -> Settings:
@@ -160,6 +190,11 @@ class Settings:
         *,
         sources: Sequence[str] = ("-",),
         dedupe: bool = True,
+        input_format: str | None = None,
+        shard: str | Shard | None = None,  # "K/N", "auto/N", "auto" (from os.environ)
+        shard_by: str = "host",
+        ray: str | None = None,
+        shards: int = 0,
         concurrency: int = DEFAULT_CONCURRENCY,
         workers: int | None = None,
         per_host: int = 0,
@@ -178,6 +213,8 @@ class Settings:
         jsonl: str | None = None,
         resume: bool = False,
         quiet: bool = False,
+        layout: str = "tree",
+        cut_dirs: int = 0,
         headers: Sequence[str] | Mapping[str, str] = (),  # "Name: value" lines, or a dict
         user_agent: str = DEFAULT_USER_AGENT,
         method: str = "GET",
@@ -187,6 +224,12 @@ class Settings:
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
         follow_redirects: bool = True,
         max_bytes: int | str | None = None,  # "10M" as on the command line, or a number
+        cacert: str | None = None,
+        netrc: bool = False,
+        netrc_file: str | None = None,
+        user: str | None = None,  # "USER:PASSWORD" (the CLI asks for a missing password)
+        cookies: str | None = None,
+        keep_cookies: bool = False,
         continue_partial: bool = False,  # --continue (`continue` is Python's)
         update: bool = False,
         limit_rate: float | str | None = None,  # "2M" as on the command line, or bytes/s
@@ -214,13 +257,19 @@ class Settings:
         if resume and jsonl == "-":
             _fail("--resume cannot read records back from stdout; give --jsonl a file")
         _refreshing(update=update, save=save, skip_existing=skip_existing)
+        scale = _scale_out(shard, shard_by, ray, shards)
         method = method.upper()
         if method not in ("GET", "HEAD"):
             _fail(f"--method must be GET or HEAD (got {method})")
-        if proxy is not None and not re.match(r"^https?://[^/\s]+", proxy, re.IGNORECASE):
-            _fail(f"--proxy must be an http:// or https:// URL (got {proxy!r})")
+        _check_manifest_and_net(input_format, layout, cut_dirs, proxy, cacert)
+        credentials = Credentials.load(user=user, netrc_file=netrc_file, use_netrc=netrc)
         return cls(
-            input=InputOptions(sources=tuple(sources) or ("-",), dedupe=dedupe),
+            input=InputOptions(
+                sources=tuple(sources) or ("-",),
+                dedupe=dedupe,
+                format=input_format,
+                shard=scale[0],
+            ),
             limits=Limits(
                 concurrency=concurrency,
                 workers=concurrency if workers is None else workers,
@@ -246,6 +295,10 @@ class Settings:
                 follow_redirects=follow_redirects,
                 max_redirects=max_redirects,
                 max_bytes=None if max_bytes is None else parse_size(max_bytes),
+                cacert=cacert,
+                credentials=credentials or None,
+                cookies=None if cookies is None else CookieFile.load(cookies),
+                keep_cookies=keep_cookies,
             ),
             output=OutputOptions(
                 output_dir=Path(output_dir),
@@ -254,10 +307,13 @@ class Settings:
                 jsonl=jsonl,
                 resume=resume,
                 quiet=quiet,
+                layout="flat" if layout == "flat" else "tree",
+                cut_dirs=cut_dirs,
                 # --resume implies it; without saving there is nothing to keep.
                 continue_partial=(continue_partial or resume) and save,
                 update=update,
             ),
+            ray=scale[1],
         )
 
 
@@ -303,6 +359,55 @@ def parse_size(raw: int | str) -> int:
     return int(match[1]) * _SIZE_UNITS[match[2].lower()]
 
 
+def _scale_out(
+    shard: str | Shard | None, shard_by: str, ray: str | None, shards: int
+) -> tuple[Shard | None, RayOptions]:
+    """--shard (parsed; `auto` reads os.environ) and --ray/--shards, checked together."""
+    if isinstance(shard, str):
+        shard = parse_shard(shard, os.environ, by=shard_by)
+    elif shard_by not in ("host", "url"):
+        _fail(f"--shard-by must be host or url (got {shard_by!r})")
+    _at_least("shards", shards, 0)
+    if ray is None:
+        if shards:
+            _fail("--shards N needs --ray ADDRESS (for one instance's share: --shard K/N)")
+        return shard, RayOptions()
+    if not ray.strip():
+        _fail("--ray needs an address: local, or the cluster's (HOST:PORT, ray://..., auto)")
+    if shard is not None:
+        _fail("--shard and --ray do not mix: --ray --shards N makes the shards itself")
+    by = cast(ShardBy, shard_by)  # checked above
+    return None, RayOptions(address=ray.strip(), shards=shards, shard_by=by)
+
+
+def _check_manifest_and_net(
+    input_format: str | None, layout: str, cut_dirs: int, proxy: str | None, cacert: str | None
+) -> None:
+    """The checks of the input format, names, proxy and CA bundle (part of `create()`)."""
+    if proxy is not None and not re.match(r"^(https?|socks5h?)://[^/\s]+", proxy, re.I):
+        schemes = "http://, https://, socks5:// or socks5h://"
+        _fail(f"--proxy must be an {schemes} URL (got {proxy!r})")
+    if input_format is not None and input_format not in INPUT_FORMATS:
+        formats = ", ".join(INPUT_FORMATS)
+        _fail(f"--input-format must be one of {formats} (got {input_format!r})")
+    if layout not in LAYOUTS:
+        _fail(f"--layout must be tree or flat (got {layout!r})")
+    _at_least("cut-dirs", cut_dirs, 0)
+    if cacert is not None:
+        _check_ca_bundle(cacert)
+
+
+def _check_ca_bundle(path: str) -> None:
+    """A --cacert file must hold at least one certificate: a bad one is a usage error now,
+    not a TLS failure for every URL later. (A bare context: no system store to load.)"""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except OSError as exc:
+        if isinstance(exc, ssl.SSLError):
+            _fail(f"--cacert {path} holds no usable PEM certificate")
+        _fail(f"cannot read --cacert {path}: {exc.strerror or exc}")
+
+
 def _conforms(value: object, hint: Any) -> bool:
     """Whether `value` is of type `hint`, for the few kinds of type `Settings.create` uses."""
     origin, args = get_origin(hint), get_args(hint)
@@ -334,6 +439,7 @@ def _describe(hint: Any) -> str:
         Sequence: "a list of strings",
         Mapping: "a dict of strings",
         os.PathLike: "a path",
+        Shard: "a Shard",
     }
     return kinds.get(origin or hint, str(hint))
 

@@ -27,7 +27,7 @@ import httpx
 
 from fetchcli.errors import UsageError
 
-__all__ = ["Credentials", "Login", "Origin", "origin_of"]
+__all__ = ["Credentials", "Login", "Origin", "origin_of", "with_password"]
 
 Origin = tuple[str, str, int]
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -106,21 +106,28 @@ class Credentials:
         return None if login is None else login.authorization()
 
 
+def with_password(value: str, prompt: Callable[[str], str] | None) -> str:
+    """`USER` -> `USER:PASSWORD`, the password asked with `prompt` (as curl asks on its
+    terminal); `USER:PASSWORD`, or any value when there is no prompt, as it is."""
+    user, colon, _ = value.partition(":")
+    if colon or not value or prompt is None:
+        return value
+    try:
+        password = prompt(f"Enter host password for user '{user}':")
+    except (EOFError, KeyboardInterrupt, OSError):
+        msg = "--user: no password given"
+        raise UsageError(msg) from None
+    return f"{user}:{password}"
+
+
 def _user_login(value: str, prompt: Callable[[str], str] | None) -> Login:
-    user, colon, password = value.partition(":")
     if not value:
         msg = "--user needs USER or USER:PASSWORD"
         raise UsageError(msg)
-    if colon:
-        return Login(user, password)
-    if prompt is None:
+    user, colon, password = with_password(value, prompt).partition(":")
+    if not colon:
         msg = "--user USER needs a password: give USER:PASSWORD, or run on a terminal to be asked"
         raise UsageError(msg)
-    try:
-        password = prompt(f"Enter host password for user '{user}':")
-    except (EOFError, KeyboardInterrupt):
-        msg = "--user: no password given"
-        raise UsageError(msg) from None
     return Login(user, password)
 
 

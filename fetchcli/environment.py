@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import random
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
-__all__ = ["Environment"]
+__all__ = ["Environment", "terminal_prompt"]
+
+
+def _ask_on_the_terminal(text: str) -> str:
+    # getpass falls back to reading stdin when there is no terminal: stdin may be the list.
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        raise EOFError from None
+    return getpass.getpass(text + " ")
+
+
+def terminal_prompt() -> Callable[[str], str] | None:
+    """A password prompt on the controlling terminal when a person is there, else None."""
+    return _ask_on_the_terminal if sys.stderr.isatty() else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,3 +40,5 @@ class Environment:
     no_color: bool = field(default_factory=lambda: bool(os.environ.get("NO_COLOR")))
     random: random.Random = field(default_factory=random.Random)
     cpu_count: int = field(default_factory=lambda: os.cpu_count() or 1)  # cores, for -P
+    # Asks for a password (-u USER without one); None where nobody can answer.
+    prompt: Callable[[str], str] | None = field(default_factory=terminal_prompt)

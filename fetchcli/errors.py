@@ -4,6 +4,7 @@
     ├── UsageError                 bad flag, value or source: exit 2, one line
     ├── OutputError                the record file cannot be written: the run stops, exit 1
     │   └── ReaderGone             its pipe's reader left (`| head`): exit 141, quietly
+    ├── IncompleteRun              part of the input got no records (a Ray shard was lost): exit 1
     ├── Interrupted                SIGINT/SIGTERM ended the run: exit 130/143
     └── FetchError                 one URL failed; it gets a record and the run goes on
         ├── TransientError         worth another attempt (resets, timeouts, 429/503 ...)
@@ -25,6 +26,7 @@ __all__ = [
     "ExitStatus",
     "FetchError",
     "FetchcliError",
+    "IncompleteRun",
     "Interrupted",
     "OutputError",
     "PermanentError",
@@ -61,6 +63,10 @@ class OutputError(FetchcliError):
 
 class ReaderGone(OutputError):
     """Raised when the pipe the records go to has no reader any more (`--jsonl - | head`)."""
+
+
+class IncompleteRun(FetchcliError):
+    """Raised at the end of a run that could not give every line a record (a lost shard)."""
 
 
 class Interrupted(FetchcliError):

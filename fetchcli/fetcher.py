@@ -25,11 +25,13 @@ import httpx
 from fetchcli.bandwidth import Bandwidth, Flow
 from fetchcli.carry import Carry
 from fetchcli.config import HOST_PAUSE_STATUSES, HttpOptions, RetryPolicy, Settings, Timeouts
+from fetchcli.cookies import HostJar
 from fetchcli.decoding import decoder_for
+from fetchcli.digests import BodyCheck, is_encoded, wanted_digests
 from fetchcli.errors import PermanentError, TransientError
 from fetchcli.kinds import ErrorKind, Skipped
 from fetchcli.limits import Limiter
-from fetchcli.models import Job, Record
+from fetchcli.models import Job, Record, shown_url
 from fetchcli.partial import (
     Decision,
     Held,
@@ -161,6 +163,10 @@ class Fetcher:
             # As with curl, -H "User-Agent: ..." replaces the default instead of adding one.
             headers.insert(0, ("User-Agent", settings.http.user_agent))
         self._headers = httpx.Headers(headers)
+        # Logins and cookies go on at each hop; none of it for a run that has none.
+        http = settings.http
+        self._jar = HostJar() if http.keep_cookies else None
+        self._credentials = bool(http.credentials or http.cookies or self._jar)
 
     async def fetch(self, job: Job, deadline: float | None = None) -> Record:
         """Fetch one job, retrying transient failures; never raises for a failed URL.
@@ -170,14 +176,16 @@ class Fetcher:
         started = self._clock()
         relpath = None
         if self._saver.save or self._skip_existing:
-            relpath = relative_path(job.parsed)
+            relpath = job.relpath or relative_path(job.parsed)  # the producer's name, if any
         attempts = 0
+        checksum_retried = False
         carry = Carry(job.url, keep=self._continue)
         try:
             async with asyncio.timeout_at(deadline):
                 if self._skip_existing and relpath is not None:
                     size = await self._saver.existing_size(relpath)
-                    if size is not None:
+                    expected = None if job.expect is None else job.expect.size
+                    if size is not None and expected in (None, size):
                         return Record.exists(job, str(self._saver.root / relpath), size)
                 await self._prepare(job, relpath, carry)
                 host = job.parsed.netloc.decode("ascii")
@@ -194,8 +202,12 @@ class Fetcher:
                             return Record.failed(job, exc, attempts, self._clock() - started)
                         retry = exc
                     except PermanentError as exc:
-                        carry.permanent = True
-                        return Record.failed(job, exc, attempts, self._clock() - started)
+                        if exc.kind != ErrorKind.CHECKSUM or checksum_retried:
+                            carry.permanent = True
+                            return Record.failed(job, exc, attempts, self._clock() - started)
+                        # Once more, whatever --retries says: a mirror may have served a bad copy.
+                        checksum_retried = True
+                        retry = TransientError(exc.kind, str(exc), status=exc.status)
                     else:
                         return self._succeeded(job, fetched, attempts, started)
                     finally:
@@ -252,6 +264,11 @@ class Fetcher:
             if not carry.continuable():
                 await carry.drop()  # the next attempt starts over
             raise
+        except PermanentError as exc:
+            if exc.kind == ErrorKind.CHECKSUM and exc.status is None:
+                exc.status = progress.status  # the body's check knows no response
+            await carry.drop()  # nothing of it is worth keeping, for a retry either
+            raise
         finally:
             self._stats.transfers.pop(transfer_id, None)
 
@@ -277,12 +294,15 @@ class Fetcher:
                     self._raise_for_status(response)
             if self._http.method == "HEAD":
                 return self._fetched(response, None, 0, None)
-            if decision is not None and decision.verdict is Verdict.COMPLETE:
-                await _drain(response)
-                return await self._finish(response, carry, status=200)
             fresh = decision is None or decision.verdict is Verdict.REPLACE
             if fresh:
                 await self._fresh_body(job, relpath, carry, response)
+                carry.check = _body_check(job, response)
+            elif carry.check is None and carry.body is not None:
+                carry.check = _continued_check(job, carry.body.size)  # a kept body's
+            if decision is not None and decision.verdict is Verdict.COMPLETE:
+                await _drain(response)
+                return await self._finish(response, carry, status=200)
             carry.note(response.headers, fresh=fresh)
             await self._read_body(response, carry, turn, decision)
             return await self._finish(response, carry, status=status)
@@ -310,7 +330,9 @@ class Fetcher:
         """Place the whole body: its file gets the Last-Modified of its response."""
         body = carry.body
         assert body is not None
-        path, digest = await body.finish(parse_http_date(carry.last_modified))
+        # Checked before the rename: a body that fails keeps no file.
+        verify = None if carry.check is None else carry.check.verify
+        path, digest = await body.finish(parse_http_date(carry.last_modified), verify)
         carry.body = None
         return _Fetched(
             status=status,
@@ -353,10 +375,15 @@ class Fetcher:
         if extra:
             headers = headers.copy()
             headers.update(extra)
+        listed = url
         seen = {url_key(url)}
         for hop in itertools.count():
-            request = self._client.build_request(self._http.method, url, headers=headers)
+            sent = self._with_credentials(headers, url, listed) if self._credentials else headers
+            request = self._client.build_request(self._http.method, url, headers=sent)
             response = await self._client.send(request, stream=True)
+            if self._jar is not None:
+                # Redirects too: login flows set their cookies on the 302.
+                self._jar.store(url, response.headers.get_list("set-cookie"))
             location = response.headers.get("location")
             if (
                 not self._http.follow_redirects
@@ -379,7 +406,7 @@ class Fetcher:
                 raise PermanentError(ErrorKind.REDIRECT, msg, status=response.status_code)
             key = url_key(target)
             if key in seen:
-                msg = f"redirect loop back to {target}"
+                msg = f"redirect loop back to {shown_url(str(target))}"
                 raise PermanentError(ErrorKind.REDIRECT, msg, status=response.status_code)
             seen.add(key)
             if _origin(target) != _origin(url):
@@ -388,6 +415,28 @@ class Fetcher:
                 )
             url = target
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _with_credentials(
+        self, headers: httpx.Headers, url: httpx.URL, listed: httpx.URL
+    ) -> httpx.Headers:
+        """`headers` with the login and cookies for this hop to `url`, made for `listed`.
+
+        After the cross-origin stripping: what the user gave with -H (and still holds here)
+        wins, and what goes on is chosen for this hop's URL alone.
+        """
+        http = self._http
+        extra = []
+        if http.credentials is not None and "authorization" not in headers:
+            authorization = http.credentials.authorization(url, listed)
+            if authorization is not None:
+                extra.append(("Authorization", authorization))
+        if "cookie" not in headers:
+            cookies = [jar.header_for(url) for jar in (http.cookies, self._jar) if jar is not None]
+            if any(cookies):
+                extra.append(("Cookie", "; ".join(cookie for cookie in cookies if cookie)))
+        if not extra:
+            return headers
+        return httpx.Headers([*headers.multi_items(), *extra])
 
     def _raise_for_status(self, response: httpx.Response) -> None:
         status = response.status_code
@@ -416,17 +465,23 @@ class Fetcher:
         if not encoding and expected is not None:
             # Before reading any; a continued body's kept bytes count too.
             self._check_size(body.size + expected, status, encoding, announced=True)
+        check = carry.check
+        if check is not None and decision is None:
+            check.check_length(expected)  # a wrong size fails before the body
+        raw_check = check if check is not None and encoding else None  # digests of the bytes sent
         flow = self._bandwidth.flow() if self._bandwidth is not None else None
         async for chunk in response.aiter_raw():
             progress.received += len(chunk)
             self._stats.received += len(chunk)  # every byte that arrived, for the summary
             carry.in_step = False
-            await self._take(decoder.decode(chunk), body, status, encoding)
+            if raw_check is not None:
+                raw_check.feed_encoded(chunk)
+            await self._take(decoder.decode(chunk), body, status, encoding, check)
             carry.raw += len(chunk)
             carry.in_step = True
             if flow is not None:
                 await self._pay(flow, len(chunk), turn.limit)
-        await self._take(decoder.flush(), body, status, encoding)  # the end of a compressed one
+        await self._take(decoder.flush(), body, status, encoding, check)  # a compressed one's end
         if expected is not None and progress.received < expected:
             raise body_cut_short(progress.received, expected, status)
 
@@ -445,10 +500,18 @@ class Fetcher:
             limit.reschedule(when + (self._clock() - began))
 
     async def _take(
-        self, pieces: Iterator[bytes], body: Body, status: int, encoding: str | None
+        self,
+        pieces: Iterator[bytes],
+        body: Body,
+        status: int,
+        encoding: str | None,
+        check: BodyCheck | None = None,
     ) -> None:
-        """Decoded pieces into the body, each checked against --max-bytes as it comes."""
+        """Decoded pieces into the body, each checked against --max-bytes (and an expected
+        size: over it fails at once) as it comes."""
         for piece in pieces:
+            if check is not None:
+                check.feed_decoded(piece)
             if body.feed(piece):
                 await body.spill()
             self._check_size(body.size, status, encoding)
@@ -504,6 +567,32 @@ class Fetcher:
             last_modified=fetched.last_modified,
             skipped=fetched.skipped,
         )
+
+
+def _body_check(job: Job, response: httpx.Response) -> BodyCheck | None:
+    """What this body must be (a row's sha256 and size, the server's digests), or None."""
+    expect = job.expect
+    sha256 = None if expect is None else expect.sha256
+    wanted = wanted_digests(response.headers, response.status_code, expected_sha256=sha256)
+    size = None if expect is None else expect.size
+    if not wanted and size is None:
+        return None
+    # The saver hashes the decoded body with sha-256 anyway: that hash is reused.
+    encoded = is_encoded(response.headers)
+    return BodyCheck(wanted, expected_size=size, encoded=encoded, decoded_sha256_given=True)
+
+
+def _continued_check(job: Job, held: int) -> BodyCheck | None:
+    """The check of a body continued from a kept file of an earlier run: a row's sha256 and
+    size only (a 206's digests cover its part, and the kept part went unchecked), with the
+    `held` bytes counted in."""
+    expect = job.expect
+    if expect is None or (expect.sha256 is None and expect.size is None):
+        return None
+    wanted = wanted_digests({}, 200, expected_sha256=expect.sha256)
+    check = BodyCheck(wanted, expected_size=expect.size, encoded=False, decoded_sha256_given=True)
+    check.size = held
+    return check
 
 
 async def _drain(response: httpx.Response) -> None:

@@ -7,6 +7,11 @@ the others are kept under `meta`. Bytes go in as they arrive (`ManifestParser.fe
 rows come out as soon as they are complete, so memory stays flat whatever the length of
 the list. A row that cannot be fetched (no url, a bad sha256 or size, broken quoting, a
 line that is not a JSON object) becomes a `BadLine` with its line number; the rest goes on.
+A usable row is a `Job` whose `expect` holds what the row says besides the URL (None for a
+plain URL line), so every format ends in what the producer takes.
+
+`items_of` reads the sources of a run this way (one path for every format, plain lists
+included); `items_from` does the same for the URLs or row mappings a program gives.
 
 CSV and TSV follow the `excel` and `excel-tab` dialects of the csv module: a quoted field
 may hold separators, doubled quotes and newlines; quoting errors fail the row (strict).
@@ -17,25 +22,28 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from enum import StrEnum
 from typing import Any
 
 from fetchcli.decoding import Decoder, ZlibDecoder
 from fetchcli.errors import FetchError, UsageError
-from fetchcli.models import Job
-from fetchcli.sources import MAX_LINE_BYTES, BadLine, parse_line
+from fetchcli.models import Expectation, Job
+from fetchcli.sources import MAX_LINE_BYTES, BadLine, Source, parse_line, read_chunks
 
 __all__ = [
     "BATCH",
     "MAX_ROW_BYTES",
     "Expectation",
     "Format",
+    "Item",
+    "Items",
     "ManifestParser",
-    "Row",
     "format_for",
+    "items_from",
+    "items_of",
     "read_manifest",
+    "row_of",
 ]
 
 MAX_ROW_BYTES = 128 * 1024  # the csv module's own field limit; a longer row is a bad row
@@ -65,10 +73,10 @@ _EXTENSIONS = {
 }
 
 
-def format_for(name: str, given: Format | None = None) -> Format:
+def format_for(name: str, given: Format | str | None = None) -> Format:
     """`--input-format` when given, else by extension (`.csv.gz` is csv), else lines."""
     if given is not None:
-        return given
+        return Format(given)
     name = name.lower().removesuffix(".gz")
     for extension, found in _EXTENSIONS.items():
         if name.endswith(extension):
@@ -76,25 +84,51 @@ def format_for(name: str, given: Format | None = None) -> Format:
     return Format.LINES
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Expectation:
-    """What a manifest row says of its URL besides the URL; None where it says nothing."""
-
-    path: str | None = None  # as written: paths.row_path confines it under -o
-    sha256: str | None = None  # 64 lowercase hex digits
-    size: int | None = None
-    meta: dict[str, Any] | None = None  # unknown columns: str values (CSV/TSV) or JSON values
+# A usable row (its expectation in `job.expect`) or a row that cannot be fetched.
+Item = Job | BadLine
+# Batches of items, each with the name of its source ("-" is stdin).
+Items = AsyncIterator[tuple[str, list[Item]]]
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """A usable row: the job, and what the row expects (None for a plain URL line)."""
+async def items_of(sources: list[Source], fmt: Format | str | None = None) -> Items:
+    """Every row of every source, in order, in batches; `fmt` is --input-format."""
+    for source in sources:
+        source.reading = True  # its reader thread closes it from now on
+        chunks = read_chunks(source.stream, close=source.name != "-")
+        async for batch in read_manifest(source.name, chunks, format_for(source.name, fmt)):
+            yield source.name, batch
 
-    job: Job
-    expect: Expectation | None
+
+async def items_from(
+    urls: Iterable[str | Mapping[str, Any]] | AsyncIterable[str | Mapping[str, Any]],
+    name: str = "fetch()",
+) -> Items:
+    """URLs (or rows: mappings with the manifest columns) given by a program, numbered from
+    1; an async iterable is taken one by one, anything else in batches."""
+    rows = _JsonLines(name)
+    if isinstance(urls, AsyncIterable):
+        number = 0
+        async for value in urls:
+            number += 1
+            item = rows.value(number, value)
+            if item is not None:
+                yield name, [item]
+        return
+    batch: list[Item] = []
+    for number, value in enumerate(urls, start=1):
+        item = rows.value(number, value)
+        if item is not None:
+            batch.append(item)
+        if len(batch) == BATCH:
+            yield name, batch
+            batch = []
+    if batch:
+        yield name, batch
 
 
-Item = Row | BadLine
+def row_of(source: str, number: int, value: object) -> Item | None:
+    """One URL or row mapping -> a Job, a BadLine, or None for a blank or comment line."""
+    return _JsonLines(source).value(number, value)
 
 
 async def read_manifest(
@@ -281,13 +315,15 @@ class _Rows:
         if not isinstance(url, str) or not url.strip() or url.lstrip().startswith("#"):
             shown = url if isinstance(url, str) else ""
             return self._bad(number, shown, "no url in this row")
-        job = parse_line(self._source, number, url.encode("utf-8", "surrogateescape"))
+        job = parse_line(self._source, number, url.encode("utf-8", "surrogatepass"))
         if not isinstance(job, Job):
             assert job is not None  # a non-blank, non-comment line is a Job or a BadLine
             return job
         problem = ""
         if path is not None and not isinstance(path, str):
             problem = f"bad path {_shown(path)}: not text"
+        elif path is not None and not _is_unicode(path):
+            problem = "bad path: not valid Unicode (a lone surrogate)"
         if sha256 is not None:
             sha256, problem = _checked_sha256(sha256, problem)
         if size is not None:
@@ -295,8 +331,9 @@ class _Rows:
         if problem:
             return self._bad(number, job.url, problem)
         if not (path or sha256 is not None or size is not None or meta):
-            return Row(job, None)
-        return Row(job, Expectation(path=path or None, sha256=sha256, size=size, meta=meta))
+            return job
+        expect = Expectation(path=path or None, sha256=sha256, size=size, meta=meta)
+        return Job(job.source, job.line, job.url, job.parsed, expect)
 
 
 def _checked_sha256(value: Any, problem: str) -> tuple[str | None, str]:
@@ -322,6 +359,14 @@ def _checked_size(value: Any, problem: str) -> tuple[int | None, str]:
     return None, problem or f"bad size {_shown(value)}: not a whole number of bytes"
 
 
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _shown(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value)
     return repr(text[:80])
@@ -331,8 +376,7 @@ class _UrlLines(_Rows):
     """One URL per line, as `sources.parse_line` reads them."""
 
     def line(self, number: int, raw: bytes | None) -> Item | None:
-        job = parse_line(self._source, number, raw)
-        return Row(job, None) if isinstance(job, Job) else job
+        return parse_line(self._source, number, raw)
 
 
 def _no_constants(name: str) -> Any:
@@ -358,14 +402,29 @@ class _JsonLines(_Rows):
             return self._bad(number, raw.decode("utf-8", "replace"), reason + detail)
         if not isinstance(value, dict):
             return self._bad(number, raw.decode("utf-8", "replace"), "not a JSON object")
+        # "\ud800" parses, but would make the record unwritable as UTF-8: refuse it here.
+        if b"\\u" in raw and not _is_unicode(json.dumps(value, ensure_ascii=False)):
+            return self._bad(number, raw.decode("utf-8", "replace"), "not valid Unicode")
+        return self._object(number, value)
+
+    def value(self, number: int, value: object) -> Item | None:
+        """A URL string (as a line of a list) or a mapping (as a JSON object)."""
+        if isinstance(value, str):
+            raw = value.encode("utf-8", "surrogatepass")
+            return parse_line(self._source, number, raw if len(raw) <= MAX_LINE_BYTES else None)
+        if isinstance(value, Mapping):
+            return self._object(number, value)
+        return self._bad(number, "", f"not a URL or a row: {type(value).__name__}")
+
+    def _object(self, number: int, value: Mapping[Any, Any]) -> Item:
         known: dict[str, Any] = {}
         meta: dict[str, Any] = {}
         for key, item in value.items():
-            name = key.lower()  # keys in any case, as CSV headers: LAION's "URL"
+            name = str(key).lower()  # keys in any case, as CSV headers: LAION's "URL"
             if name in KNOWN_COLUMNS and name not in known:
                 known[name] = item
             else:
-                meta[key] = item
+                meta[str(key)] = item
         return self._row(
             number,
             known.get("url"),

@@ -35,6 +35,7 @@ from enum import IntEnum
 from typing import IO, BinaryIO
 
 from fetchcli.errors import OutputError, UsageError
+from fetchcli.kinds import ErrorKind, Skipped
 from fetchcli.models import Job
 from fetchcli.sources import MAX_LINE_BYTES, parse_line
 
@@ -308,10 +309,16 @@ def _record(raw: bytes) -> tuple[str, int, str, State, str | None] | None:
         return None
     skipped = record.get("skipped")
     if ok:
-        return source, line, url, State.DUPLICATE if skipped == "duplicate" else State.OK, None
+        return (
+            source,
+            line,
+            url,
+            State.DUPLICATE if skipped == Skipped.DUPLICATE else State.OK,
+            None,
+        )
     kind = record.get("error_kind")
     error = f"{kind}: {record.get('error')}" if kind else str(record.get("error"))
-    state = State.INVALID if kind == "invalid_url" else State.FAILED
+    state = State.INVALID if kind == ErrorKind.INVALID_URL else State.FAILED
     return source, line, url, state, error[:300]
 
 
@@ -345,8 +352,8 @@ def _rerun_file(path: str) -> Iterator[IO[bytes]]:
 
 
 # One row per line that has records: its best state, in how many ledgers, how often fetched ok.
-_LINES = """
-    SELECT src, line, max(state), count(DISTINCT ledger), sum(state = 4)
+_LINES = f"""
+    SELECT src, line, max(state), count(DISTINCT ledger), sum(state = {int(State.OK)})
     FROM rec INDEXED BY by_line GROUP BY src, line ORDER BY src, line
 """
 
@@ -474,7 +481,7 @@ def _error(db: sqlite3.Connection, src: int, number: int) -> str | None:
 
 
 def _numbered_lines(name: str, stream: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
-    """`(line number, raw line)` as `sources.read_lines` numbers them; an over-long line is
+    """`(line number, raw line)` as `fetchcli get` numbers them; an over-long line is
     None. Synchronous: merge runs no event loop."""
     number = 0
     try:

@@ -3,25 +3,55 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
 
 import httpx
 
 from fetchcli.errors import FetchError
 from fetchcli.kinds import ErrorKind, Skipped
 
-__all__ = ["Job", "Record"]
+__all__ = ["Expectation", "Job", "Record", "shown_url"]
+
+# The userinfo of an absolute URL ("user:password@"), which records never show.
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#@]*@")
+
+
+def shown_url(text: str) -> str:
+    """A URL as records and messages show it: any `user:password@` replaced by `***@`."""
+    if "@" not in text:  # the common case costs one scan
+        return text
+    return _USERINFO.sub(r"\1***@", text, count=1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Expectation:
+    """What a manifest row says of its URL besides the URL; None where it says nothing."""
+
+    path: str | None = None  # as written: paths.row_path confines it under -o
+    sha256: str | None = None  # 64 lowercase hex digits
+    size: int | None = None
+    meta: dict[str, Any] | None = None  # unknown columns: str values (CSV/TSV) or JSON values
 
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One usable URL from one input line."""
+    """One usable URL from one input line (or manifest row)."""
 
     source: str
     line: int
-    url: str  # as written in the input, for the record
+    url: str  # as written in the input (records show it through shown_url)
     parsed: httpx.URL
+    expect: Expectation | None = None  # a manifest row's path, sha256, size, other columns
+    relpath: PurePosixPath | None = None  # the name the producer gave; None: the tree name
     etag: str | None = None  # --update: the ETag an earlier run's records give for the URL
+
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        """The row's other columns, for the record."""
+        return None if self.expect is None else self.expect.meta
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,6 +81,7 @@ class Record:
     line: int = 0
     etag: str | None = None  # the response's ETag, verbatim (weak ones too)
     last_modified: str | None = None  # the response's Last-Modified, verbatim
+    meta: dict[str, Any] | None = None  # a manifest row's other columns; in JSON only when set
 
     @classmethod
     def succeeded(
@@ -72,7 +103,7 @@ class Record:
         """A body fetched with a 2xx status (saved at `path` unless None); or, with
         `skipped=Skipped.NOT_MODIFIED`, a 304 that leaves the file at `path` as it was."""
         return cls(
-            url=job.url,
+            url=shown_url(job.url),
             ok=True,
             status=status,
             path=path,
@@ -80,20 +111,21 @@ class Record:
             sha256=sha256,
             elapsed=elapsed,
             attempts=attempts,
-            final_url=final_url,
+            final_url=shown_url(final_url),
             content_type=content_type,
             skipped=skipped,
             source=job.source,
             line=job.line,
             etag=etag,
             last_modified=last_modified,
+            meta=job.meta,
         )
 
     @classmethod
     def failed(cls, job: Job, error: FetchError, attempts: int, elapsed: float) -> Record:
         """A URL given up on after `attempts`, for the reason `error` gives."""
         return cls(
-            url=job.url,
+            url=shown_url(job.url),
             ok=False,
             status=error.status,
             elapsed=elapsed,
@@ -102,13 +134,14 @@ class Record:
             error_kind=error.kind,
             source=job.source,
             line=job.line,
+            meta=job.meta,
         )
 
     @classmethod
     def invalid(cls, source: str, line: int, text: str, reason: str) -> Record:
         """An input line that is not a usable URL; `text` is the line as read."""
         return cls(
-            url=text,
+            url=shown_url(text),
             ok=False,
             error=reason,
             error_kind=ErrorKind.INVALID_URL,
@@ -120,27 +153,33 @@ class Record:
     def duplicate(cls, job: Job) -> Record:
         """A URL seen earlier in the run, not fetched again."""
         return cls(
-            url=job.url, ok=True, skipped=Skipped.DUPLICATE, source=job.source, line=job.line
+            url=shown_url(job.url),
+            ok=True,
+            skipped=Skipped.DUPLICATE,
+            source=job.source,
+            line=job.line,
+            meta=job.meta,
         )
 
     @classmethod
     def exists(cls, job: Job, path: str, size: int) -> Record:
         """A URL whose file was already saved (--skip-existing): `size` bytes at `path`."""
         return cls(
-            url=job.url,
+            url=shown_url(job.url),
             ok=True,
             path=path,
             bytes=size,
             skipped=Skipped.EXISTS,
             source=job.source,
             line=job.line,
+            meta=job.meta,
         )
 
     @classmethod
     def lost(cls, source: str, line: int, url: str, reason: str) -> Record:
         """A job that fetchcli itself lost (its engine process died): fails, saying why."""
         return cls(
-            url=url,
+            url=shown_url(url),
             ok=False,
             error=reason,
             error_kind=ErrorKind.INTERNAL,
@@ -149,27 +188,27 @@ class Record:
         )
 
     def to_json(self) -> str:
-        """One line of JSON, fields in declaration order."""
-        return json.dumps(
-            {
-                "url": self.url,
-                "ok": self.ok,
-                "status": self.status,
-                "path": self.path,
-                "bytes": self.bytes,
-                "sha256": self.sha256,
-                "elapsed": round(self.elapsed, 6),
-                "attempts": self.attempts,
-                "error": self.error,
-                "error_kind": self.error_kind,
-                "final_url": self.final_url,
-                "content_type": self.content_type,
-                "skipped": self.skipped,
-                "source": self.source,
-                "line": self.line,
-                "etag": self.etag,
-                "last_modified": self.last_modified,
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        """One line of JSON, fields in declaration order; `meta` only when set, so that a
+        plain URL list gives the records it always gave (with `etag` and `last_modified`)."""
+        fields: dict[str, Any] = {
+            "url": self.url,
+            "ok": self.ok,
+            "status": self.status,
+            "path": self.path,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "elapsed": round(self.elapsed, 6),
+            "attempts": self.attempts,
+            "error": self.error,
+            "error_kind": self.error_kind,
+            "final_url": self.final_url,
+            "content_type": self.content_type,
+            "skipped": self.skipped,
+            "source": self.source,
+            "line": self.line,
+            "etag": self.etag,
+            "last_modified": self.last_modified,
+        }
+        if self.meta is not None:
+            fields["meta"] = self.meta
+        return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))

@@ -8,16 +8,18 @@ made (the producer, or the coordinator of engine processes), so one book sees ev
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import httpx
 
+from fetchcli.models import Job
 from fetchcli.paths import Layout, flat_path, relative_path, row_path, with_hash
 from fetchcli.sources import FingerprintSet, url_key
 
-__all__ = ["NameBook", "Naming"]
+__all__ = ["NameBook", "Namer", "Naming", "dedupe_key"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,3 +75,37 @@ class NameBook:
             salt = "" if attempt == 0 else f"#{attempt}"
             wanted = with_hash(path, key.decode("utf-8", "surrogateescape") + salt)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+class Namer:
+    """Names the jobs of one run, where they are made: `job.relpath` set, or left None for
+    the plain tree name (which the fetcher works out itself).
+
+    The book is kept only when names can meet: a layout or --cut-dirs that may join URLs,
+    or `rows` (a manifest's paths may meet any name). A plain list in the tree layout pays
+    nothing, as before. A row path arriving without a book (a program's rows after plain
+    URLs) starts one; the names given before it were tree names, unique among themselves.
+    """
+
+    def __init__(self, naming: Naming, *, rows: bool = False) -> None:
+        self._naming = naming
+        self._book = NameBook() if naming.needs_book or rows else None
+
+    def name(self, job: Job) -> Job:
+        """`job` with the name it gets in this run."""
+        row = None if job.expect is None else job.expect.path
+        if self._book is None:
+            if row is None:
+                return job
+            self._book = NameBook()
+        path = self._book.claim(self._naming.path_for(job.parsed, row), job.parsed)
+        return dataclasses.replace(job, relpath=path)
+
+
+def dedupe_key(job: Job) -> bytes:
+    """What makes a job a repeat: its URL, and a manifest row's own path (one URL may be
+    wanted under two names)."""
+    key = url_key(job.parsed)
+    if job.expect is not None and job.expect.path:
+        key += b"\0" + job.expect.path.encode("utf-8", "surrogatepass")
+    return key

@@ -17,6 +17,9 @@ from typing import Any, TypeVar
 import typer
 
 from fetchcli.config import Settings, option_types
+from fetchcli.credentials import with_password
+from fetchcli.errors import UsageError
+from fetchcli.shard import parse_shard
 
 __all__ = ["PANELS", "Flag", "flag", "flags", "settings", "with_flags"]
 
@@ -167,6 +170,31 @@ PANELS: dict[str, tuple[Flag, ...]] = {
             show_default=False,
         ),
     ),
+    "Scaling out": (
+        flag(
+            "shard",
+            "--shard",
+            help="Fetch only share K (from 0) of N of the lines, by a stable hash of the host; "
+            "auto/N or auto: K (and N) from JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID.",
+            metavar="K/N",
+            type=str | None,
+            show_default=False,
+        ),
+        flag("shard_by", "--shard-by", help="Cut the shares by host or by url.", metavar="BY"),
+        flag(
+            "ray",
+            "--ray",
+            help="Run the list as --shards Ray tasks on this cluster (local: start one here); "
+            "needs pip install 'fetchcli[ray]'.",
+            metavar="ADDRESS",
+            show_default=False,
+        ),
+        flag(
+            "shards",
+            "--shards",
+            help="With --ray: how many shards (0: one per CPU of the cluster).",
+        ),
+    ),
     "HTTP": (
         flag(
             "headers",
@@ -185,7 +213,8 @@ PANELS: dict[str, tuple[Flag, ...]] = {
         flag(
             "proxy",
             "--proxy",
-            help="Send requests through this http(s) proxy (HTTP(S)_PROXY are honoured too).",
+            help="Send requests through this proxy: http://, https://, socks5:// or socks5h:// "
+            "(the proxy resolves names); HTTP(S)_PROXY are honoured too.",
             metavar="URL",
             show_default=False,
         ),
@@ -208,6 +237,64 @@ PANELS: dict[str, tuple[Flag, ...]] = {
             metavar="N",
             type=str | None,
             show_default=False,
+        ),
+        flag(
+            "cacert",
+            "--cacert",
+            help="Trust the CAs in this PEM bundle too, besides the system's.",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ),
+    "Manifests and credentials": (
+        flag(
+            "input_format",
+            "--input-format",
+            help="lines, csv, tsv or jsonl (default: by extension, .gz read too); manifests "
+            "have columns url, path, sha256, size (others kept under meta).",
+            metavar="F",
+            show_default=False,
+        ),
+        flag(
+            "layout",
+            "--layout",
+            help="tree (host/path) or flat (last segment, hashed on collision).",
+            metavar="L",
+        ),
+        flag(
+            "cut_dirs",
+            "--cut-dirs",
+            help="Drop N leading directories in the tree layout.",
+            metavar="N",
+        ),
+        flag("netrc", "-n", "--netrc", help="Basic auth from ~/.netrc for the hosts listed."),
+        flag(
+            "netrc_file",
+            "--netrc-file",
+            help="Basic auth from this netrc file.",
+            metavar="FILE",
+            show_default=False,
+        ),
+        flag(
+            "user",
+            "-u",
+            "--user",
+            help="Basic auth USER[:PASSWORD] for the origins of the list (asked on the "
+            "terminal when not given).",
+            metavar="USER[:PASSWORD]",
+            show_default=False,
+        ),
+        flag(
+            "cookies",
+            "--cookies",
+            help="Send cookies from this Netscape cookie file (read, never written).",
+            metavar="FILE",
+            show_default=False,
+        ),
+        flag(
+            "keep_cookies",
+            "--keep-cookies",
+            help="Send cookies that servers set back to the same host only (one process).",
         ),
     ),
 }
@@ -235,17 +322,28 @@ def with_flags(command: F) -> F:
 
 
 def settings(
-    sources: Sequence[str] | None, options: Mapping[str, Any], environ: Mapping[str, str]
+    sources: Sequence[str] | None,
+    options: Mapping[str, Any],
+    environ: Mapping[str, str],
+    prompt: Callable[[str], str] | None = None,
 ) -> Settings:
-    """The settings from what Typer parsed: the --no-X flags turned round, through the checks
-    that `fetchcli.fetch()` makes too."""
+    """The settings from what Typer parsed: the --no-X flags turned round, a missing password
+    asked with `prompt` (a terminal's), through the checks that `fetchcli.fetch()` makes too."""
     values = dict(options)
+    if values.get("user"):
+        values["user"] = with_password(values["user"], prompt)
     for _, each in flags():
         if each.invert:
             values[each.option] = not values[each.option]
     if not values["headers"]:  # Typer gives an empty list for no -H
         values["headers"] = environ.get("FETCHCLI_HEADER", "").splitlines()
-    return Settings.from_options(sources=tuple(sources or ("-",)), **values)
+    if values["shard"] is not None:  # `auto` reads the scheduler's variables from here
+        values["shard"] = parse_shard(values["shard"], environ, by=values["shard_by"])
+    sources = tuple(sources or ("-",))
+    if values["ray"] is not None and "-" in sources:
+        msg = "--ray cannot read stdin (-): the shard tasks read the list themselves; give a file"
+        raise UsageError(msg)
+    return Settings.from_options(sources=sources, **values)
 
 
 def _parameter(panel: str, each: Flag, default: Any) -> inspect.Parameter:

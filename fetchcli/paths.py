@@ -16,18 +16,15 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import PurePosixPath
-from typing import Literal
 from urllib.parse import quote, unquote
 
 import httpx
 
+from fetchcli.config import LAYOUTS, Layout
 from fetchcli.partial import PARTIAL_SUFFIX, SIDECAR_SUFFIX
 from fetchcli.tree import TEMP_SUFFIX
 
 __all__ = ["INDEX_NAME", "LAYOUTS", "Layout", "flat_path", "relative_path", "row_path", "with_hash"]
-
-Layout = Literal["tree", "flat"]
-LAYOUTS: tuple[Layout, ...] = ("tree", "flat")
 
 INDEX_NAME = "index.html"
 _OWN_SUFFIXES = (TEMP_SUFFIX, PARTIAL_SUFFIX, PARTIAL_SUFFIX + SIDECAR_SUFFIX)

@@ -1,4 +1,4 @@
-"""The producer: numbered input lines into jobs, and bad lines and repeats into records."""
+"""The producer: rows into jobs (named, deduplicated), and bad rows and repeats into records."""
 
 from __future__ import annotations
 
@@ -6,16 +6,19 @@ import asyncio
 import dataclasses
 
 from fetchcli.executor import Emit, Handoff, loop_time
-from fetchcli.models import Record
+from fetchcli.manifests import Items
+from fetchcli.models import Record, shown_url
+from fetchcli.names import Namer, dedupe_key
 from fetchcli.records import Etags
-from fetchcli.sources import BadLine, FingerprintSet, Lines, parse_line, url_key
+from fetchcli.shard import Shard
+from fetchcli.sources import BadLine, FingerprintSet
 from fetchcli.stats import RunStats
 
 __all__ = ["produce"]
 
 
 async def produce(
-    lines: Lines,
+    items: Items,
     handoff: Handoff,
     *,
     emit: Emit,
@@ -23,28 +26,36 @@ async def produce(
     seen: FingerprintSet | None,
     done: FingerprintSet | None,
     deadline_at: float | None,
+    namer: Namer | None = None,
+    shard: Shard | None = None,
     etags: Etags | None = None,
 ) -> None:
-    """Turn lines into jobs for `handoff`; bad lines and duplicates into records at once.
+    """Turn rows into jobs for `handoff`; bad rows and duplicates into records at once.
 
-    `deadline_at` is a `time.monotonic()` time: past it, reading stops. `etags` (--update)
-    gives each job the ETag an earlier run recorded for it.
+    `namer` names each job here, where every job passes (None: bodies are not saved);
+    `deadline_at` is a `time.monotonic()` time: past it, reading stops. With `shard`, the
+    rows of other shards get nothing: no record, no count, no place in `seen`. `etags`
+    (--update) gives each job the ETag an earlier run recorded for it.
     """
     try:
         async with asyncio.timeout_at(loop_time(deadline_at)):
-            async for source, batch in lines:
-                for number, raw in batch:
-                    item = parse_line(source, number, raw)
-                    if item is None:
-                        continue
+            async for _source, batch in items:
+                for item in batch:
+                    if shard is not None and not shard.belongs(item):
+                        continue  # a row of another shard
                     if isinstance(item, BadLine):
                         await emit(Record.invalid(item.source, item.line, item.text, item.reason))
-                    elif done is not None and item.url.encode() in done:
+                        continue
+                    if namer is not None:
+                        # Before the resume check: a name taken in the earlier run stays taken.
+                        item = namer.name(item)
+                    if done is not None and shown_url(item.url).encode() in done:
                         stats.resumed += 1
-                    elif seen is not None and not seen.add(url_key(item.parsed)):
+                    elif seen is not None and not seen.add(dedupe_key(item)):
                         await emit(Record.duplicate(item))
                     else:
-                        if etags is not None and (etag := etags.get(item.url)) is not None:
+                        etag = etags.get(shown_url(item.url)) if etags is not None else None
+                        if etag is not None:
                             item = dataclasses.replace(item, etag=etag)
                         await handoff(item)
     except TimeoutError:

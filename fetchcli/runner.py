@@ -5,7 +5,8 @@
                     ▼
                Executor.run ─▶ emit(record)
                  ├── InProcess        pipeline.py: bounded queue -> N workers, this event loop
-                 └── EngineProcesses  parallel/coordinator.py: jobs dealt to engine processes
+                 ├── EngineProcesses  parallel/coordinator.py: jobs dealt to engine processes
+                 └── RayShards        parallel/ray_shards.py: --ray, each shard a Ray task
 
 Both the CLI (`session.py`) and the library (`api.py`) run `execute()`; whatever happens,
 the clock is stopped and a task group's error comes out as the error itself.
@@ -19,13 +20,15 @@ import time
 from collections.abc import Callable
 
 from fetchcli.config import Limits, Settings
-from fetchcli.errors import primary_error
+from fetchcli.errors import UsageError, primary_error
 from fetchcli.executor import Emit, Executor
+from fetchcli.manifests import Items
+from fetchcli.names import Namer, Naming
 from fetchcli.parallel.coordinator import EngineProcesses
 from fetchcli.pipeline import InProcess
 from fetchcli.producer import produce
 from fetchcli.records import Etags
-from fetchcli.sources import FingerprintSet, Lines
+from fetchcli.sources import FingerprintSet
 from fetchcli.stats import RunStats
 
 __all__ = ["engine_count", "execute"]
@@ -36,32 +39,41 @@ MAX_ENGINES = 4
 
 async def execute(
     settings: Settings,
-    lines: Lines,
+    items: Items,
     emit: Emit,
     stats: RunStats,
     *,
     random: Callable[[], float],
     done: FingerprintSet | None = None,
     input_bytes: int | None = None,
+    rows: bool = False,
     etags: Etags | None = None,
 ) -> None:
-    """Fetch every line, handing each record to `emit`, on the executor the settings ask for.
+    """Fetch every row, handing each record to `emit`, on the executor the settings ask for.
 
     `done` holds the URLs an earlier run recorded ok (--resume); `input_bytes` is the size of
-    the input when known ahead, for the automatic choice of engine processes; `etags` the
-    ETags an earlier run recorded (--update).
+    the input when known ahead, for the automatic choice of engine processes; `rows` says the
+    input may hold manifest rows, whose paths may meet any other name; `etags` the ETags an
+    earlier run recorded (--update).
     """
     deadline = settings.timeouts.deadline
     deadline_at = None if deadline is None else time.monotonic() + deadline
     seen = FingerprintSet() if settings.input.dedupe else None
+    output = settings.output
+    # Names are given here, on the producer's side: engines would not see each other's.
+    namer = None
+    if output.save or output.skip_existing:
+        namer = Namer(Naming(layout=output.layout, cut_dirs=output.cut_dirs), rows=rows)
     producer = functools.partial(
         produce,
-        lines,
+        items,
         emit=emit,
         stats=stats,
         seen=seen,
         done=done,
         deadline_at=deadline_at,
+        namer=namer,
+        shard=settings.input.shard,
         etags=etags,
     )
     executor = _choose(settings, stats, random, input_bytes, deadline_at)
@@ -80,10 +92,27 @@ def _choose(
     input_bytes: int | None,
     deadline_at: float | None,
 ) -> Executor:
+    if settings.ray.address is not None:
+        return _ray(settings, stats, deadline_at)
+    shard = settings.input.shard
+    if shard is not None and input_bytes is not None:
+        input_bytes //= shard.count  # this instance reads every line but fetches its share
     count = engine_count(settings.limits, input_bytes=input_bytes)
-    if count > 1:
+    if count > 1 and not settings.http.keep_cookies:  # a host's cookies live in one process
         return EngineProcesses(settings, stats, count, deadline_at=deadline_at)
     return InProcess(settings, stats, random=random, deadline_at=deadline_at)
+
+
+def _ray(settings: Settings, stats: RunStats, deadline_at: float | None) -> Executor:
+    try:
+        # Only with --ray: Ray takes a second or more to import.
+        from fetchcli.parallel.ray_shards import RayShards
+    except ImportError as exc:
+        if exc.name is None or not exc.name.startswith("ray"):
+            raise
+        msg = "--ray needs Ray: pip install 'fetchcli[ray]'"
+        raise UsageError(msg) from exc
+    return RayShards(settings, stats, deadline_at=deadline_at)
 
 
 def engine_count(limits: Limits, cpus: int | None = None, input_bytes: int | None = None) -> int:

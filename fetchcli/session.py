@@ -18,11 +18,12 @@ from collections.abc import Iterator
 from fetchcli.config import Settings
 from fetchcli.display import make_display
 from fetchcli.environment import Environment
-from fetchcli.errors import Interrupted, ReaderGone
+from fetchcli.errors import Interrupted, ReaderGone, UsageError
+from fetchcli.manifests import Format, format_for, items_of
 from fetchcli.models import Record
 from fetchcli.records import RecordLog, load_done, load_etags
 from fetchcli.runner import execute
-from fetchcli.sources import close_sources, input_size, lines_of, open_sources
+from fetchcli.sources import close_sources, input_size, open_sources
 from fetchcli.stats import RunStats
 from fetchcli.tree import check_output_dir
 
@@ -73,19 +74,31 @@ async def run(settings: Settings, env: Environment) -> RunStats:
                 summary = True
                 try:
                     size = input_size(sources)  # None unless every source is a regular file
-                    display.start([source.name for source in sources] if size else [])
+                    fmt = settings.input.format
+                    rows = any(
+                        format_for(source.name, fmt) is not Format.LINES for source in sources
+                    )
+                    plain = not rows and not any(s.name.lower().endswith(".gz") for s in sources)
+                    # A total only from plain lists: a header or gzip would make it wrong, and
+                    # so would a --shard instance, which fetches a share of the lines.
+                    counted = size and plain and settings.input.shard is None
+                    display.start([source.name for source in sources] if counted else [])
                     await execute(
                         settings,
-                        lines_of(sources),
+                        items_of(sources, fmt),
                         emit,
                         stats,
                         random=env.random.random,
                         done=done,
                         input_bytes=size,
+                        rows=rows,  # row paths may meet any name: every name is booked
                         etags=etags,
                     )
                 except ReaderGone:
                     summary = False  # as `yes | head`: the reader has what it wanted, quietly
+                    raise
+                except UsageError:
+                    summary = False  # a source that cannot be read (a header with no url)
                     raise
                 finally:
                     await display.aclose(interrupted=bool(caught), summary=summary)

@@ -64,6 +64,8 @@ _KEPT = os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_BINARY", 0)
 
 # relpath, body, and the mtime to give the file (Last-Modified), if any.
 SmallFile = tuple[PurePosixPath, bytes, float | None]
+# Checks a finished body by its sha256 (hex) before it gets its name; raises to refuse it.
+Verify = Callable[[str], None]
 
 
 class TempFile(NamedTuple):
@@ -511,15 +513,21 @@ class Body:
         if self._temp is not None:
             await self._run(self._rewind)
 
-    async def finish(self, mtime: float | None = None) -> tuple[str | None, str]:
+    async def finish(
+        self, mtime: float | None = None, verify: Verify | None = None
+    ) -> tuple[str | None, str]:
         """Complete the body; return (final path or None when not saved, sha256 hex).
 
         `mtime` (the response's Last-Modified) becomes the saved file's modification time.
+        `verify(sha256 hex)` runs after the last byte and before the rename; what it raises
+        comes out of here, and the body is then not placed (`discard()` removes it).
         """
         if not self.on_disk:
             # Small body: hashing inline is cheaper than a thread hop; the write is batched.
             for chunk in self._chunks:
                 self._hash.update(chunk)
+            if verify is not None:
+                verify(self._hash.hexdigest())
             if self._relpath is None:
                 return None, self._hash.hexdigest()
             data, self._done = b"".join(self._chunks), True
@@ -527,7 +535,7 @@ class Body:
             return path, self._hash.hexdigest()
         await self._wait()
         chunks, self._chunks = self._chunks, []
-        placed: str | None = await self._run(self._write_last, chunks, mtime)
+        placed: str | None = await self._run(self._write_last, chunks, mtime, verify)
         return placed, self._hash.hexdigest()
 
     async def discard(self) -> None:
@@ -605,8 +613,12 @@ class Body:
             raise _write_error(self._saver.root / relpath, exc) from exc
         self._open = True
 
-    def _write_last(self, chunks: list[bytes], mtime: float | None) -> str | None:
+    def _write_last(
+        self, chunks: list[bytes], mtime: float | None, verify: Verify | None
+    ) -> str | None:
         self._write(chunks)
+        if verify is not None:
+            verify(self._hash.hexdigest())  # before the close: _drop() closes what failed
         temp = self._temp
         if temp is None or self._relpath is None:
             return None
@@ -687,14 +699,16 @@ def _locked(fd: int) -> int | None:
 
 
 def _clash_path(relpath: PurePosixPath) -> PurePosixPath:
-    """Where a body goes when a file/directory clash blocks its path: `host/~<hash><ext>`.
+    """Where a body goes when a file/directory clash blocks its path: `host/~<hash><ext>`
+    in the tree (its first directory), `~<hash><ext>` for a name without one (`flat`).
 
     Names of `~` and hex digits never come out of `paths.relative_path` unhashed, so this
     cannot meet another URL's file.
     """
     key = f"clash:{relpath}".encode("utf-8", "surrogatepass")
-    return PurePosixPath(
-        relpath.parts[0], "~" + hashlib.sha256(key).hexdigest()[:20] + relpath.suffix[:11]
+    name = "~" + hashlib.sha256(key).hexdigest()[:20] + relpath.suffix[:11]
+    return (
+        PurePosixPath(*relpath.parts[:1], name) if len(relpath.parts) > 1 else PurePosixPath(name)
     )
 
 

@@ -1,4 +1,6 @@
-"""URL sources: files and stdin streamed line by line, validated, deduplicated.
+"""URL sources: files and stdin streamed as they arrive; a line checked as a URL; dedupe keys.
+
+`manifests.items_of` turns the chunks of `read_chunks` into rows, whatever the format.
 
 Reading happens on one daemon thread per source, never on the event loop and never on the
 default executor: a read of a pipe cannot be cancelled, and asyncio.run() would wait for an
@@ -16,7 +18,7 @@ import re
 import stat
 import threading
 from array import array
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -29,15 +31,12 @@ __all__ = [
     "MAX_LINE_BYTES",
     "BadLine",
     "FingerprintSet",
-    "Lines",
     "Source",
     "close_sources",
     "input_size",
-    "lines_from",
-    "lines_of",
     "open_sources",
     "parse_line",
-    "read_lines",
+    "read_chunks",
     "url_key",
 ]
 
@@ -92,7 +91,7 @@ def open_sources(
             sources.append(Source("-", stdin))
             continue
         try:
-            sources.append(Source(name, open(name, "rb")))  # noqa: SIM115 - closed by read_lines
+            sources.append(Source(name, open(name, "rb")))  # noqa: SIM115 - closed by its reader
         except OSError as exc:
             close_sources(sources)
             msg = f"cannot read {name}: {exc.strerror or exc}"
@@ -154,63 +153,9 @@ def input_size(sources: list[Source]) -> int | None:
     return total
 
 
-# Batches of numbered raw lines, each with the name of its source ("-" is stdin).
-Lines = AsyncIterator[tuple[str, list[tuple[int, bytes | None]]]]
-
-
-async def lines_of(sources: list[Source]) -> Lines:
-    """Every line of every source, in order, in batches."""
-    for source in sources:
-        async for batch in read_lines(source):
-            yield source.name, batch
-
-
-async def lines_from(urls: Iterable[str] | AsyncIterable[str], name: str = "fetch()") -> Lines:
-    """URLs given by a program, as numbered lines; an async iterable is taken one by one."""
-    if isinstance(urls, AsyncIterable):
-        number = 0
-        async for url in urls:
-            number += 1
-            yield name, [(number, _encoded(url))]
-        return
-    batch: list[tuple[int, bytes | None]] = []
-    for number, url in enumerate(urls, start=1):
-        batch.append((number, _encoded(url)))
-        if len(batch) == 256:
-            yield name, batch
-            batch = []
-    if batch:
-        yield name, batch
-
-
-def _encoded(url: str) -> bytes | None:
-    raw = url.encode("utf-8", "surrogateescape")
-    return None if len(raw) > MAX_LINE_BYTES else raw
-
-
-async def read_lines(source: Source) -> AsyncIterator[list[tuple[int, bytes | None]]]:
-    """Yield batches of `(line number, raw line)`; an over-long line comes as `None`."""
-    number = 0
-    pending = b""
-    overlong = False
-    source.reading = True
-    async for chunk in _read_chunks(source.stream, close=source.name != "-"):
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
-        batch: list[tuple[int, bytes | None]] = []
-        for line in lines:
-            number += 1
-            batch.append((number, None if overlong or len(line) > MAX_LINE_BYTES else line))
-            overlong = False
-        if len(pending) > MAX_LINE_BYTES:
-            # Keep memory flat on a line that never ends: drop it, remember it was there.
-            overlong, pending = True, b""
-        yield batch
-    if pending or overlong:
-        yield [(number + 1, None if overlong else pending)]
-
-
-async def _read_chunks(stream: BinaryIO, *, close: bool) -> AsyncIterator[bytes]:
+async def read_chunks(stream: BinaryIO, *, close: bool) -> AsyncIterator[bytes]:
+    """The bytes of `stream` as they arrive, read on a daemon thread; closed at the end
+    when `close`. A read error is a UsageError."""
     loop = asyncio.get_running_loop()
     chunks: asyncio.Queue[bytes | BaseException] = asyncio.Queue(maxsize=4)
     stop = threading.Event()

@@ -20,23 +20,59 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import aiohttp
+import aiohttp_socks
 import httpx
+import python_socks
 from aiohttp.http_exceptions import ContentLengthError, TransferEncodingError
 
 from fetchcli.errors import FetchError, PermanentError, TransientError
 from fetchcli.kinds import ErrorKind
 
 __all__ = [
+    "SOCKS_ERRORS",
     "Exchange",
+    "SocksError",
     "body_cut_short",
     "from_aiohttp",
     "from_httpx",
     "from_os_error",
+    "from_socks",
     "received",
     "seconds",
 ]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# What a SOCKS proxy's failures come as: aiohttp-socks' own errors (0.10 on), which wrap
+# python-socks' (raised bare by older releases, and by httpcore's SOCKS support: not here).
+SocksError = (
+    aiohttp_socks.ProxyError
+    | aiohttp_socks.ProxyConnectionError
+    | aiohttp_socks.ProxyTimeoutError
+    | python_socks.ProxyError
+    | python_socks.ProxyConnectionError
+    | python_socks.ProxyTimeoutError
+)
+SOCKS_ERRORS = (
+    aiohttp_socks.ProxyError,
+    aiohttp_socks.ProxyConnectionError,
+    aiohttp_socks.ProxyTimeoutError,
+    python_socks.ProxyError,
+    python_socks.ProxyConnectionError,
+    python_socks.ProxyTimeoutError,
+)
+# SOCKS5 reply codes (RFC 1928, 6) that another attempt will not change.
+_SOCKS_FINAL = {
+    2: "not allowed by its rules",
+    7: "command not supported",
+    8: "address type not supported",
+}
+_SOCKS_REPLIES = {
+    1: "general failure",
+    3: "network unreachable",
+    4: "host unreachable",
+    5: "connection refused",
+    6: "TTL expired",
+}
 
 
 @dataclass(slots=True)
@@ -119,6 +155,33 @@ def from_os_error(exc: OSError, ex: Exchange) -> FetchError:
     return ex.failed(_from_os_error(exc, ex))
 
 
+def from_socks(exc: SocksError, ex: Exchange) -> FetchError:
+    """The fetchcli error for a SOCKS proxy's (aiohttp-socks raises python-socks' errors,
+    not aiohttp's)."""
+    return ex.failed(_from_socks(exc, ex))
+
+
+def _from_socks(exc: SocksError, ex: Exchange) -> FetchError:
+    match exc:
+        case aiohttp_socks.ProxyTimeoutError() | python_socks.ProxyTimeoutError():
+            return TransientError(ErrorKind.PROXY, "connect to the SOCKS proxy timed out")
+        case aiohttp_socks.ProxyConnectionError() | python_socks.ProxyConnectionError():
+            cause = _os_cause(exc)
+            reason = _reason(cause) if cause is not None else "unreachable"
+            return TransientError(ErrorKind.PROXY, f"cannot connect to the SOCKS proxy: {reason}")
+    code = getattr(exc, "error_code", None)
+    if code in _SOCKS_FINAL:
+        msg = f"SOCKS proxy refused {ex.origin}: {_SOCKS_FINAL[code]}"
+        return PermanentError(ErrorKind.PROXY, msg)
+    if code is not None:
+        reason = _SOCKS_REPLIES.get(code, f"reply {code}")
+        return TransientError(ErrorKind.PROXY, f"SOCKS proxy could not reach {ex.origin}: {reason}")
+    if "authentication" in str(exc).lower():
+        # A refused login is refused again: not retried.
+        return PermanentError(ErrorKind.PROXY, "SOCKS proxy refused the login")
+    return TransientError(ErrorKind.PROXY, f"SOCKS proxy failed: {_first_line(str(exc))}")
+
+
 def _from_aiohttp(exc: aiohttp.ClientError, ex: Exchange) -> FetchError:
     # Most specific first: a class is matched by its first case, and many inherit twice.
     match exc:
@@ -145,6 +208,9 @@ def _from_aiohttp(exc: aiohttp.ClientError, ex: Exchange) -> FetchError:
             return _bad_body(exc, ex)
         case aiohttp.ClientConnectionResetError():
             return _reset(ex)
+        case aiohttp.ClientOSError() if isinstance(exc.__cause__, ssl.SSLError):
+            # The TLS handshake after a SOCKS proxy's tunnel: aiohttp-socks wraps its error so.
+            return _connect_failed(ex, exc.__cause__)
         case aiohttp.ClientOSError():
             return _from_os_error(exc, ex)
         case aiohttp.ClientConnectionError():  # ServerConnectionError, "Connection closed"

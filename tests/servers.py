@@ -33,6 +33,11 @@ server's life; `size=N` anywhere means the body is body_for(target, N), else bod
     /redirect/loop/<key>/a ↔ .../b         `status` (302) to the other one, forever (query kept)
     /redirect/to/<key>?url=<url>&status=302  `status` to the percent-decoded `url`
     /headers/<key>                         200, JSON object of the request headers
+    /digest/<key>?field=F&algorithm=A&fail=K  200, the body with `F: A=:base64:` (default
+                                           Repr-Digest, sha-256) of it; attempts <= K (default
+                                           0) send it with its first byte changed
+    /set-cookie/<key>?cookie=C&to=<url>    200 with `Set-Cookie: C` (percent-decoded); with
+                                           `to`, a 302 there instead
     /big/<key>?size=N                      200, N bytes (default 1 MiB), application/octet-stream
     /gzip/<key>?size=N                     200, Content-Encoding: gzip of the body
     /gzip-bomb/<key>?size=N                200, Content-Encoding: gzip of N zero bytes
@@ -65,6 +70,7 @@ server's life; `size=N` anywhere means the body is body_for(target, N), else bod
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import gzip
 import hashlib
@@ -478,6 +484,28 @@ async def _headers(ex: _Exchange) -> None:
     await ex.respond(200, body, content_type="application/json")
 
 
+async def _digest(ex: _Exchange) -> None:
+    _, chunks = ex.body()
+    body = b"".join(chunks)
+    algorithm = ex.params.get("algorithm", "sha-256")
+    hashed = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}.get(algorithm)
+    if hashed is None:
+        raise _BadRequest("algorithm must be sha-256 or sha-512")
+    value = f"{algorithm}=:{base64.b64encode(hashed(body).digest()).decode()}:"
+    if ex.attempt <= ex.integer("fail", 0):
+        body = bytes([body[0] ^ 1]) + body[1:]  # same length, one bit off
+    field = ex.params.get("field", "Repr-Digest")
+    await ex.respond(200, body, [(field, value)])
+
+
+async def _set_cookie(ex: _Exchange) -> None:
+    headers = [("Set-Cookie", ex.params.get("cookie", "session=1"))]
+    if "to" in ex.params:
+        await ex.respond(302, b"redirecting\n", [*headers, ("Location", ex.params["to"])])
+    else:
+        await ex.respond(200, b"cookie set\n", headers)
+
+
 async def _big(ex: _Exchange) -> None:
     size = ex.integer("size", BLOCK)
     await ex.start(200, [("Content-Type", "application/octet-stream")], size)
@@ -672,6 +700,8 @@ _ROUTES: dict[str, Callable[[_Exchange], Awaitable[None]]] = {
     "garbage": _garbage,
     "redirect": _redirect,
     "headers": _headers,
+    "digest": _digest,
+    "set-cookie": _set_cookie,
     "big": _big,
     "gzip": _gzip,
     "gzip-bomb": _gzip_bomb,

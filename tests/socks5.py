@@ -2,7 +2,8 @@
 
 It records every destination as the client named it, so a test can tell `socks5://` (the
 client resolves: an IP address arrives) from `socks5h://` (the proxy resolves: a name).
-Runs on the test's own event loop: `async with Socks5Server() as proxy: ... proxy.url`.
+Runs on the test's own event loop (`async with Socks5Server() as proxy: ... proxy.url`), or
+on a loop of its own in a thread (`with socks5_in_thread() as proxy:`), for the CLI's runs.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
+import threading
+from collections.abc import Iterator
 from types import TracebackType
 
-__all__ = ["Socks5Server"]
+__all__ = ["Socks5Server", "socks5_in_thread"]
 
 VERSION = 5
 NO_AUTH, USER_PASSWORD, NO_METHOD = 0, 2, 0xFF
@@ -126,6 +129,27 @@ class Socks5Server:
         writer.write(bytes([1, 0 if accepted else 1]))
         self.refused_logins += not accepted
         return accepted
+
+
+@contextlib.contextmanager
+def socks5_in_thread(
+    user: str | None = None, password: str | None = None
+) -> Iterator[Socks5Server]:
+    """A Socks5Server on an event loop of its own, in a daemon thread."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="Socks5Server", daemon=True)
+    thread.start()
+    server = Socks5Server(user, password)
+    try:
+        asyncio.run_coroutine_threadsafe(server.__aenter__(), loop).result(10)
+        try:
+            yield server
+        finally:
+            asyncio.run_coroutine_threadsafe(server.__aexit__(None, None, None), loop).result(10)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
 
 
 def _reply(status: int) -> bytes:

@@ -185,7 +185,7 @@ def test_io(server: FaultServer, unique: str, tmp_path: Path):
     assert record["error_kind"] == "io"
     # The OS's words for why: the host directory's name is taken by a file.
     assert record["error"].startswith(f"cannot write {out}/127.0.0.1_{server.port}/")
-    assert record["error"].endswith(": File exists")
+    assert record["error"].endswith(": Not a directory")
 
 
 @covers(ErrorKind.PROXY)

@@ -17,31 +17,31 @@ from fetchcli.manifests import (
     Expectation,
     Format,
     ManifestParser,
-    Row,
     _Inflater,
     format_for,
     read_manifest,
 )
+from fetchcli.models import Job
 from fetchcli.sources import BadLine
 
 SHA = "ab" * 32
 
 
-def parse(data: bytes, fmt: Format, step: int = 1 << 20, name: str = "m") -> list[Row | BadLine]:
+def parse(data: bytes, fmt: Format, step: int = 1 << 20, name: str = "m") -> list[Job | BadLine]:
     parser = ManifestParser(name, fmt)
-    items: list[Row | BadLine] = []
+    items: list[Job | BadLine] = []
     for start in range(0, len(data), step):
         items.extend(parser.feed(data[start : start + step]))
     items.extend(parser.close())
     return items
 
 
-def rows(items: list[Row | BadLine]) -> list[tuple[int, str, Expectation | None]]:
-    assert all(isinstance(item, Row) for item in items), items
-    return [(item.job.line, item.job.url, item.expect) for item in items if isinstance(item, Row)]
+def rows(items: list[Job | BadLine]) -> list[tuple[int, str, Expectation | None]]:
+    assert all(isinstance(item, Job) for item in items), items
+    return [(item.line, item.url, item.expect) for item in items if isinstance(item, Job)]
 
 
-def bad(items: list[Row | BadLine]) -> list[tuple[int, str]]:
+def bad(items: list[Job | BadLine]) -> list[tuple[int, str]]:
     return [(item.line, item.reason) for item in items if isinstance(item, BadLine)]
 
 
@@ -68,19 +68,19 @@ def test_the_format_comes_from_the_flag_or_the_extension(name, given, expected):
 def test_url_lines_read_as_the_sources_module_reads_them():
     data = b"http://a.test/1\n\n# comment\r\nnot a url\nhttp://a.test/2"
     items = parse(data, Format.LINES)
-    assert [(i.job.line, i.job.url) for i in items if isinstance(i, Row)] == [
+    assert [(i.line, i.url) for i in items if isinstance(i, Job)] == [
         (1, "http://a.test/1"),
         (5, "http://a.test/2"),
     ]
     assert bad(items) == [(4, "not a URL: it must start with http:// or https://")]
-    assert all(i.expect is None for i in items if isinstance(i, Row))
+    assert all(i.expect is None for i in items if isinstance(i, Job))
 
 
 def test_an_over_long_url_line_is_a_bad_line_and_memory_stays_bounded():
     data = b"http://a.test/" + b"x" * 100_000 + b"\nhttp://a.test/ok\n"
     items = parse(data, Format.LINES, step=1000)
     assert bad(items) == [(1, "line longer than 8 KiB")]
-    assert [i.job.url for i in items if isinstance(i, Row)] == ["http://a.test/ok"]
+    assert [i.url for i in items if isinstance(i, Job)] == ["http://a.test/ok"]
 
 
 CSV = (
@@ -177,7 +177,7 @@ def test_bad_csv_rows_each_get_a_reason_and_the_rest_goes_on():
         (13, "not valid UTF-8"),
         (14, "no url in this row"),
     ]
-    good = [(i.job.line, i.job.url, i.expect) for i in items if isinstance(i, Row)]
+    good = [(i.line, i.url, i.expect) for i in items if isinstance(i, Job)]
     assert good == [
         (9, "http://a.test/6", None),
         (15, "http://a.test/10", Expectation(sha256=SHA, size=0)),
@@ -193,7 +193,7 @@ def test_an_unclosed_quote_fails_its_row_and_never_holds_more_than_a_row():
     assert bad(items)[0] == (2, f"row longer than {MAX_ROW_BYTES // 1024} KiB")
     # Reading starts afresh after the long row: the later lines are rows again.
     assert (len(data.split(b"\n")) - 1, "http://a.test/2") in [
-        (i.job.line, i.job.url) for i in items if isinstance(i, Row)
+        (i.line, i.url) for i in items if isinstance(i, Job)
     ]
 
 
@@ -259,7 +259,7 @@ def test_bad_jsonl_lines_each_get_a_reason():
     assert reasons[8] == (9, "bad path '[\"a\"]': not text")
     assert reasons[9] == (10, "bad JSON: NaN is not JSON")
     assert reasons[10] == (11, "not valid UTF-8")
-    assert [i.job.url for i in items if isinstance(i, Row)] == ["http://a.test/ok"]
+    assert [i.url for i in items if isinstance(i, Job)] == ["http://a.test/ok"]
 
 
 @pytest.mark.parametrize("step", [1, 10, 1 << 20])
@@ -273,7 +273,7 @@ def test_gzip_with_several_members_reads_them_all():
     packed = b"".join(gzip.compress(b"".join(lines[n : n + 2])) for n in range(0, 6, 2))
     for step in (1, 7, 1 << 20):
         items = parse(packed, Format.LINES, step=step)
-        assert [i.job.url for i in items if isinstance(i, Row)] == [
+        assert [i.url for i in items if isinstance(i, Job)] == [
             f"http://a.test/{n}" for n in range(1, 7)
         ]
 
@@ -307,7 +307,7 @@ def test_every_row_of_a_gzip_chunk_comes_out_even_when_it_inflates_to_many_piece
     data = b"".join(b"http://a.test/%s/%d\n" % (b"x" * 80, n) for n in range(8_000))
     assert len(data) > 3 * PIECE
     items = parse(gzip.compress(data), Format.LINES)  # one chunk in, several pieces out
-    assert len(items) == 8_000 and items[-1].job.url.endswith("/7999")
+    assert len(items) == 8_000 and items[-1].url.endswith("/7999")
 
 
 def test_zlib_errors_are_not_raised_through_the_parser():
@@ -330,7 +330,7 @@ async def test_read_manifest_yields_batches_as_chunks_arrive():
     batches = [batch async for batch in read_manifest("m.csv", chunks_of(data, 500), Format.CSV)]
     assert all(0 < len(batch) <= BATCH for batch in batches)
     assert len(batches) > 1000 // BATCH  # small chunks: rows come out as they arrive
-    urls = [item.job.url for batch in batches for item in batch if isinstance(item, Row)]
+    urls = [item.url for batch in batches for item in batch if isinstance(item, Job)]
     assert urls == [f"http://a.test/{n}" for n in range(1000)]
 
 
@@ -351,7 +351,7 @@ def peak_while_streaming(count: int) -> tuple[int, int]:
     try:
         for chunk in lazy_csv(count):
             for item in parser.feed(chunk):
-                assert isinstance(item, Row)
+                assert isinstance(item, Job)
                 seen += 1
         seen += len(parser.close())
         return seen, tracemalloc.get_traced_memory()[1]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import sqlite3
@@ -16,15 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fetchcli import cli as cli_module
+from fetchcli import manifests
 from fetchcli import merge as merge_module
-from fetchcli import sources
 from fetchcli.environment import Environment
 from fetchcli.errors import OutputError, UsageError
 from fetchcli.merge import Entry, merge
 from fetchcli.merge_cli import merge_command
 from fetchcli.models import Job, Record
 from fetchcli.shard import Shard
-from fetchcli.sources import Source, parse_line
+from fetchcli.sources import parse_line
 from tests.helpers import cli
 
 LIST = (
@@ -252,10 +251,13 @@ def test_a_rerun_file_is_not_left_half_written(listed: Path, tmp_path: Path):
     assert [p.name for p in tmp_path.iterdir()] == ["list.txt"]
 
 
-async def _numbered_by_fetch(data: bytes) -> list[tuple[int, bytes | None]]:
+def _numbered_by_fetch(data: bytes, limit: int, step: int) -> list[tuple[int, bytes | None]]:
+    # The splitter that numbers the lines of every source of `fetchcli get` (manifests.py).
+    splitter = manifests._LineSplitter(limit)
     found = []
-    async for batch in sources.read_lines(Source("list", io.BytesIO(data))):
-        found.extend(batch)
+    for start in range(0, len(data), step):
+        found.extend(splitter.push(data[start : start + step]))
+    found.extend(splitter.finish())
     return found
 
 
@@ -267,10 +269,8 @@ def test_line_numbers_are_those_fetchcli_gives(pieces):
     """merge numbers the physical lines exactly as `fetchcli get` does, over-long ones too."""
     data = b"".join(pieces)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sources, "MAX_LINE_BYTES", 8)
-        patch.setattr(sources, "READ_SIZE", 5)  # lines across reads
         patch.setattr(merge_module, "MAX_LINE_BYTES", 8)
-        expected = asyncio.run(_numbered_by_fetch(data))
+        expected = _numbered_by_fetch(data, limit=8, step=5)  # lines across reads
         assert list(merge_module._numbered_lines("list", io.BytesIO(data))) == expected
 
 
@@ -315,13 +315,10 @@ def test_real_records_of_real_shards(server, unique: str, tmp_path: Path, monkey
     assert Path("rerun.txt").read_text() == urls[7] + "\n"
 
 
-# The command, mounted as the lead will mount it.
+# The command as cli.py mounts it.
 @pytest.fixture
-def merge_cli(monkeypatch: pytest.MonkeyPatch) -> None:
-    app = typer.Typer(pretty_exceptions_enable=False)
-    app.callback()(lambda: None)
-    app.command("merge")(merge_command)
-    monkeypatch.setattr(cli_module, "app", app)
+def merge_cli() -> None:
+    assert "merge" in typer.main.get_command(cli_module.app).commands  # type: ignore[attr-defined]
 
 
 def test_cli_exit_0_when_complete(merge_cli, listed: Path, tmp_path: Path):

@@ -7,7 +7,7 @@ from typing import Any
 
 from fetchcli.errors import PermanentError, TransientError
 from fetchcli.kinds import ErrorKind, Skipped
-from fetchcli.models import Record
+from fetchcli.models import Expectation, Job, Record, shown_url
 from tests.helpers import job
 
 URL = "http://example.test/a"
@@ -164,3 +164,21 @@ def test_lost():
         "error_kind": "internal",
         "source": "urls.txt",
     }
+
+
+def test_a_password_in_a_url_never_reaches_a_record():
+    secret = job("https://alice:s3cret@example.test/a")
+    failed = Record.failed(secret, PermanentError(ErrorKind.HTTP, "HTTP 404", status=404), 1, 0.1)
+    invalid = Record.invalid("-", 2, "ftp://bob:pw@example.test/", "unsupported scheme")
+    assert failed.url == "https://***@example.test/a" and "s3cret" not in failed.to_json()
+    assert invalid.url == "ftp://***@example.test/"
+    assert shown_url("https://example.test/a@b?c=d@e") == "https://example.test/a@b?c=d@e"
+    assert shown_url("https://token@example.test/") == "https://***@example.test/"
+
+
+def test_a_rows_other_columns_come_back_as_meta_and_plain_records_have_none():
+    row = job(URL, line=3)
+    with_meta = Job(row.source, row.line, row.url, row.parsed, Expectation(meta={"caption": "é"}))
+    record = Record.duplicate(with_meta)
+    assert json.loads(record.to_json())["meta"] == {"caption": "é"}
+    assert "meta" not in json.loads(Record.duplicate(row).to_json())

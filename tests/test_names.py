@@ -8,7 +8,8 @@ import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fetchcli.names import NameBook, Naming
+from fetchcli.models import Expectation, Job
+from fetchcli.names import NameBook, Namer, Naming, dedupe_key
 
 
 def url(text: str) -> httpx.URL:
@@ -87,3 +88,36 @@ def test_flat_names_never_meet_for_different_urls(pairs: list[tuple[str, str]]) 
         assert given_names.setdefault(key, name) == name  # stable for the same URL
     folded = [str(name).casefold() for name in given_names.values()]
     assert len(folded) == len(set(folded))
+
+
+def row_job(text: str, path: str | None = None, line: int = 1) -> Job:
+    expect = None if path is None else Expectation(path=path)
+    return Job("m", line, text, url(text), expect)
+
+
+def test_a_plain_list_in_the_tree_is_not_named_at_all():
+    namer = Namer(Naming())
+    plain = row_job("https://a.test/x")
+    assert namer.name(plain) is plain  # the fetcher works out the tree name: nothing kept
+
+
+def test_a_manifest_run_books_every_name_so_rows_and_tree_names_never_meet():
+    namer = Namer(Naming(), rows=True)
+    tree = namer.name(row_job("https://a.test/x"))
+    taken = namer.name(row_job("https://b.test/y", "a.test/x"))  # asks for the tree name
+    assert tree.relpath == PurePosixPath("a.test/x")
+    assert taken.relpath is not None and taken.relpath.name.startswith("x~")
+
+
+def test_a_row_path_without_a_book_starts_one():
+    namer = Namer(Naming())
+    first = namer.name(row_job("https://a.test/1", "same.txt"))
+    second = namer.name(row_job("https://a.test/2", "same.txt"))
+    assert first.relpath == PurePosixPath("same.txt") and second.relpath != first.relpath
+
+
+def test_the_dedupe_key_is_the_url_and_a_rows_own_path():
+    plain, named = row_job("https://a.test/x#frag"), row_job("https://a.test/x", "n.txt")
+    assert dedupe_key(plain) == dedupe_key(row_job("https://a.test/x"))
+    assert dedupe_key(named) != dedupe_key(plain)
+    assert dedupe_key(named) == dedupe_key(row_job("https://a.test/x", "n.txt"))

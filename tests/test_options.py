@@ -66,3 +66,34 @@ def test_the_help_shows_every_flag_and_its_env_var(capsys: pytest.CaptureFixture
     for _, each in options.flags():
         assert all(decl in out for decl in each.decls)
         assert each.envvar in out  # FETCHCLI_HEADER too, written into its help
+
+
+def test_manifest_and_credential_flags(tmp_path: Path):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine a.test login u password p\n")
+    cookies = tmp_path / "cookies.txt"
+    cookies.write_text("a.test\tFALSE\t/\tFALSE\t0\tk\tv\n")
+    settings = parse(
+        *("--input-format", "tsv", "--layout", "flat", "--cut-dirs", "2", "--keep-cookies"),
+        *("--netrc-file", str(netrc), "-u", "alice:pw", "--cookies", str(cookies)),
+        *("--proxy", "socks5h://127.0.0.1:1080"),
+    )
+    assert settings.input.format == "tsv"
+    assert (settings.output.layout, settings.output.cut_dirs) == ("flat", 2)
+    credentials = settings.http.credentials
+    assert credentials is not None and credentials.user is not None
+    assert credentials.user.user == "alice" and "pw" not in repr(settings)
+    assert set(credentials.machines) == {"a.test"} and "password" not in repr(credentials)
+    assert settings.http.cookies is not None and len(settings.http.cookies) == 1
+    assert settings.http.keep_cookies and settings.http.proxy == "socks5h://127.0.0.1:1080"
+
+
+def test_a_missing_password_is_asked_once_and_never_without_a_prompt():
+    group = typer.main.get_command(app)
+    command = group.commands["get"]  # type: ignore[attr-defined]
+    with command.make_context("get", ["-u", "alice"]) as ctx:
+        values = dict(ctx.params)
+    values.pop("sources"), values.pop("debug")
+    asked = options.settings(None, values, {}, prompt=lambda text: "typed")
+    assert asked.http.credentials is not None and asked.http.credentials.user is not None
+    assert asked.http.credentials.user.password == "typed"

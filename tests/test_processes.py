@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -158,3 +160,22 @@ def test_a_lost_engine_does_not_lose_its_urls(server, unique):
 )
 def test_engine_count(options, cpus, size, expected):
     assert engine_count(Settings.create(**options).limits, cpus=cpus, input_bytes=size) == expected
+
+
+def test_engines_ignore_a_fetchcli_folder_in_the_current_directory(server, unique, tmp_path):
+    # `python -m` puts the current directory first on the path: a user's own "fetchcli"
+    # folder (a checkout, an output directory) must not be what the engines import.
+    shadow = tmp_path / "fetchcli"
+    (shadow / "parallel").mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('the wrong fetchcli')\n")
+    (shadow / "parallel" / "__init__.py").write_text("")
+    urls = "".join(server.url(f"/ok/{unique}/{i}") + "\n" for i in range(20))
+    done = subprocess.run(
+        [sys.executable, "-P", "-m", "fetchcli", "get", "-", "--no-save", "-P", "2", "-c", "8"],
+        input=urls.encode(),
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-1000:]
+    assert all(server.hits(f"/ok/{unique}/{i}") == 1 for i in range(20))

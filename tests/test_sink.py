@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from fetchcli.errors import PermanentError
+from fetchcli.kinds import ErrorKind
 from fetchcli.sink import SPILL_BYTES, TEMP_SUFFIX, Saver
 from tests.helpers import cli, saved_path
 
@@ -104,6 +105,34 @@ async def test_no_save_still_hashes(tmp_path: Path):
             await body.spill()
     assert await body.finish() == (None, hashlib.sha256(data).hexdigest())
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("size", [100, 3 * SPILL_BYTES])  # inline, and in the writer thread
+async def test_a_body_that_fails_its_check_is_never_placed(tmp_path: Path, size: int):
+    data = b"q" * size
+    seen: list[str] = []
+
+    def refuse(sha256: str) -> None:
+        seen.append(sha256)
+        raise PermanentError(ErrorKind.CHECKSUM, "sha256 mismatch")
+
+    async with Saver(tmp_path, save=True) as saver:
+        body = saver.body(PurePosixPath("h/file.bin"))
+        for start in range(0, size, 65536):
+            if body.feed(data[start : start + 65536]):
+                await body.spill()
+        with pytest.raises(PermanentError, match="sha256 mismatch"):
+            await body.finish(refuse)
+        await body.discard()
+    assert seen == [hashlib.sha256(data).hexdigest()]
+    assert list(tmp_path.rglob("*.bin")) == [] and leftovers(tmp_path) == []
+
+
+async def test_a_flat_name_blocked_by_a_directory_moves_aside_at_the_top(tmp_path: Path):
+    (tmp_path / "data").mkdir()
+    (moved,) = await run_saver(Saver(tmp_path, save=True), ("data", b"flat"))
+    assert Path(moved[0]).parent == tmp_path and Path(moved[0]).name.startswith("~")
+    assert Path(moved[0]).read_bytes() == b"flat"
 
 
 # --- Symlinks in the output tree: never written through ---------------------------------------

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from fetchcli.errors import UsageError
+from fetchcli.manifests import items_of
 from fetchcli.models import Job
 from fetchcli.sources import (
     MAX_LINE_BYTES,
@@ -17,7 +18,6 @@ from fetchcli.sources import (
     close_sources,
     open_sources,
     parse_line,
-    read_lines,
     url_key,
 )
 
@@ -88,10 +88,12 @@ class Trickle(io.RawIOBase):
         return piece
 
 
-async def collect(stream) -> list[tuple[int, bytes | None]]:
-    lines = []
-    async for batch in read_lines(Source("x", stream)):
-        lines.extend(batch)
+async def collect(stream) -> list[tuple[int, str]]:
+    """(line, url) of each job and (line, reason) of each bad line, as a run reads them."""
+    lines: list[tuple[int, str]] = []
+    async for _, batch in items_of([Source("x", stream)]):
+        for item in batch:
+            lines.append((item.line, item.url if isinstance(item, Job) else item.reason))
     return lines
 
 
@@ -99,24 +101,18 @@ async def collect(stream) -> list[tuple[int, bytes | None]]:
 async def test_lines_survive_any_chunking(step: int):
     data = b"http://a.test/1\nhttp://a.test/2\r\n\n# c\nhttp://a.test/3"
     lines = await collect(Trickle(data, step))
-    assert lines == [
-        (1, b"http://a.test/1"),
-        (2, b"http://a.test/2\r"),
-        (3, b""),
-        (4, b"# c"),
-        (5, b"http://a.test/3"),
-    ]
+    assert lines == [(1, "http://a.test/1"), (2, "http://a.test/2"), (5, "http://a.test/3")]
 
 
 async def test_an_endless_line_is_dropped_with_flat_memory_and_the_next_line_kept():
     data = b"http://a.test/" + b"x" * (MAX_LINE_BYTES * 50) + b"\nhttp://a.test/ok\n"
     lines = await collect(Trickle(data, 10_000))
-    assert lines == [(1, None), (2, b"http://a.test/ok")]
+    assert lines == [(1, "line longer than 8 KiB"), (2, "http://a.test/ok")]
 
 
 async def test_an_over_long_last_line_without_newline_is_reported():
     lines = await collect(io.BytesIO(b"http://a.test/ok\n" + b"y" * (MAX_LINE_BYTES + 1)))
-    assert lines == [(1, b"http://a.test/ok"), (2, None)]
+    assert lines == [(1, "http://a.test/ok"), (2, "line longer than 8 KiB")]
 
 
 def test_a_missing_source_is_a_usage_error(tmp_path):

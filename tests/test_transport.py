@@ -130,6 +130,15 @@ AIOHTTP_CASES: dict[type[BaseException], list[Case]] = {
             N,
             f"connection to {ORIGIN} failed: no route to host",
         ),
+        case(  # the TLS handshake inside a SOCKS proxy's tunnel (aiohttp-socks)
+            lambda: caused_by(
+                aiohttp.ClientOSError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] ..."),
+                untrusted("unable to get local issuer certificate"),
+            ),
+            ErrorKind.TLS,
+            "TLS certificate not trusted: unable to get local issuer certificate",
+            permanent=True,
+        ),
     ],
     aiohttp.ClientConnectorError: [
         case(

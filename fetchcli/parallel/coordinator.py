@@ -125,6 +125,7 @@ class _Pool:
             try:
                 process = await asyncio.create_subprocess_exec(
                     sys.executable,
+                    "-P",  # a "fetchcli" folder in the current directory must not shadow us
                     "-m",
                     "fetchcli.parallel.engine",
                     str(theirs.fileno()),
@@ -159,7 +160,9 @@ class _Pool:
             self._flush_all()
             self._room.clear()
             await self._room.wait()
-        engine.buffer.append(WireJob(job.source, job.line, job.url, job.etag))
+        engine.buffer.append(
+            WireJob(job.source, job.line, job.url, job.expect, job.relpath, job.etag)
+        )
         engine.outstanding.setdefault((job.source, job.line), []).append(job.url)
         # A hungry engine gets the job at once (a slow pipe's first URL); a busy one in bulk.
         if len(engine.buffer) >= JOBS_PER_MESSAGE or engine.pending < engine.window // 4:

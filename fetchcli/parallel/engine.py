@@ -102,9 +102,11 @@ class _Engine:
             for job in jobs:
                 parsed = parse_line(job.source, job.line, job.url.encode())
                 if isinstance(parsed, Job):
-                    if job.etag is not None:
-                        parsed = dataclasses.replace(parsed, etag=job.etag)
-                    await handoff(parsed)
+                    await handoff(
+                        dataclasses.replace(
+                            parsed, expect=job.expect, relpath=job.relpath, etag=job.etag
+                        )
+                    )
                 else:  # the coordinator validated it: this cannot happen, but must not hang
                     reason = "engine could not parse a validated URL"
                     await self._emit(Record.lost(job.source, job.line, job.url, reason))

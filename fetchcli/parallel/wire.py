@@ -13,10 +13,11 @@ import asyncio
 import pickle
 import struct
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import NamedTuple
 
 from fetchcli.config import Settings
-from fetchcli.models import Record
+from fetchcli.models import Expectation, Record
 
 __all__ = [
     "Done",
@@ -45,11 +46,15 @@ class WireError(Exception):
 
 
 class WireJob(NamedTuple):
-    """A validated input line, for an engine to fetch."""
+    """A validated input line, for an engine to fetch: what a manifest row expects of it,
+    and the name the coordinator gave it (engines never name: they would not see each
+    other's names)."""
 
     source: str
     line: int
     url: str
+    expect: Expectation | None = None
+    relpath: PurePosixPath | None = None
     etag: str | None = None  # --update: the ETag the records give for it
 
 

@@ -1,0 +1,156 @@
+"""--ray on a real local Ray cluster (two CPUs, started once for the session): shards as Ray
+tasks, their records streamed back once each, and a task killed mid-run that continues.
+
+A handful of tests on purpose: the cluster takes seconds to start, and each task a worker.
+The Funnel's bookkeeping is tested without Ray, below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import fetchcli
+from fetchcli.parallel.shard_task import Counters
+from tests.helpers import cli, write_list
+from tests.servers import body_for
+
+if os.environ.get("CI"):
+    import ray  # CI installs the ray extra: there, a missing Ray is a failure, not a skip
+else:
+    ray = pytest.importorskip("ray", reason="pip install -e '.[test,ray]' for the Ray tests")
+
+from fetchcli.parallel.ray_shards import Funnel  # after the check: it needs Ray
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """One local cluster for every Ray test; fetchcli finds it connected and uses it."""
+    import ray.cloudpickle
+
+    from tests import ray_hooks
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # no usage report from a test run
+    ray.cloudpickle.register_pickle_by_value(ray_hooks)  # the workers cannot import tests/
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+        runtime_env={"worker_process_setup_hook": ray_hooks.install},
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def test_2000_urls_in_8_shards_one_record_each_exact_bytes(ray_cluster, server, unique, tmp_path):
+    targets = [f"/ok/{unique}/{i}.txt?size={100 + i % 7}" for i in range(2000)]
+    listing = write_list(tmp_path / "urls.txt", ["# ray", *map(server.url, targets)])
+    records = tmp_path / "records.jsonl"
+    result = cli(
+        "get", str(listing), "--ray", "local", "--shards", "8", "--shard-by", "url",
+        "-o", str(tmp_path / "out"), "--jsonl", str(records), "-c", "32",
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.stderr
+    assert "2,000 URLs" in result.stderr and "2,000 ok" in result.stderr
+    lines = [json.loads(line) for line in records.read_text().splitlines()]
+    assert sorted(record["line"] for record in lines) == list(range(2, 2002))
+    assert all(record["ok"] and record["attempts"] == 1 for record in lines)
+    for record in lines:
+        target = record["url"].removeprefix(server.base_url)
+        assert Path(record["path"]).read_bytes() == body_for(target, 100 + (record["line"] - 2) % 7)
+    assert [server.hits(target) for target in targets] == [1] * 2000
+    # The shards' own records hold the same lines, byte for byte, each in one ledger.
+    ledgers = sorted((tmp_path / "records.jsonl.shards").glob("shard-*-of-8.jsonl"))
+    assert len(ledgers) == 8 and all(path.stat().st_size for path in ledgers)
+    shard_lines = [line for path in ledgers for line in path.read_text().splitlines()]
+    assert sorted(shard_lines) == sorted(records.read_text().splitlines())
+    assert cli("merge", str(records), "--input", str(listing)).exit_code == 0
+
+
+def test_a_shard_killed_mid_run_is_retried_and_continues(ray_cluster, server, unique, tmp_path):
+    out = tmp_path / "out"
+    marker = tmp_path / "crash"
+    marker.write_text(str(out / ".fetchcli-shards"))  # where the library keeps the ledgers
+    targets = [f"/ok/{unique}/{i}" for i in range(600)]
+    targets[450] += f"?crash={marker}"  # late in its shard: much of it is recorded by then
+    urls = [server.url(target) for target in targets]
+
+    async def run() -> list[fetchcli.Record]:
+        return [
+            record
+            async for record in fetchcli.fetch(
+                urls, ray="local", shards=4, shard_by="url", output_dir=out, concurrency=8
+            )
+        ]
+
+    records = asyncio.run(run())
+
+    assert not marker.exists(), "the worker was killed"
+    recorded_before = set((tmp_path / "crash.ok").read_text().splitlines())
+    assert len(recorded_before) > 50  # the killed try had recorded part of its shard
+    assert sorted(Counter(record.line for record in records).items()) == [
+        (line, 1) for line in range(1, 601)
+    ]
+    assert all(record.ok for record in records)
+    hits = {url: server.hits(target) for url, target in zip(urls, targets, strict=True)}
+    # Nothing recorded ok before the kill was fetched again; at most what was in flight was.
+    assert {hits[url] for url in recorded_before} == {1}
+    assert sum(hits.values()) - len(urls) < 40  # what was in flight or not yet recorded
+    assert all(count >= 1 for count in hits.values())
+    for record in records:
+        target = record.url.removeprefix(server.base_url)
+        assert Path(record.path or "").read_bytes() == body_for(target)
+
+
+# The Funnel's bookkeeping, without Ray: it is a plain class the driver makes an actor of.
+
+
+def test_the_funnel_drops_what_a_retry_replays():
+    async def scenario() -> list[str]:
+        funnel = Funnel({})
+        assert await funnel.begin(0) == (0, None)
+        assert await funnel.started(0, 0) == 0
+        await funnel.push(0, 0, ["a", "b"], Counters())
+        await funnel.push(0, 2, ["c"], Counters(in_flight=3))
+        # The try dies; its last push had reached the ledger only. The next try replays
+        # from what the funnel has: the cursor; a stale push of the dead try changes nothing.
+        assert await funnel.begin(0) == (3, 0)
+        await funnel.push(0, 3, ["d", "e"], Counters())
+        await funnel.push(0, 2, ["c", "d"], Counters())
+        await funnel.push(1, 0, ["x"], Counters())
+        taken = await funnel.take()
+        assert taken is not None
+        await funnel.close()
+        assert await funnel.take() is None
+        return taken[0]
+
+    assert asyncio.run(scenario()) == ["a", "b", "c", "d", "e", "x"]
+
+
+def test_the_funnel_starts_a_resumed_run_after_what_the_driver_has():
+    async def scenario() -> None:
+        funnel = Funnel({2: 5})
+        assert await funnel.begin(2) == (5, None)
+        assert await funnel.started(2, 7) == 7  # records 0-6 are earlier runs'
+        assert await funnel.started(2, 9) == 7  # a later try does not move it
+        await funnel.push(2, 5, ["f", "g", "h"], Counters())
+        taken = await funnel.take()
+        assert taken is not None and taken[0] == ["f", "g", "h"]
+        with pytest.raises(RuntimeError, match="never pushed"):
+            await funnel.push(2, 10, ["z"], Counters())
+
+    asyncio.run(scenario())
