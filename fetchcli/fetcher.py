@@ -332,7 +332,7 @@ class Fetcher:
         assert body is not None
         # Checked before the rename: a body that fails keeps no file.
         verify = None if carry.check is None else carry.check.verify
-        path, digest = await body.finish(parse_http_date(carry.last_modified), verify)
+        path, digest = await body.finish(verify, mtime=parse_http_date(carry.last_modified))
         carry.body = None
         return _Fetched(
             status=status,

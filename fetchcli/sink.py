@@ -514,7 +514,7 @@ class Body:
             await self._run(self._rewind)
 
     async def finish(
-        self, mtime: float | None = None, verify: Verify | None = None
+        self, verify: Verify | None = None, *, mtime: float | None = None
     ) -> tuple[str | None, str]:
         """Complete the body; return (final path or None when not saved, sha256 hex).
 

@@ -326,3 +326,24 @@ async def test_the_library_continues_with_continue_partial(nginx, unique, tmp_pa
     assert [(r.ok, r.status, r.sha256) for r in records] == [(True, 206, sha(data))]
     entry = nginx.wait_for(uri, 2)[-1]
     assert entry.range == "bytes=120000-" and entry.body_bytes_sent == len(data) - 120_000
+
+
+@pytest.mark.anyio
+async def test_a_continued_body_is_checked_whole_against_its_rows_sha256(nginx, unique, tmp_path):
+    data = body_for(unique, 300_000)
+    uri = nginx.put(f"{unique}/row.bin", data)
+    etag = etag_of(nginx, uri)
+    row = {"url": nginx.url(uri), "sha256": sha(data), "size": str(len(data))}
+    keep_partial(nginx, tmp_path, uri, data[:100_000], etag)
+    (record,) = [
+        r async for r in fetchcli.fetch([row], output_dir=str(tmp_path), continue_partial=True)
+    ]
+    assert (record.ok, record.status, record.sha256) == (True, 206, sha(data))
+    # A kept body that does not make the row's sha256 is thrown away, not kept again.
+    partial = keep_partial(nginx, tmp_path, uri, b"x" * 100_000, etag)
+    (record,) = [
+        r async for r in fetchcli.fetch([row], output_dir=str(tmp_path), continue_partial=True)
+    ]
+    assert record.ok  # the retry after the mismatch fetched it whole
+    assert record.attempts == 2 and record.status == 200 and record.sha256 == sha(data)
+    assert not partial.exists() and not sidecar_path(partial).exists()
