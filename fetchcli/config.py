@@ -144,7 +144,8 @@ class OutputOptions:
     quiet: bool = False
     layout: Layout = "tree"
     cut_dirs: int = 0
-    # Keep the partial body of a cut transfer (and its sidecar) for the next run to continue.
+    # Keep the partial body of a cut transfer (and its sidecar) for the next run (--continue,
+    # implied by --resume).
     continue_partial: bool = False
     # Ask for a saved file only if it changed (If-None-Match / If-Modified-Since); 304 keeps it.
     update: bool = False
@@ -309,8 +310,7 @@ class Settings:
                 quiet=quiet,
                 layout="flat" if layout == "flat" else "tree",
                 cut_dirs=cut_dirs,
-                # --resume implies it; without saving there is nothing to keep.
-                continue_partial=(continue_partial or resume) and save,
+                continue_partial=(continue_partial or resume) and save,  # nothing kept unsaved
                 update=update,
             ),
             ray=scale[1],
