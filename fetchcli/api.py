@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
 from typing import Any
 
 from fetchcli.config import Settings, option_types
@@ -31,7 +31,9 @@ CLI_ONLY = frozenset({"sources", "input_format", "jsonl", "resume", "quiet"})
 Url = str | Mapping[str, Any]
 
 
-async def fetch(urls: Iterable[Url] | AsyncIterable[Url], **options: Any) -> AsyncIterator[Record]:
+async def fetch(
+    urls: Iterable[Url] | AsyncIterable[Url], **options: Any
+) -> AsyncGenerator[Record, None]:
     """Fetch `urls` concurrently and yield one `Record` per URL as each finishes.
 
     Each item is a URL, or a manifest row: a mapping with `url` and any of `path` (its name

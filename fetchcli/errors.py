@@ -81,13 +81,15 @@ class FetchError(FetchcliError):
     """Raised when one attempt at one URL fails.
 
     `kind` is the stable word for summaries and the JSONL `error_kind` field; `status`
-    is the HTTP status when there was a response. The message is one line.
+    is the HTTP status when there was a response, `final_url` the URL it came from (set by
+    the fetcher, which knows the redirects). The message is one line.
     """
 
     def __init__(self, kind: ErrorKind, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
+        self.final_url: str | None = None
 
 
 class TransientError(FetchError):

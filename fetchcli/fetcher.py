@@ -28,7 +28,7 @@ from fetchcli.config import HOST_PAUSE_STATUSES, HttpOptions, RetryPolicy, Setti
 from fetchcli.cookies import HostJar
 from fetchcli.decoding import decoder_for
 from fetchcli.digests import BodyCheck, is_encoded, wanted_digests
-from fetchcli.errors import PermanentError, TransientError
+from fetchcli.errors import FetchError, PermanentError, TransientError
 from fetchcli.kinds import ErrorKind, Skipped
 from fetchcli.limits import Limiter
 from fetchcli.models import Job, Record, shown_url
@@ -98,6 +98,7 @@ class _Progress:
     status: int | None = None  # once the response head arrived
     expected: int | None = None  # Content-Length
     received: int = 0  # body bytes as sent, before decoding
+    url: str | None = None  # where the request went once a server answered (redirects)
 
     def __str__(self) -> str:
         if self.status is None:
@@ -183,10 +184,9 @@ class Fetcher:
         try:
             async with asyncio.timeout_at(deadline):
                 if self._skip_existing and relpath is not None:
-                    size = await self._saver.existing_size(relpath)
-                    expected = None if job.expect is None else job.expect.size
-                    if size is not None and expected in (None, size):
-                        return Record.exists(job, str(self._saver.root / relpath), size)
+                    found = await self._saver.existing(relpath)
+                    if found is not None and _as_expected(job, *found):
+                        return Record.exists(job, str(self._saver.root / relpath), *found)
                 await self._prepare(job, relpath, carry)
                 host = job.parsed.netloc.decode("ascii")
                 stats, limiter = self._stats, self._limiter
@@ -260,11 +260,12 @@ class Fetcher:
                     )
             except TimeoutError:
                 raise self._timed_out(limit, progress) from None
-        except TransientError:
-            if not carry.continuable():
-                await carry.drop()  # the next attempt starts over
-            raise
-        except PermanentError as exc:
+        except FetchError as exc:
+            exc.final_url = progress.url  # a failure after redirects names who answered
+            if isinstance(exc, TransientError):
+                if not carry.continuable():
+                    await carry.drop()  # the next attempt starts over
+                raise
             if exc.kind == ErrorKind.CHECKSUM and exc.status is None:
                 exc.status = progress.status  # the body's check knows no response
             await carry.drop()  # nothing of it is worth keeping, for a retry either
@@ -276,13 +277,13 @@ class Fetcher:
         self, job: Job, relpath: PurePosixPath | None, carry: Carry, turn: _Turn
     ) -> _Fetched:
         """One request and its answer (two requests when a Range answer cannot be trusted)."""
-        response = await self._send(job.parsed, carry.request_headers())
+        response = await self._send(job.parsed, carry.request_headers(), turn.progress)
         decision = carry.judge(response.status_code, response.headers)
         if decision is not None and decision.verdict is Verdict.REFETCH:
             await _drain(response)
             await response.aclose()
             await carry.drop()
-            response = await self._send(job.parsed, carry.request_headers())
+            response = await self._send(job.parsed, carry.request_headers(), turn.progress)
             decision = None
         turn.progress.status = status = response.status_code
         try:
@@ -365,7 +366,9 @@ class Fetcher:
             skipped=Skipped.NOT_MODIFIED,
         )
 
-    async def _send(self, url: httpx.URL, extra: dict[str, str]) -> httpx.Response:
+    async def _send(
+        self, url: httpx.URL, extra: dict[str, str], progress: _Progress
+    ) -> httpx.Response:
         """Send the request, following redirects ourselves to bound and police them.
 
         `extra` (Range, If-Range, If-None-Match ...) goes to every hop: they name the
@@ -380,7 +383,10 @@ class Fetcher:
         for hop in itertools.count():
             sent = self._with_credentials(headers, url, listed) if self._credentials else headers
             request = self._client.build_request(self._http.method, url, headers=sent)
+            if hop:
+                progress.url = str(url)  # a failure from here on is about the redirect's target
             response = await self._client.send(request, stream=True)
+            progress.url = str(url)
             if self._jar is not None:
                 # Redirects too: login flows set their cookies on the 302.
                 self._jar.store(url, response.headers.get_list("set-cookie"))
@@ -605,6 +611,14 @@ async def _drain(response: httpx.Response) -> None:
         received += len(chunk)
         if received > ERROR_BODY_DRAIN:
             return
+
+
+def _as_expected(job: Job, size: int, sha256: str) -> bool:
+    """Whether a file already there is what a manifest row expects (anything, for a URL)."""
+    expect = job.expect
+    if expect is None:
+        return True
+    return expect.size in (None, size) and expect.sha256 in (None, sha256)
 
 
 def _content_length(response: httpx.Response) -> int | None:

@@ -37,7 +37,7 @@ from fetchcli.kinds import ErrorKind
 from fetchcli.models import Record
 from fetchcli.progress import Rates, estimate, eta, percent, transferred
 from fetchcli.stats import SHOWN_TRANSFER_BYTES, RunStats
-from fetchcli.summary import clock, more_failures, resume_hint, status_line
+from fetchcli.summary import clock, more_failures, printable, resume_hint, status_line
 from fetchcli.summary import size as _size
 
 __all__ = ["LiveDisplay", "StatusLines", "summary_table"]
@@ -247,7 +247,7 @@ class LiveDisplay(_Terminal):
         self._spinner = Spinner("dots", style="cyan")
 
     def on_record(self, record: Record) -> None:
-        if record.ok or self._closed:
+        if record.ok or record.skipped or self._closed:  # a repeat is no new failure
             return
         if self._failures_shown + len(self._failures) < MAX_FAILURE_LINES:
             self._failures.append(_failure_line(record))
@@ -371,9 +371,9 @@ def summary_table(
     table.add_column("count", justify="right")
     table.add_column("example", overflow="fold")
     for outcome, count in stats.by_outcome.most_common():
-        style = "green" if outcome == "ok" else "dim" if "skipped" in outcome else "red"
+        style = "green" if outcome.startswith("ok") else "dim" if "skipped" in outcome else "red"
         url, error = stats.error_examples.get(outcome, ("", ""))
-        example = f"{escape(url)} [dim]→ {escape(error)}[/]" if url else ""
+        example = f"{escape(printable(url))} [dim]→ {escape(error)}[/]" if url else ""
         table.add_row(f"[{style}]{escape(outcome)}[/]", f"{count:,}", example)
     if stats.resumed:
         table.add_row("[dim]already done (--resume)[/]", f"{stats.resumed:,}", "")
@@ -399,7 +399,7 @@ def _failure_line(record: Record) -> Text:
     """One line per failure (printed cut to the terminal's width): what went wrong, where."""
     http = record.error_kind == ErrorKind.HTTP
     what = str(record.status) if http else record.error_kind or "error"
-    line = Text.assemble(("✗ ", "red"), (what, "red bold"), " ", record.url)
+    line = Text.assemble(("✗ ", "red"), (what, "red bold"), " ", printable(record.url))
     if record.error and not http:
         line.append(f"  {record.error}", style="dim")
     return line

@@ -29,7 +29,7 @@ from typing import Any
 from fetchcli.decoding import Decoder, ZlibDecoder
 from fetchcli.errors import FetchError, UsageError
 from fetchcli.models import Expectation, Job
-from fetchcli.sources import MAX_LINE_BYTES, BadLine, Source, parse_line, read_chunks
+from fetchcli.sources import MAX_LINE_BYTES, BadLine, LongLine, Source, parse_line, read_chunks
 
 __all__ = [
     "BATCH",
@@ -252,16 +252,18 @@ class _Inflater:
 
 
 class _LineSplitter:
-    """Bytes -> numbered lines; a line over `limit` bytes comes as None (and is not kept)."""
+    """Bytes -> numbered lines; a line over `limit` bytes comes as a `LongLine`: its first
+    MAX_LINE_BYTES (the rest is counted, not kept)."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._pending = b""
-        self._overlong = False
+        self._head: bytes | None = None  # the start of an over-long line still arriving
+        self._before = 0  # its bytes so far, not kept
         self._first = True
         self.number = 0
 
-    def push(self, data: bytes) -> Iterator[tuple[int, bytes | None]]:
+    def push(self, data: bytes) -> Iterator[tuple[int, bytes | LongLine]]:
         if self._first:
             self._pending += data
             if len(self._pending) < len(BOM) and BOM.startswith(self._pending):
@@ -272,19 +274,30 @@ class _LineSplitter:
         self._pending = lines.pop()
         for line in lines:
             self.number += 1
-            yield self.number, None if self._overlong or len(line) > self._limit else line
-            self._overlong = False
+            yield self.number, self._line(line)
         if len(self._pending) > self._limit:
-            self._overlong, self._pending = True, b""
+            if self._head is None:
+                self._head = self._pending[:MAX_LINE_BYTES]
+            self._before += len(self._pending)
+            self._pending = b""
 
-    def finish(self) -> Iterator[tuple[int, bytes | None]]:
+    def finish(self) -> Iterator[tuple[int, bytes | LongLine]]:
         if self._first:
             self._first = False
             self._pending = self._pending.removeprefix(BOM)
-        if self._pending or self._overlong:
+        if self._pending or self._head is not None:
             self.number += 1
-            yield self.number, None if self._overlong else self._pending
-        self._pending, self._overlong = b"", False
+            yield self.number, self._line(self._pending)
+        self._pending = b""
+
+    def _line(self, line: bytes) -> bytes | LongLine:
+        head, before = self._head, self._before
+        self._head, self._before = None, 0
+        if head is not None:
+            return LongLine(head, before + len(line))
+        if len(line) > self._limit:
+            return LongLine(line[:MAX_LINE_BYTES], len(line))
+        return line
 
 
 class _Rows:
@@ -293,7 +306,7 @@ class _Rows:
     def __init__(self, source: str) -> None:
         self._source = source
 
-    def line(self, number: int, raw: bytes | None) -> Item | None:
+    def line(self, number: int, raw: bytes | LongLine) -> Item | None:
         raise NotImplementedError
 
     def finish(self) -> Item | None:
@@ -375,7 +388,7 @@ def _shown(value: Any) -> str:
 class _UrlLines(_Rows):
     """One URL per line, as `sources.parse_line` reads them."""
 
-    def line(self, number: int, raw: bytes | None) -> Item | None:
+    def line(self, number: int, raw: bytes | LongLine) -> Item | None:
         return parse_line(self._source, number, raw)
 
 
@@ -387,8 +400,8 @@ def _no_constants(name: str) -> Any:
 class _JsonLines(_Rows):
     """One JSON object per line; blank lines are skipped."""
 
-    def line(self, number: int, raw: bytes | None) -> Item | None:
-        if raw is None:
+    def line(self, number: int, raw: bytes | LongLine) -> Item | None:
+        if isinstance(raw, LongLine):
             return self._bad(number, "", f"line longer than {MAX_ROW_BYTES // 1024} KiB")
         raw = raw.strip()
         if not raw:
@@ -411,7 +424,10 @@ class _JsonLines(_Rows):
         """A URL string (as a line of a list) or a mapping (as a JSON object)."""
         if isinstance(value, str):
             raw = value.encode("utf-8", "surrogatepass")
-            return parse_line(self._source, number, raw if len(raw) <= MAX_LINE_BYTES else None)
+            long = len(raw) > MAX_LINE_BYTES
+            return parse_line(
+                self._source, number, LongLine(raw[:MAX_LINE_BYTES], len(raw)) if long else raw
+            )
         if isinstance(value, Mapping):
             return self._object(number, value)
         return self._bad(number, "", f"not a URL or a row: {type(value).__name__}")
@@ -500,11 +516,11 @@ class _CsvRows(_Rows):
         self._columns: dict[str, int] = {}
         self._meta: list[tuple[int, str]] = []
 
-    def line(self, number: int, raw: bytes | None) -> Item | None:
+    def line(self, number: int, raw: bytes | LongLine) -> Item | None:
         replay = self._replay
         if not replay.lines:
             self._start, self._bad_utf8 = number, False
-        if raw is None or replay.size + len(raw) > MAX_ROW_BYTES:
+        if isinstance(raw, LongLine) or replay.size + len(raw) > MAX_ROW_BYTES:
             # Drop it and start afresh on the next line: memory stays flat on a stray quote.
             replay.clear()
             return self._bad(self._start, "", f"row longer than {MAX_ROW_BYTES // 1024} KiB")

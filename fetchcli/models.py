@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -58,8 +59,9 @@ class Job:
 class Record:
     """What happened to one input line; one JSONL object.
 
-    `ok` is true when the body was fetched with a 2xx status (or the line needed no fetch:
-    `skipped` says why). `error` is null or a short message; `error_kind` a stable word.
+    `ok` is true when the body was fetched with a 2xx status, or was already there
+    (`skipped: "exists"`); a repeated URL's record is its first's outcome (`skipped:
+    "duplicate"`). `error` is null or a short message; `error_kind` a stable word.
     Build one with the constructor for what happened (`Record.succeeded(...)`,
     `Record.failed(...)` ...), so every record of a kind carries the same fields.
     """
@@ -132,6 +134,7 @@ class Record:
             attempts=attempts,
             error=str(error),
             error_kind=error.kind,
+            final_url=None if error.final_url is None else shown_url(error.final_url),
             source=job.source,
             line=job.line,
             meta=job.meta,
@@ -150,25 +153,31 @@ class Record:
         )
 
     @classmethod
-    def duplicate(cls, job: Job) -> Record:
-        """A URL seen earlier in the run, not fetched again."""
-        return cls(
-            url=shown_url(job.url),
-            ok=True,
+    def duplicate(
+        cls, source: str, line: int, url: str, original: Record, meta: dict[str, Any] | None = None
+    ) -> Record:
+        """A URL seen earlier in the run, not fetched again: its first's outcome, on its own
+        line (with its own row's `meta`)."""
+        return dataclasses.replace(
+            original,
+            url=shown_url(url),
+            elapsed=0.0,
+            attempts=0,
             skipped=Skipped.DUPLICATE,
-            source=job.source,
-            line=job.line,
-            meta=job.meta,
+            source=source,
+            line=line,
+            meta=meta,
         )
 
     @classmethod
-    def exists(cls, job: Job, path: str, size: int) -> Record:
+    def exists(cls, job: Job, path: str, size: int, sha256: str) -> Record:
         """A URL whose file was already saved (--skip-existing): `size` bytes at `path`."""
         return cls(
             url=shown_url(job.url),
             ok=True,
             path=path,
             bytes=size,
+            sha256=sha256,
             skipped=Skipped.EXISTS,
             source=job.source,
             line=job.line,

@@ -1,14 +1,16 @@
-"""The producer: rows into jobs (named, deduplicated), and bad rows and repeats into records."""
+"""The producer: rows into jobs (named), and bad rows into records; repeats go to the
+`Dedupe` (fetchcli/dedupe.py), which records each with its first's outcome."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 
+from fetchcli.dedupe import Dedupe
 from fetchcli.executor import Emit, Handoff, loop_time
 from fetchcli.manifests import Items
 from fetchcli.models import Record, shown_url
-from fetchcli.names import Namer, dedupe_key
+from fetchcli.names import Namer
 from fetchcli.records import Etags
 from fetchcli.shard import Shard
 from fetchcli.sources import BadLine, FingerprintSet
@@ -23,18 +25,19 @@ async def produce(
     *,
     emit: Emit,
     stats: RunStats,
-    seen: FingerprintSet | None,
+    dedupe: Dedupe | None,
     done: FingerprintSet | None,
     deadline_at: float | None,
     namer: Namer | None = None,
     shard: Shard | None = None,
     etags: Etags | None = None,
 ) -> None:
-    """Turn rows into jobs for `handoff`; bad rows and duplicates into records at once.
+    """Turn rows into jobs for `handoff` (through `dedupe`, unless None); bad rows into
+    records at once. A row recorded ok in `done` (--resume) is skipped, repeats included.
 
     `namer` names each job here, where every job passes (None: bodies are not saved);
     `deadline_at` is a `time.monotonic()` time: past it, reading stops. With `shard`, the
-    rows of other shards get nothing: no record, no count, no place in `seen`. `etags`
+    rows of other shards get nothing: no record, no count, no place in `dedupe`. `etags`
     (--update) gives each job the ETag an earlier run recorded for it.
     """
     try:
@@ -51,12 +54,17 @@ async def produce(
                         item = namer.name(item)
                     if done is not None and shown_url(item.url).encode() in done:
                         stats.resumed += 1
-                    elif seen is not None and not seen.add(dedupe_key(item)):
-                        await emit(Record.duplicate(item))
+                        continue
+                    etag = etags.get(shown_url(item.url)) if etags is not None else None
+                    if etag is not None:
+                        item = dataclasses.replace(item, etag=etag)
+                    if dedupe is not None:
+                        await dedupe.admit(item, handoff)
                     else:
-                        etag = etags.get(shown_url(item.url)) if etags is not None else None
-                        if etag is not None:
-                            item = dataclasses.replace(item, etag=etag)
                         await handoff(item)
+                if dedupe is not None:
+                    await dedupe.flush()
     except TimeoutError:
         pass  # the deadline: stop reading; what was handed off is recorded as unfinished
+    if dedupe is not None:
+        await dedupe.flush()  # the repeats read before the deadline get their records too

@@ -116,7 +116,8 @@ def _is_regular(stream: BinaryIO) -> bool:
 
 
 def load_done(path: str) -> FingerprintSet:
-    """The URLs (as written in the input) that `path` records as fetched ok; blocking.
+    """The URLs (as written in the input) that `path` records as fetched ok (or already
+    there, or repeats of such); blocking.
 
     A last line cut short by a crash is removed, so appending starts on a fresh line.
     """
@@ -140,10 +141,12 @@ def load_done(path: str) -> FingerprintSet:
                 record = json.loads(line)
             except ValueError:
                 continue
+            # A repeat's record is its first's outcome: ok means its URL was fetched ok.
             if (
                 isinstance(record, dict)
                 and record.get("ok") is True
-                and record.get("skipped") in (None, Skipped.EXISTS, Skipped.NOT_MODIFIED)
+                and record.get("skipped")
+                in (None, Skipped.EXISTS, Skipped.DUPLICATE, Skipped.NOT_MODIFIED)
             ):
                 url = record.get("url")
                 if isinstance(url, str):

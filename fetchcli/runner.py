@@ -1,9 +1,9 @@
 """Drives a run: the deadline fixed once, the executor chosen once, the producer started.
 
-    execute() ─▶ producer (lines -> jobs; bad lines and repeats -> records at once)
-                    │ handoff(job)
+    execute() ─▶ producer (rows -> jobs; bad rows -> records at once)
+                    │ Dedupe.admit(job): the first of each URL is handed off, repeats wait
                     ▼
-               Executor.run ─▶ emit(record)
+               Executor.run ─▶ Dedupe.emit(record) ─▶ emit(record), then its repeats
                  ├── InProcess        pipeline.py: bounded queue -> N workers, this event loop
                  ├── EngineProcesses  parallel/coordinator.py: jobs dealt to engine processes
                  └── RayShards        parallel/ray_shards.py: --ray, each shard a Ray task
@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from fetchcli.config import Limits, Settings
+from fetchcli.dedupe import Dedupe
 from fetchcli.errors import UsageError, primary_error
 from fetchcli.executor import Emit, Executor
 from fetchcli.manifests import Items
@@ -58,7 +59,11 @@ async def execute(
     """
     deadline = settings.timeouts.deadline
     deadline_at = None if deadline is None else time.monotonic() + deadline
-    seen = FingerprintSet() if settings.input.dedupe else None
+    # The executors' records come back here, so repeats are dealt with once, in this process.
+    # With --ray each shard task does it for its share instead: a URL's repeats are all in
+    # its shard, and jobs shipped to the tasks are all collected before any record comes.
+    ray = settings.ray.address is not None
+    dedupe = Dedupe(emit) if settings.input.dedupe and not ray else None
     output = settings.output
     # Names are given here, on the producer's side: engines would not see each other's.
     namer = None
@@ -69,7 +74,7 @@ async def execute(
         items,
         emit=emit,
         stats=stats,
-        seen=seen,
+        dedupe=dedupe,
         done=done,
         deadline_at=deadline_at,
         namer=namer,
@@ -78,11 +83,15 @@ async def execute(
     )
     executor = _choose(settings, stats, random, input_bytes, deadline_at)
     try:
-        await executor.run(producer, emit)
+        await executor.run(producer, emit if dedupe is None else dedupe.emit)
     except BaseExceptionGroup as group:
         raise primary_error(group) from None
     finally:
-        stats.finish()
+        try:
+            if dedupe is not None:
+                await dedupe.aclose()
+        finally:
+            stats.finish()
 
 
 def _choose(

@@ -39,7 +39,6 @@ from fetchcli.partial import (
     Held,
     continue_headers,
     discard_partial,
-    hash_file,
     hash_prefix,
     load_partial,
     partial_name,
@@ -54,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = ["SPILL_BYTES", "TEMP_SUFFIX", "Body", "OnDisk", "Saver"]
 
 SPILL_BYTES = 256 * 1024
+HASH_PIECE = 1024 * 1024  # an existing file is read and hashed this much at a time
 WRITE_THREADS = 1
 
 # Never through a symlink, never over an existing file (a temporary name is new).
@@ -115,8 +115,8 @@ class Saver:
         self.on_disk: Batcher[PurePosixPath, OnDisk] = Batcher(
             self._look_all, max_hops=WRITE_THREADS
         )
-        self.hashes: Batcher[PurePosixPath, tuple[int, str]] = Batcher(
-            self._hash_all, max_hops=WRITE_THREADS
+        self.digests: Batcher[PurePosixPath, tuple[int, str] | None] = Batcher(
+            self._digest_files, max_hops=WRITE_THREADS
         )
         self._writers = contextlib.AsyncExitStack()
 
@@ -125,7 +125,7 @@ class Saver:
             await stack.enter_async_context(self.small_files)
             await stack.enter_async_context(self.sizes)
             await stack.enter_async_context(self.on_disk)
-            await stack.enter_async_context(self.hashes)
+            await stack.enter_async_context(self.digests)
             self._writers = stack.pop_all()
         return self
 
@@ -166,25 +166,36 @@ class Saver:
         self, relpath: PurePosixPath, size_hint: int | None = None
     ) -> tuple[str, int, str]:
         """(path, size, sha256) of the file saved for `relpath` (a 304 keeps it as it is),
-        never read through a symlink. PermanentError (io) when it cannot be read.
+        never read through a symlink. PermanentError (io) when it is gone or not a file.
 
         Files known small (`size_hint`) are hashed many per thread hop; a large one in a hop
         of its own, so that it holds no small one back.
         """
+        if size_hint is not None and size_hint <= SPILL_BYTES:
+            found = await self.digests.submit(relpath)
+        else:
+            found = await asyncio.to_thread(self._digest_file, relpath)
         path = self.root / relpath
-        try:
-            if size_hint is not None and size_hint <= SPILL_BYTES:
-                size, digest = await self.hashes.submit(relpath)
-            else:
-                size, digest = await asyncio.to_thread(self._hash_saved, relpath)
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise PermanentError(ErrorKind.IO, f"cannot read {path}: {reason}") from exc
-        return str(path), size, digest
+        if found is None:
+            raise PermanentError(ErrorKind.IO, f"cannot read {path}: it is gone or not a file")
+        return str(path), *found
 
     async def existing_size(self, relpath: PurePosixPath) -> int | None:
         """The size of the file already saved for `relpath`, or None (for --skip-existing)."""
         return await self.sizes.submit(relpath)
+
+    async def existing(self, relpath: PurePosixPath) -> tuple[int, str] | None:
+        """The real size and sha256 of the file already saved for `relpath`, or None.
+
+        Small files are hashed many per thread hop; a large one in a thread of its own, so
+        that it holds up no other.
+        """
+        size = await self.existing_size(relpath)
+        if size is None:
+            return None
+        if size <= SPILL_BYTES:
+            return await self.digests.submit(relpath)
+        return await asyncio.to_thread(self._digest_file, relpath)
 
     def sweep(self) -> None:
         """Remove every temporary file still registered, then release the output directory;
@@ -247,21 +258,34 @@ class Saver:
                 os.close(directory)
         return found
 
-    def _hash_all(self, relpaths: Sequence[PurePosixPath]) -> list[tuple[int, str] | Exception]:
-        hashed: list[tuple[int, str] | Exception] = []
-        for relpath in relpaths:
-            try:
-                hashed.append(self._hash_saved(relpath))
-            except OSError as exc:
-                hashed.append(exc)
-        return hashed
+    def _digest_files(self, relpaths: Sequence[PurePosixPath]) -> list[tuple[int, str] | None]:
+        return [self._digest_file(relpath) for relpath in relpaths]
 
-    def _hash_saved(self, relpath: PurePosixPath) -> tuple[int, str]:
-        directory = self._tree.directory(relpath.parent, create=False)
+    def _digest_file(self, relpath: PurePosixPath) -> tuple[int, str] | None:
+        """Size and sha256 of what the file holds now; None if it is gone or not a file."""
         try:
-            return hash_file(relpath.name, dir_fd=directory)
+            directory = self._tree.directory(relpath.parent, create=False)
+        except OSError:
+            return None
+        try:
+            # As for its size: a file of its own, never one seen through a symlink.
+            fd = os.open(relpath.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=directory)
+        except OSError:
+            return None
         finally:
             os.close(directory)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(fd, "rb") as stream:
+                if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                    return None
+                while piece := stream.read(HASH_PIECE):
+                    digest.update(piece)
+                    size += len(piece)
+        except OSError:
+            return None
+        return size, digest.hexdigest()
 
     def _write_small_files(self, files: Sequence[SmallFile]) -> list[str | Exception]:
         results: list[str | Exception] = []

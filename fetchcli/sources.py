@@ -11,6 +11,7 @@ so the first URL of a slow pipe is fetched while the rest is still being written
 from __future__ import annotations
 
 import asyncio
+import codecs
 import concurrent.futures
 import hashlib
 import os
@@ -31,8 +32,10 @@ __all__ = [
     "MAX_LINE_BYTES",
     "BadLine",
     "FingerprintSet",
+    "LongLine",
     "Source",
     "close_sources",
+    "fingerprint",
     "input_size",
     "open_sources",
     "parse_line",
@@ -42,6 +45,7 @@ __all__ = [
 
 MAX_LINE_BYTES = 8 * 1024
 READ_SIZE = 64 * 1024
+CUT_MARK = "…[cut]"  # ends the `url` of a line cut to its first MAX_LINE_BYTES
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BAD_HOST = re.compile(r"[^A-Za-z0-9._:~-]")
@@ -55,6 +59,14 @@ class BadLine:
     line: int
     text: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LongLine:
+    """An input line over its limit: its first bytes (up to the limit), and its length."""
+
+    head: bytes
+    length: int
 
 
 @dataclass(slots=True)
@@ -219,10 +231,23 @@ def _read1(stream: BinaryIO, *, stdin: bool = False) -> bytes:
     return read1(READ_SIZE) if read1 is not None else stream.read(READ_SIZE)
 
 
-def parse_line(source: str, number: int, raw: bytes | None) -> Job | BadLine | None:
-    """Turn one raw input line into a Job, a BadLine, or None for blanks and comments."""
+def parse_line(source: str, number: int, raw: bytes | LongLine | None) -> Job | BadLine | None:
+    """Turn one raw input line into a Job, a BadLine, or None for blanks and comments.
+
+    A bad line keeps its text as written (JSON escapes what it must); only bytes that are
+    not UTF-8 become U+FFFD. `None` is a line too long whose start was not kept.
+    """
+    limit = f"{MAX_LINE_BYTES // 1024} KiB"
     if raw is None:
-        return BadLine(source, number, "", f"line longer than {MAX_LINE_BYTES // 1024} KiB")
+        return BadLine(source, number, "", f"line longer than {limit}")
+    if isinstance(raw, LongLine):
+        head = raw.head.lstrip()
+        if head.startswith(b"#"):
+            return None
+        # Whole characters only: a cut through one must not become U+FFFD.
+        text = codecs.getincrementaldecoder("utf-8")("replace").decode(head)
+        reason = f"line of {raw.length:,} bytes is longer than {limit}"
+        return BadLine(source, number, text + CUT_MARK, reason)
     raw = raw.strip()
     if not raw or raw.startswith(b"#"):
         return None
@@ -232,7 +257,7 @@ def parse_line(source: str, number: int, raw: bytes | None) -> Job | BadLine | N
         return BadLine(source, number, raw.decode("utf-8", "replace"), "not valid UTF-8")
     problem, url = _check_url(text)
     if url is None:
-        return BadLine(source, number, _CONTROL.sub("\ufffd", text), problem)
+        return BadLine(source, number, text, problem)
     return Job(source, number, text, url)
 
 
@@ -285,7 +310,10 @@ class FingerprintSet:
 
     def add(self, key: bytes) -> bool:
         """Add `key`; return False when it was already there."""
-        fingerprint = _fingerprint(key)
+        return self.add_fingerprint(fingerprint(key))
+
+    def add_fingerprint(self, fingerprint: int) -> bool:
+        """Add a key by its `fingerprint()`; return False when it was already there."""
         if self._old is not None:
             self._migrate()
         if self._find(fingerprint):
@@ -297,7 +325,7 @@ class FingerprintSet:
         return True
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, bytes) and self._find(_fingerprint(key))
+        return isinstance(key, bytes) and self._find(fingerprint(key))
 
     def _find(self, fingerprint: int) -> bool:
         return _probe(self._slots, fingerprint) or (
@@ -339,6 +367,7 @@ def _place(slots: array[int], fingerprint: int) -> None:
     slots[index] = fingerprint
 
 
-def _fingerprint(key: bytes) -> int:
+def fingerprint(key: bytes) -> int:
+    """A key's 64-bit fingerprint, never 0, as `FingerprintSet` keeps it."""
     # Zero marks an empty slot, so a (vanishingly rare) zero digest is nudged to one.
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") or 1

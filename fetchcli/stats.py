@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fetchcli.kinds import ErrorKind
+from fetchcli.kinds import ErrorKind, Skipped
 from fetchcli.models import Record
 
 __all__ = ["SHOWN_TRANSFER_BYTES", "Progress", "RunStats", "Transfer"]
@@ -38,10 +38,11 @@ class RunStats:
     started: float = field(default_factory=time.monotonic)
     total: int | None = None  # input lines, when known ahead
     done: int = 0
-    ok: int = 0
+    ok: int = 0  # `existing` included
+    existing: int = 0  # ok: the file was already there (--skip-existing)
     failed: int = 0
-    skipped: int = 0
-    bytes: int = 0  # of finished records' bodies
+    skipped: int = 0  # duplicates, whatever their first's outcome
+    bytes: int = 0  # of finished records' bodies: not files already there, nor repeats
     # Body bytes as they arrive, of failed and unfinished transfers too: the fetcher adds
     # each chunk's length (one int add per chunk). 0 where nothing feeds it yet.
     received: int = 0
@@ -57,8 +58,13 @@ class RunStats:
     def add(self, record: Record) -> None:
         """Count one finished record."""
         self.done += 1
-        self.bytes += record.bytes
-        if record.skipped:
+        if record.skipped is None:
+            self.bytes += record.bytes
+        if record.skipped == Skipped.EXISTS:
+            self.ok += 1
+            self.existing += 1
+            self.by_outcome["ok (already there)"] += 1
+        elif record.skipped:
             self.skipped += 1
             self.by_outcome[f"skipped ({record.skipped})"] += 1
         elif record.ok:

@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import re
+
 from fetchcli.config import OutputOptions
 from fetchcli.progress import Estimate, eta, percent, transferred
 from fetchcli.stats import RunStats
 
-__all__ = ["clock", "more_failures", "resume_hint", "size", "status_line", "summary_line"]
+__all__ = [
+    "clock",
+    "more_failures",
+    "printable",
+    "resume_hint",
+    "size",
+    "status_line",
+    "summary_line",
+]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def summary_line(stats: RunStats) -> str:
     """One plain line: counts, bytes, time and rates; no control codes."""
     rate = stats.done / stats.elapsed if stats.elapsed > 0 else 0.0
     urls = "URL" if stats.done == 1 else "URLs"
-    parts = [f"{stats.done:,} {urls} in {stats.elapsed:.1f}s ({rate:,.0f}/s)", f"{stats.ok:,} ok"]
+    ok = f"{stats.ok:,} ok" + (f" ({stats.existing:,} already there)" if stats.existing else "")
+    parts = [f"{stats.done:,} {urls} in {stats.elapsed:.1f}s ({rate:,.0f}/s)", ok]
     failed = f"{stats.failed:,} failed"
-    kinds = [(k, n) for k, n in stats.by_outcome.most_common() if k != "ok" and "skipped" not in k]
+    kinds = [
+        (k, n) for k, n in stats.by_outcome.most_common() if not k.startswith(("ok", "skipped"))
+    ]
     if kinds:
         failed += " (" + ", ".join(f"{kind} {count:,}" for kind, count in kinds[:4]) + ")"
     parts.append(failed)
@@ -86,6 +101,11 @@ def size(count: float | None) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1000
     return f"{count:.1f} TB"  # pragma: no cover
+
+
+def printable(text: str) -> str:
+    """`text` with control characters as escapes (`\\x1b`): a URL cannot drive the terminal."""
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
 
 
 def clock(seconds: float) -> str:

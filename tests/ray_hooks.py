@@ -19,7 +19,7 @@ def install() -> None:
 
     original = Fetcher.fetch
 
-    async def fetch(self, job, deadline):  # type: ignore[no-untyped-def]
+    async def fetch(self, job, deadline):
         marker = parse_qs(urlsplit(job.url).query).get("crash", [""])[0]
         if marker and os.path.exists(marker):
             ledgers = Path(Path(marker).read_text())
@@ -34,4 +34,4 @@ def install() -> None:
             os._exit(1)
         return await original(self, job, deadline)
 
-    Fetcher.fetch = fetch  # type: ignore[method-assign]
+    Fetcher.fetch = fetch  # type: ignore[method-assign,assignment]

@@ -13,7 +13,7 @@ from fetchcli.errors import PermanentError, TransientError
 
 def decode_all(encoding: str | None, data: bytes, step: int = 1000) -> tuple[bytes, int]:
     decoder = decoder_for(encoding)
-    pieces = []
+    pieces: list[bytes] = []
     for start in range(0, len(data), step):
         pieces.extend(decoder.decode(data[start : start + step]))
     pieces.extend(decoder.flush())

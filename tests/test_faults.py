@@ -201,7 +201,7 @@ def test_colliding_names_are_saved_apart_deterministically(server, unique, tmp_p
         f"/ok/{unique}/x%2Fy",
         f"/ok/{unique}/x_y",
     ]
-    paths = []
+    paths: list[list[Path]] = []
     for order in (targets, targets[::-1]):
         out = tmp_path / f"out{len(paths)}"
         result = cli(
@@ -265,7 +265,7 @@ def test_every_bad_line_gets_a_record_and_the_good_ones_are_fetched(server, uniq
     assert records[6]["ok"] and records[6]["url"] == good
     assert [r["error"] for r in records[3:6]] == [
         "not valid UTF-8",
-        "line longer than 8 KiB",
+        "line of 10,017 bytes is longer than 8 KiB",
         "contains control characters",
     ]
 
@@ -440,5 +440,6 @@ def test_a_named_pipe_source_can_be_interrupted(server, unique, tmp_path):
             code = process.wait(timeout=5)  # not stuck closing a pipe mid-read
         finally:
             process.kill()
-            process.stderr.close()
+            if process.stderr is not None:
+                process.stderr.close()
     assert code == 130

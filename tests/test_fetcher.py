@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import hashlib
 import random
@@ -14,6 +15,7 @@ import respx
 
 from fetchcli.config import RETRY_STATUSES, RetryPolicy
 from fetchcli.fetcher import backoff_delay, parse_retry_after
+from fetchcli.models import Expectation
 from fetchcli.sink import SPILL_BYTES
 from tests.helpers import fetch_rig, job
 
@@ -212,6 +214,30 @@ async def test_redirects_are_followed_and_the_final_url_recorded(respx_mock: res
     assert record.ok and record.final_url == "http://example.com/c" and record.bytes == 3
 
 
+async def test_a_redirect_that_ends_in_a_failure_records_the_url_that_answered(
+    respx_mock: respx.MockRouter,
+):
+    respx_mock.get("http://example.com/a").mock(
+        return_value=httpx.Response(302, headers={"Location": "/b"})
+    )
+    respx_mock.get("http://example.com/b").mock(return_value=httpx.Response(403))
+    respx_mock.get("http://example.com/c").mock(
+        return_value=httpx.Response(301, headers={"Location": "http://gone.test/d"})
+    )
+    respx_mock.get("http://gone.test/d").mock(side_effect=httpx.ConnectError("refused"))
+    respx_mock.get("http://example.com/e").mock(side_effect=httpx.ConnectError("refused"))
+    respx_mock.get("http://example.com/f").mock(return_value=httpx.Response(404))
+    async with fetch_rig(respx_mock, retries=1) as rig:
+        forbidden = await rig.fetcher.fetch(job("http://example.com/a"))
+        refused = await rig.fetcher.fetch(job("http://example.com/c"))
+        unanswered = await rig.fetcher.fetch(job("http://example.com/e"))
+        missing = await rig.fetcher.fetch(job("http://example.com/f"))
+    assert (forbidden.status, forbidden.final_url) == (403, "http://example.com/b")
+    assert (refused.error_kind, refused.final_url) == ("connect", "http://gone.test/d")
+    assert (unanswered.error_kind, unanswered.final_url) == ("connect", None)
+    assert (missing.status, missing.final_url) == (404, "http://example.com/f")
+
+
 async def test_a_redirect_loop_ends_with_a_clear_error(respx_mock: respx.MockRouter):
     respx_mock.get("http://example.com/a").mock(
         return_value=httpx.Response(302, headers={"Location": "/b"})
@@ -385,7 +411,36 @@ async def test_skip_existing_does_not_fetch(respx_mock: respx.MockRouter, tmp_pa
     async with fetch_rig(respx_mock, tmp_path, skip_existing=True) as rig:
         record = await rig.fetcher.fetch(job(URL))
     assert record.ok and record.skipped == "exists" and record.bytes == 4
+    assert record.sha256 == hashlib.sha256(b"old!").hexdigest()
+    assert record.path == str(tmp_path / "example.com" / "file.txt")
     assert not route.called
+
+
+@pytest.mark.parametrize("size", [0, 1000, SPILL_BYTES + 1, 5 * SPILL_BYTES + 17])
+async def test_skip_existing_records_the_files_real_size_and_digest(
+    respx_mock: respx.MockRouter, tmp_path: Path, size: int
+):
+    data = random.Random(size).randbytes(size)
+    (tmp_path / "example.com").mkdir()
+    (tmp_path / "example.com" / "file.txt").write_bytes(data)
+    async with fetch_rig(respx_mock, tmp_path, skip_existing=True) as rig:
+        record = await rig.fetcher.fetch(job(URL))
+    assert record.skipped == "exists" and record.bytes == size
+    assert record.sha256 == hashlib.sha256(data).hexdigest()
+
+
+async def test_skip_existing_keeps_only_the_file_a_row_expects(
+    respx_mock: respx.MockRouter, tmp_path: Path
+):
+    route = respx_mock.get(URL).mock(return_value=httpx.Response(200, content=b"new!"))
+    (tmp_path / "example.com").mkdir()
+    (tmp_path / "example.com" / "file.txt").write_bytes(b"old!")
+    wanted = hashlib.sha256(b"new!").hexdigest()
+    row = dataclasses.replace(job(URL), expect=Expectation(sha256=wanted, size=4))
+    async with fetch_rig(respx_mock, tmp_path, skip_existing=True) as rig:
+        record = await rig.fetcher.fetch(row)
+    assert record.ok and record.skipped is None and route.called  # same size, not the same body
+    assert record.sha256 == wanted
 
 
 def policy(**changes: float) -> RetryPolicy:

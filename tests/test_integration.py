@@ -67,6 +67,35 @@ def test_skip_existing_does_not_fetch_what_is_on_disk(server, unique, tmp_path):
     assert by_url[server.url(have)]["skipped"] == "exists"
     assert server.hits(have) == 0 and server.hits(need) == 1
     assert existing.read_bytes() == b"already here"
+    kept = by_url[server.url(have)]
+    assert kept["ok"] and kept["path"] == str(existing) and kept["bytes"] == 12
+    assert kept["sha256"] == hashlib.sha256(b"already here").hexdigest()
+    assert ", 2 ok (1 already there), 0 failed," in result.stderr
+
+
+def test_a_redirect_to_a_refusal_records_the_url_that_answered(server, unique):
+    forbidden = server.url(f"/status/403/{unique}")
+    moved = server.url(f"/redirect/to/{unique}?url={quote(forbidden, safe='')}")
+    result = cli("get", "--no-save", "--jsonl", "-", stdin=moved.encode())
+    (record,) = result.records()
+    assert (record["ok"], record["status"], record["final_url"]) == (False, 403, forbidden)
+
+
+def test_a_bad_line_is_recorded_as_written(tmp_path):
+    long = "http://long.test/" + "x" * 10_000
+    lines = ["http://tab.test/a\tb", long, "http://esc.test/\x1b[2J", " ftp://x.test/ "]
+    source = tmp_path / "urls.txt"
+    source.write_text("\n".join(lines) + "\n")
+    result = cli("get", str(source), "--no-save", "--jsonl", "-")
+    records = sorted(result.records(), key=lambda r: r["line"])
+    assert [r["url"] for r in records] == [
+        lines[0],
+        long[: 8 * 1024] + "…[cut]",
+        lines[2],
+        "ftp://x.test/",
+    ]
+    assert records[1]["error"] == "line of 10,017 bytes is longer than 8 KiB"
+    assert b"\\t" in result.stdout and b"\\u001b" in result.stdout  # JSON's own escapes
 
 
 def test_resume_fetches_only_what_is_not_done(server, unique, tmp_path):

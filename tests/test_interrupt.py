@@ -86,12 +86,12 @@ def test_a_signal_stops_the_run_cleanly_and_resume_finishes_it(
 
     # The rest, resumed, with the slow routes answering at once this time.
     rest = [server.url(f"/ok/{unique}/after{i}") for i in range(3)]
-    process = subprocess.run(
+    resumed = subprocess.run(
         [*FETCHCLI, "get", "-", "--no-save", "--jsonl", str(records), "--resume", "-q"],
         input="\n".join(urls[: len(quick)] + rest).encode(),
         timeout=60,
     )
-    assert process.returncode == 0
+    assert resumed.returncode == 0
     assert all(server.hits(t) == 1 for t in quick)  # not fetched again
     assert len(whole_records(records)) == len(first) + len(rest)
 

@@ -12,11 +12,12 @@ import pytest
 from rich.console import Console
 
 from fetchcli.config import OutputOptions
+from fetchcli.kinds import ErrorKind, Skipped
 from fetchcli.live import LiveDisplay, StatusLines, summary_table
 from fetchcli.models import Record
 from fetchcli.progress import estimate
 from fetchcli.stats import RunStats, Transfer
-from fetchcli.summary import status_line
+from fetchcli.summary import status_line, summary_line
 
 pytestmark = pytest.mark.anyio
 
@@ -47,12 +48,12 @@ async def test_a_failing_redraw_is_reported_and_the_run_goes_on():
     def broken() -> None:
         raise ValueError("cannot draw")
 
-    display._render = broken  # type: ignore[method-assign]
+    display._render = broken  # type: ignore[method-assign,assignment]
     display.start([])
     await asyncio.sleep(0.05)
     assert isinstance(display.error, ValueError)
     assert "display error: ValueError: cannot draw" in screen.getvalue()
-    display.on_record(Record(url="http://a.test/", ok=False, error="x", error_kind="http"))
+    display.on_record(Record(url="http://a.test/", ok=False, error="x", error_kind=ErrorKind.HTTP))
     await display.aclose(interrupted=False)  # still closes, still prints the summary
     assert "fetchcli: done" in screen.getvalue()
 
@@ -62,7 +63,7 @@ async def test_failures_are_listed_once_each_and_capped():
     display, screen = live(stats)
     display.start([])
     for i in range(25):
-        record = Record(url=f"http://a.test/{i}", ok=False, status=404, error_kind="http")
+        record = Record(url=f"http://a.test/{i}", ok=False, status=404, error_kind=ErrorKind.HTTP)
         stats.add(record)
         display.on_record(record)
     await asyncio.sleep(0.15)
@@ -169,7 +170,7 @@ def test_progress_is_weighted_by_bytes_when_sizes_are_known():
 def test_without_any_size_known_progress_counts_urls():
     stats = RunStats(total=10)
     for i in range(4):
-        stats.add(Record(url=f"http://a.test/{i}", ok=False, status=404, error_kind="http"))
+        stats.add(Record(url=f"http://a.test/{i}", ok=False, status=404, error_kind=ErrorKind.HTTP))
     progress = estimate(stats)
     assert not progress.by_bytes and progress.share == 0.4 and progress.left == 6
 
@@ -188,13 +189,13 @@ def test_a_body_longer_than_the_mean_without_content_length_weighs_what_arrived(
     stats.add(Record(url="http://a.test/1", ok=True, status=200, bytes=100))
     stats.transfers[1] = Transfer("http://a.test/2", None, Arrived(900))
     assert estimate(stats).share == pytest.approx(1.0)
-    assert estimate(stats).share <= 1.0
+    assert (estimate(stats).share or 0.0) <= 1.0
 
 
 def test_percent_is_never_rounded_up_to_a_finish():
     stats = RunStats(total=1000)
     for i in range(999):
-        stats.add(Record(url=f"http://a.test/{i}", ok=False, error_kind="http"))
+        stats.add(Record(url=f"http://a.test/{i}", ok=False, error_kind=ErrorKind.HTTP))
     display, screen = live(stats)
     display._live.start()
     display._draw()
@@ -259,7 +260,7 @@ async def test_status_lines_are_whole_lines_that_move_no_cursor():
     display.start([])
     stats.add(Record(url="http://a.test/1", ok=True, status=200, bytes=10))
     await asyncio.sleep(0.08)
-    stats.add(Record(url="http://a.test/2", ok=False, status=404, error_kind="http"))
+    stats.add(Record(url="http://a.test/2", ok=False, status=404, error_kind=ErrorKind.HTTP))
     await asyncio.sleep(0.05)
     await asyncio.sleep(0.15)  # nothing changes: no more lines
     await display.aclose(interrupted=False)
@@ -292,7 +293,9 @@ async def test_more_failures_names_the_records_file():
     display = LiveDisplay(stats, console, OutputOptions(jsonl="out.jsonl"))
     display.start([])
     for i in range(12):
-        display.on_record(Record(url=f"http://a.test/{i}", ok=False, status=404, error_kind="http"))
+        display.on_record(
+            Record(url=f"http://a.test/{i}", ok=False, status=404, error_kind=ErrorKind.HTTP)
+        )
     await asyncio.sleep(0.05)
     await display.aclose(interrupted=False)
     assert "more failures: see the summary and the records in out.jsonl" in screen.getvalue()
@@ -314,10 +317,10 @@ async def test_bytes_seen_in_flight_still_count_after_their_transfer_is_gone():
 async def test_failure_and_status_lines_are_cut_to_one_line_never_wrapped():
     long = "http://a.test/" + "x" * 200
     stats = RunStats(total=3)
-    stats.add(Record(url=long, ok=False, status=404, error_kind="http"))
+    stats.add(Record(url=long, ok=False, status=404, error_kind=ErrorKind.HTTP))
     display, screen = live(stats)
     display.start([])
-    display.on_record(Record(url=long, ok=False, status=404, error_kind="http"))
+    display.on_record(Record(url=long, ok=False, status=404, error_kind=ErrorKind.HTTP))
     await asyncio.sleep(0.05)
     await display.aclose(interrupted=False)
     shown = [_plain(line) for line in screen.getvalue().splitlines()]
@@ -331,3 +334,41 @@ async def test_failure_and_status_lines_are_cut_to_one_line_never_wrapped():
     await lines.aclose(interrupted=False)
     (status,) = [line for line in narrow.getvalue().splitlines() if "URLs" in line]
     assert len(status) == 40 and status.endswith("…")
+
+
+async def test_a_line_with_control_characters_cannot_drive_the_terminal():
+    stats = RunStats()
+    display, screen = live(stats)
+    display.start([])
+    bad = Record.invalid("-", 1, "http://a.test/\x1b[2J\x07x", "contains control characters")
+    stats.add(bad)
+    display.on_record(bad)
+    await asyncio.sleep(0.15)
+    await display.aclose(interrupted=False)
+    text = screen.getvalue()
+    assert "\x1b[2J" not in text and "\x07" not in text
+    assert text.count("http://a.test/\\x1b[2J\\x07x") == 2  # the failure line and the summary
+
+
+async def test_a_repeat_of_a_failure_is_not_listed_again():
+    stats = RunStats()
+    display, screen = live(stats)
+    display.start([])
+    failed = Record(url="http://a.test/x", ok=False, status=404, error_kind=ErrorKind.HTTP, line=1)
+    for record in (failed, Record.duplicate("-", 2, "http://a.test/x#b", failed)):
+        stats.add(record)
+        display.on_record(record)
+    await asyncio.sleep(0.15)
+    await display.aclose(interrupted=False)
+    assert screen.getvalue().count("✗ 404") == 1
+
+
+def test_files_already_there_are_counted_as_ok():
+    stats = RunStats()
+    stats.add(Record(url="http://a.test/1", ok=True, status=200, bytes=10))
+    stats.add(Record(url="http://a.test/2", ok=True, bytes=5, skipped=Skipped.EXISTS))
+    assert summary_line(stats).split(", ")[1:4] == ["2 ok (1 already there)", "0 failed", "10 B"]
+    screen = io.StringIO()
+    Console(file=screen, width=100, color_system=None).print(summary_table(stats))
+    rows = [line.replace("│", " ").split() for line in screen.getvalue().splitlines()]
+    assert ["ok", "1"] in rows and ["ok", "(already", "there)", "1"] in rows

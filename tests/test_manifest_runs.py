@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 
 import fetchcli
+from fetchcli.dedupe import Dedupe
 from fetchcli.manifests import items_of
 from fetchcli.models import Job, Record
 from fetchcli.names import Namer, Naming
 from fetchcli.producer import produce
 from fetchcli.sink import TEMP_SUFFIX
-from fetchcli.sources import FingerprintSet, Source
+from fetchcli.sources import Source
 from fetchcli.stats import RunStats
 from tests.helpers import cli, saved_path
 from tests.servers import FaultServer, body_for
@@ -39,7 +40,7 @@ def records_of(path: Path) -> list[dict]:
 
 
 def _line(record: dict) -> int:
-    return record["line"]
+    return int(record["line"])
 
 
 def rows_for(server: FaultServer, unique: str) -> list[dict]:
@@ -328,7 +329,7 @@ async def test_a_long_manifest_is_read_only_as_fast_as_jobs_are_taken():
         handoff,
         emit=emit,
         stats=RunStats(),
-        seen=FingerprintSet(),
+        dedupe=Dedupe(emit),
         done=None,
         deadline_at=None,
         namer=Namer(Naming(), rows=True),

@@ -79,7 +79,9 @@ def test_url_lines_read_as_the_sources_module_reads_them():
 def test_an_over_long_url_line_is_a_bad_line_and_memory_stays_bounded():
     data = b"http://a.test/" + b"x" * 100_000 + b"\nhttp://a.test/ok\n"
     items = parse(data, Format.LINES, step=1000)
-    assert bad(items) == [(1, "line longer than 8 KiB")]
+    assert bad(items) == [(1, "line of 100,014 bytes is longer than 8 KiB")]
+    (long,) = [i for i in items if isinstance(i, BadLine)]
+    assert long.text == data[: 8 * 1024].decode() + "…[cut]"  # its start, as written
     assert [i.url for i in items if isinstance(i, Job)] == ["http://a.test/ok"]
 
 
@@ -307,7 +309,7 @@ def test_every_row_of_a_gzip_chunk_comes_out_even_when_it_inflates_to_many_piece
     data = b"".join(b"http://a.test/%s/%d\n" % (b"x" * 80, n) for n in range(8_000))
     assert len(data) > 3 * PIECE
     items = parse(gzip.compress(data), Format.LINES)  # one chunk in, several pieces out
-    assert len(items) == 8_000 and items[-1].url.endswith("/7999")
+    assert len(items) == 8_000 and isinstance(items[-1], Job) and items[-1].url.endswith("/7999")
 
 
 def test_zlib_errors_are_not_raised_through_the_parser():

@@ -142,17 +142,39 @@ def test_invalid_keeps_the_line_as_read():
     }
 
 
-def test_duplicate_and_exists():
-    assert as_json(Record.duplicate(job(URL, line=3))) == EMPTY | {
-        "ok": True,
+def test_failed_carries_the_url_that_answered():
+    error = PermanentError(ErrorKind.HTTP, "HTTP 403 Forbidden", status=403)
+    error.final_url = URL + "/moved"
+    record = Record.failed(job(URL, line=3), error, attempts=1, elapsed=0.5)
+    assert as_json(record)["final_url"] == URL + "/moved"
+
+
+def test_a_duplicate_carries_its_originals_outcome_as_its_own_line():
+    error = PermanentError(ErrorKind.HTTP, "HTTP 404 Not Found", status=404)
+    error.final_url = URL
+    failed = Record.failed(job(URL, line=1), error, attempts=2, elapsed=0.5)
+    repeat = Record.duplicate("urls.txt", 3, URL + "#again", failed)
+    assert as_json(repeat) == as_json(failed) | {
+        "url": URL + "#again",
+        "elapsed": 0.0,
+        "attempts": 0,
         "skipped": "duplicate",
+        "source": "urls.txt",
+        "line": 3,
     }
-    exists = Record.exists(job(URL, line=3), "out/example.test/a", 4)
+    exists = Record.exists(job(URL, line=1), "out/example.test/a", 4, "cd" * 32)
+    again = Record.duplicate("-", 3, URL, exists)
+    assert as_json(again) == as_json(exists) | {"skipped": "duplicate", "line": 3}
+
+
+def test_exists_carries_the_files_size_and_digest():
+    exists = Record.exists(job(URL, line=3), "out/example.test/a", 4, "cd" * 32)
     assert exists.skipped is Skipped.EXISTS
     assert as_json(exists) == EMPTY | {
         "ok": True,
         "path": "out/example.test/a",
         "bytes": 4,
+        "sha256": "cd" * 32,
         "skipped": "exists",
     }
 
@@ -179,6 +201,9 @@ def test_a_password_in_a_url_never_reaches_a_record():
 def test_a_rows_other_columns_come_back_as_meta_and_plain_records_have_none():
     row = job(URL, line=3)
     with_meta = Job(row.source, row.line, row.url, row.parsed, Expectation(meta={"caption": "é"}))
-    record = Record.duplicate(with_meta)
+    record = Record.failed(with_meta, PermanentError(ErrorKind.HTTP, "HTTP 404", status=404), 1, 0)
     assert json.loads(record.to_json())["meta"] == {"caption": "é"}
-    assert "meta" not in json.loads(Record.duplicate(row).to_json())
+    # A repeat has its own row's columns, not its first's.
+    assert "meta" not in json.loads(Record.duplicate("-", 4, URL, record).to_json())
+    again = Record.duplicate("-", 5, URL, record, {"caption": "è"})
+    assert json.loads(again.to_json())["meta"] == {"caption": "è"}

@@ -19,7 +19,8 @@ import pytest
 
 import fetchcli
 from fetchcli.parallel.shard_task import Counters
-from tests.helpers import cli, write_list
+from fetchcli.shard import Shard
+from tests.helpers import cli, job, write_list
 from tests.servers import body_for
 
 if os.environ.get("CI"):
@@ -88,6 +89,11 @@ def test_a_shard_killed_mid_run_is_retried_and_continues(ray_cluster, server, un
     targets = [f"/ok/{unique}/{i}" for i in range(600)]
     targets[450] += f"?crash={marker}"  # late in its shard: much of it is recorded by then
     urls = [server.url(target) for target in targets]
+    # A repeat, after the kill, of an early URL of the shard killed (recorded before it, likely).
+    split = Shard(0, 4, "url")
+    crashed = split.share(job(urls[450]))
+    first = next(i for i, url in enumerate(urls) if split.share(job(url)) == crashed)
+    urls.append(urls[first])  # as written: an earlier try's "done" must not swallow it
 
     async def run() -> list[fetchcli.Record]:
         return [
@@ -103,17 +109,39 @@ def test_a_shard_killed_mid_run_is_retried_and_continues(ray_cluster, server, un
     recorded_before = set((tmp_path / "crash.ok").read_text().splitlines())
     assert len(recorded_before) > 50  # the killed try had recorded part of its shard
     assert sorted(Counter(record.line for record in records).items()) == [
-        (line, 1) for line in range(1, 601)
+        (line, 1) for line in range(1, 602)
     ]
     assert all(record.ok for record in records)
-    hits = {url: server.hits(target) for url, target in zip(urls, targets, strict=True)}
+    hits = {url: server.hits(target) for url, target in zip(urls, targets, strict=False)}
     # Nothing recorded ok before the kill was fetched again; at most what was in flight was.
-    assert {hits[url] for url in recorded_before} == {1}
+    # But for the repeat's first: the repeat's record needs an outcome, and no try keeps it.
+    assert {hits[url] for url in recorded_before - {urls[first]}} == {1}
+    assert hits[urls[first]] == (2 if urls[first] in recorded_before else 1)
+    (repeat,) = [record for record in records if record.line == 601]
+    assert repeat.ok and repeat.path and Path(repeat.path).read_bytes() == body_for(targets[first])
     assert sum(hits.values()) - len(urls) < 40  # what was in flight or not yet recorded
     assert all(count >= 1 for count in hits.values())
     for record in records:
         target = record.url.removeprefix(server.base_url)
         assert Path(record.path or "").read_bytes() == body_for(target)
+
+
+def test_a_repeat_in_a_shard_carries_its_firsts_outcome(ray_cluster, server, unique, tmp_path):
+    saved, missing = f"/ok/{unique}/page.txt", f"/status/404/{unique}"
+    lines = [server.url(saved), server.url(missing), server.url(saved), server.url(missing) + "#x"]
+    listing = write_list(tmp_path / "urls.txt", lines)
+    result = cli(
+        "get", str(listing), "--ray", "local", "--shards", "2", "-o", str(tmp_path / "out"),
+        "--jsonl", "-",
+    )  # fmt: skip
+    records = sorted(result.records(), key=lambda r: r["line"])
+    assert [r["line"] for r in records] == [1, 2, 3, 4]
+    for first, repeat in ((records[0], records[2]), (records[1], records[3])):
+        assert repeat["skipped"] == "duplicate" and repeat["attempts"] == 0
+        keep = ("ok", "status", "path", "bytes", "sha256", "error", "error_kind")
+        assert {k: repeat[k] for k in keep} == {k: first[k] for k in keep}
+    assert records[2]["path"] and not records[3]["ok"]
+    assert server.hits(saved) == server.hits(missing) == 1
 
 
 # The Funnel's bookkeeping, without Ray: it is a plain class the driver makes an actor of.

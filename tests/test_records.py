@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from fetchcli.errors import OutputError
+from fetchcli.kinds import Skipped
 from fetchcli.models import Record
 from fetchcli.records import MAX_BACKLOG, RecordLog, load_done
 
 
 def record(url: str, ok: bool = True, skipped: str | None = None) -> Record:
-    return Record(url=url, ok=ok, skipped=skipped, status=200 if ok else 404)
+    kind = None if skipped is None else Skipped(skipped)
+    return Record(url=url, ok=ok, skipped=kind, status=200 if ok else 404)
 
 
 def test_records_are_written_as_json_lines(tmp_path: Path):
@@ -111,13 +113,15 @@ def test_load_done_reads_ok_records_and_drops_a_torn_last_line(tmp_path: Path):
         record("http://a.test/ok").to_json(),
         record("http://a.test/failed", ok=False).to_json(),
         record("http://a.test/dup", skipped="duplicate").to_json(),
+        record("http://a.test/dup-failed", ok=False, skipped="duplicate").to_json(),
         record("http://a.test/exists", skipped="exists").to_json(),
         "not json at all",
     ]
     path.write_text("\n".join(lines) + "\n" + '{"url": "http://a.test/torn", "ok": tr')
     done = load_done(str(path))
     assert b"http://a.test/ok" in done and b"http://a.test/exists" in done
-    assert b"http://a.test/failed" not in done and b"http://a.test/dup" not in done
+    assert b"http://a.test/dup" in done  # a repeat of a URL fetched ok
+    assert b"http://a.test/failed" not in done and b"http://a.test/dup-failed" not in done
     assert b"http://a.test/torn" not in done
     assert path.read_text().endswith("not json at all\n")
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 
 import pytest
 
 from fetchcli.errors import UsageError
 from fetchcli.manifests import items_of
-from fetchcli.models import Job
+from fetchcli.models import Job, Record
 from fetchcli.sources import (
     MAX_LINE_BYTES,
     BadLine,
     FingerprintSet,
+    LongLine,
     Source,
     close_sources,
     open_sources,
@@ -69,9 +71,33 @@ async def test_unusable_lines_get_a_reason(raw: bytes, reason: str):
     assert (bad.line, bad.reason) == (9, reason)
 
 
-async def test_an_over_long_line_is_a_bad_line():
-    bad = parse_line("-", 1, None)
-    assert isinstance(bad, BadLine) and bad.reason == "line longer than 8 KiB"
+async def test_an_over_long_line_is_a_bad_line_that_keeps_its_start():
+    head = b"  http://a.test/" + b"x" * (MAX_LINE_BYTES - 16)
+    bad = parse_line("urls.txt", 4, LongLine(head, 10_017))
+    assert isinstance(bad, BadLine) and bad.line == 4
+    assert bad.reason == "line of 10,017 bytes is longer than 8 KiB"
+    assert bad.text == head.strip().decode() + "…[cut]"
+    assert parse_line("-", 1, None) == BadLine("-", 1, "", "line longer than 8 KiB")
+
+
+async def test_an_over_long_line_cut_inside_a_character_keeps_whole_characters():
+    head = b"http://a.test/" + "é".encode() * 5000
+    bad = parse_line("-", 1, LongLine(head[: MAX_LINE_BYTES - 1], 10_014))
+    assert isinstance(bad, BadLine) and bad.text.endswith("é…[cut]")
+    assert "\ufffd" not in bad.text
+
+
+async def test_an_over_long_comment_is_still_a_comment():
+    assert parse_line("-", 1, LongLine(b"# " + b"x" * MAX_LINE_BYTES, 20_000)) is None
+
+
+@pytest.mark.parametrize("raw", [b"http://a.test/a\tb", b"http://a.test/\x1b[31mred", b"\x00x"])
+async def test_a_bad_line_keeps_its_control_characters_for_json_to_escape(raw: bytes):
+    bad = parse_line("-", 1, raw)
+    assert isinstance(bad, BadLine) and bad.text == raw.decode()
+    record = Record.invalid(bad.source, bad.line, bad.text, bad.reason)
+    assert json.loads(record.to_json())["url"] == raw.decode()
+    assert "\ufffd" not in record.to_json()
 
 
 class Trickle(io.RawIOBase):
@@ -97,6 +123,15 @@ async def collect(stream) -> list[tuple[int, str]]:
     return lines
 
 
+async def bad_lines(stream) -> list[BadLine]:
+    return [
+        i
+        async for _, batch in items_of([Source("x", stream)])
+        for i in batch
+        if isinstance(i, BadLine)
+    ]
+
+
 @pytest.mark.parametrize("step", [1, 3, 7, 4096, 1 << 20])
 async def test_lines_survive_any_chunking(step: int):
     data = b"http://a.test/1\nhttp://a.test/2\r\n\n# c\nhttp://a.test/3"
@@ -104,15 +139,33 @@ async def test_lines_survive_any_chunking(step: int):
     assert lines == [(1, "http://a.test/1"), (2, "http://a.test/2"), (5, "http://a.test/3")]
 
 
-async def test_an_endless_line_is_dropped_with_flat_memory_and_the_next_line_kept():
+async def test_an_endless_line_keeps_its_first_8_kib_with_flat_memory_and_the_next_line():
     data = b"http://a.test/" + b"x" * (MAX_LINE_BYTES * 50) + b"\nhttp://a.test/ok\n"
     lines = await collect(Trickle(data, 10_000))
-    assert lines == [(1, "line longer than 8 KiB"), (2, "http://a.test/ok")]
+    long = 14 + MAX_LINE_BYTES * 50
+    assert lines == [(1, f"line of {long:,} bytes is longer than 8 KiB"), (2, "http://a.test/ok")]
+    (bad,) = await bad_lines(Trickle(data, 10_000))
+    assert bad.text == data[:MAX_LINE_BYTES].decode() + "…[cut]"
 
 
-async def test_an_over_long_last_line_without_newline_is_reported():
-    lines = await collect(io.BytesIO(b"http://a.test/ok\n" + b"y" * (MAX_LINE_BYTES + 1)))
-    assert lines == [(1, "http://a.test/ok"), (2, "line longer than 8 KiB")]
+@pytest.mark.parametrize("step", [1000, 1 << 20])
+async def test_an_over_long_last_line_without_newline_is_reported(step: int):
+    long = b"http://a.test/" + b"y" * MAX_LINE_BYTES
+    lines = await collect(Trickle(b"http://a.test/ok\n" + long, step))
+    assert lines == [
+        (1, "http://a.test/ok"),
+        (2, f"line of {len(long):,} bytes is longer than 8 KiB"),
+    ]
+
+
+@pytest.mark.parametrize("size", [MAX_LINE_BYTES, MAX_LINE_BYTES + 1])
+async def test_a_line_at_the_limit_is_kept_whole_and_one_past_it_is_long(size: int):
+    line = b"http://a.test/" + b"z" * (size - 14)
+    (item,) = [i async for _, batch in items_of([Source("x", io.BytesIO(line))]) for i in batch]
+    if size <= MAX_LINE_BYTES:
+        assert isinstance(item, Job) and item.url == line.decode()
+    else:
+        assert isinstance(item, BadLine) and item.text == line[:MAX_LINE_BYTES].decode() + "…[cut]"
 
 
 def test_a_missing_source_is_a_usage_error(tmp_path):

@@ -43,6 +43,7 @@ INFO = aiohttp.RequestInfo(
 
 def subclasses(cls: type) -> set[type]:
     found = {cls}
+    sub: type
     for sub in cls.__subclasses__():
         found |= subclasses(sub)
     return found
@@ -70,7 +71,7 @@ def refused() -> ConnectionRefusedError:
 
 def tls_error(reason: str) -> ssl.SSLError:
     error = ssl.SSLError(1, f"[SSL: {reason}] ...")
-    error.reason = reason  # type: ignore[misc]  # what the ssl module sets on a real one
+    error.reason = reason  # what the ssl module sets on a real one
     return error
 
 
@@ -561,7 +562,7 @@ def test_an_ipv6_origin_is_written_with_brackets():
 # --- the real transports against real servers -----------------------------------------------
 
 
-TRANSPORTS = {
+TRANSPORTS: dict[str, Callable[[], httpx.AsyncBaseTransport]] = {
     "aiohttp": AiohttpTransport,
     "httpx": lambda: HttpxTransport(httpx.AsyncHTTPTransport()),
 }

@@ -87,7 +87,7 @@ def test_a_token_in_use_is_not_taken_and_its_files_are_left_alone(
 ):
     # Another run, alive, holds the lock of the first token this run draws.
     tokens = itertools.chain(["aaaaaaaa", "bbbbbbbb"], itertools.repeat("cccccccc"))
-    monkeypatch.setattr(tree.secrets, "token_hex", lambda _: next(tokens))
+    monkeypatch.setattr("fetchcli.tree.secrets.token_hex", lambda _: next(tokens))
     other = tmp_path / f"{LOCK_PREFIX}aaaaaaaa{LOCK_SUFFIX}"
     with other.open("wb") as held:
         fcntl.flock(held, fcntl.LOCK_EX)

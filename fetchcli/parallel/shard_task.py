@@ -8,7 +8,9 @@
 The ledger is the shard's memory across tries. Ray runs a task again when its worker or
 node dies; the new try scans the ledger and goes on from it: a line recorded in this run is
 not fetched again (whatever its outcome), a URL recorded ok in an earlier run neither (as
-`--resume`). Every record is in the ledger before it is pushed, and the funnel keeps a
+`--resume`). A repeat of a URL recorded by an earlier try is fetched once more: its record
+carries an outcome, which no try keeps for the next. Every record is in the ledger before it
+is pushed, and the funnel keeps a
 cursor per shard (how many ledger records it has), so a try first replays the records the
 funnel lacks and every record reaches the driver once. This module does not import Ray: it
 only awaits the funnel's methods, which the driver hands it.
@@ -31,16 +33,16 @@ from typing import Any, BinaryIO, NamedTuple, Protocol
 
 from fetchcli.batching import Batcher
 from fetchcli.config import Settings
+from fetchcli.dedupe import Dedupe
 from fetchcli.errors import OutputError, UsageError
-from fetchcli.executor import Emit
 from fetchcli.kinds import Skipped
 from fetchcli.manifests import Format, Items, format_for, items_of
 from fetchcli.models import Job, Record
-from fetchcli.names import Namer, Naming, dedupe_key
+from fetchcli.names import Namer, Naming
 from fetchcli.parallel.wire import WireJob
 from fetchcli.pipeline import InProcess
 from fetchcli.producer import produce
-from fetchcli.sources import BadLine, FingerprintSet, Source, parse_line
+from fetchcli.sources import FingerprintSet, Source, parse_line
 from fetchcli.stats import RunStats
 
 __all__ = ["Counters", "ShardResult", "ShardSpec", "run_shard"]
@@ -124,13 +126,15 @@ async def _run(spec: ShardSpec, jobs: Sequence[WireJob] | None, funnel: Funnel) 
 
             items = _shipped(jobs) if jobs is not None else _read(spec)
             if len(scan.recorded):
-                items = _unrecorded(items, scan.recorded, emit, spec.settings.input.dedupe)
+                items = _unrecorded(items, scan.recorded)
+            # This shard's repeats, recorded with their first's outcome (all are in it).
+            dedupe = Dedupe(emit) if spec.settings.input.dedupe else None
             producer = functools.partial(
                 produce,
                 items,
                 emit=emit,
                 stats=stats,
-                seen=FingerprintSet() if spec.settings.input.dedupe else None,
+                dedupe=dedupe,
                 done=scan.done,
                 deadline_at=deadline_at,
                 namer=None if jobs is not None else _namer(spec),  # shipped jobs are named
@@ -139,10 +143,14 @@ async def _run(spec: ShardSpec, jobs: Sequence[WireJob] | None, funnel: Funnel) 
             executor = InProcess(
                 spec.settings, stats, random=random.Random().random, deadline_at=deadline_at
             )
-            async with asyncio.TaskGroup() as group:
-                reporter = group.create_task(_report(funnel, shard.index, stats))
-                await executor.run(producer, emit)
-                reporter.cancel()
+            try:
+                async with asyncio.TaskGroup() as group:
+                    reporter = group.create_task(_report(funnel, shard.index, stats))
+                    await executor.run(producer, emit if dedupe is None else dedupe.emit)
+                    reporter.cancel()
+            finally:
+                if dedupe is not None:
+                    await dedupe.aclose()
     return ShardResult(stats.done, stats.ok, stats.failed, stats.resumed)
 
 
@@ -231,8 +239,8 @@ def _first_count(path: str, fresh: bool) -> int:
 
 @dataclass(slots=True)
 class _Scan:
-    """What a ledger says: its whole records, the URLs done ok (as --resume reads them) and
-    the lines recorded in this run (from record number `since` on)."""
+    """What a ledger says: its whole records, the URLs done ok in earlier runs (as --resume
+    reads them) and the lines recorded in this run (from record number `since` on)."""
 
     count: int
     done: FingerprintSet
@@ -270,8 +278,10 @@ class _Scan:
         url, source, line = record.get("url"), record.get("source"), record.get("line")
         if this_run and isinstance(source, str) and isinstance(line, int):
             self.recorded.add(_line_key(source, line))
-        ok = record.get("ok") is True and record.get("skipped") in (None, Skipped.EXISTS)
-        if ok and isinstance(url, str):
+        skipped = record.get("skipped")
+        ok = record.get("ok") is True and skipped in (None, Skipped.EXISTS, Skipped.DUPLICATE)
+        # This run's lines are left out by line; by URL, a repeat of one would get no record.
+        if ok and isinstance(url, str) and not this_run:
             self.done.add(url.encode())
 
 
@@ -302,22 +312,12 @@ def _read_records(path: str, first: int, end: int) -> list[tuple[int, list[str]]
     return batches
 
 
-async def _unrecorded(items: Items, recorded: FingerprintSet, emit: Emit, dedupe: bool) -> Items:
+async def _unrecorded(items: Items, recorded: FingerprintSet) -> Items:
     """A retry's rows: those recorded in this run are left out. A later repeat of one of
-    their URLs is recorded as its duplicate here, since the producer never saw the first."""
-    earlier = FingerprintSet()
+    their URLs is not: its record needs an outcome, and the first's is in no memory now,
+    so the first the producer sees is fetched again."""
     async for source, batch in items:
-        kept: list[Job | BadLine] = []
-        for item in batch:
-            if _line_key(item.source, item.line) in recorded:
-                if dedupe and isinstance(item, Job):
-                    earlier.add(dedupe_key(item))
-                continue
-            if isinstance(item, Job) and len(earlier) and dedupe_key(item) in earlier:
-                await emit(Record.duplicate(item))
-                continue
-            kept.append(item)
-        yield source, kept
+        yield source, [item for item in batch if _line_key(item.source, item.line) not in recorded]
 
 
 async def _shipped(jobs: Sequence[WireJob]) -> Items:
