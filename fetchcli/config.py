@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn, Union, cast, get_args, get_origin, get_type_hints
 
 from fetchcli import __version__
+from fetchcli.bandwidth import parse_rate
 from fetchcli.cookies import CookieFile
 from fetchcli.credentials import Credentials
 from fetchcli.errors import UsageError
@@ -90,6 +91,7 @@ class Limits:
     rate: float = 0.0  # requests started per second over the whole run; 0: no limit
     per_host_rate: float = 0.0  # requests started per second to one host; 0: no limit
     processes: int = 0  # engine processes; 0: auto (see runner.engine_count)
+    limit_rate: float | None = None  # body bytes per second over the whole run (--limit-rate)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,6 +145,11 @@ class OutputOptions:
     quiet: bool = False
     layout: Layout = "tree"
     cut_dirs: int = 0
+    # Keep the partial body of a cut transfer (and its sidecar) for the next run (--continue,
+    # implied by --resume).
+    continue_partial: bool = False
+    # Ask for a saved file only if it changed (If-None-Match / If-Modified-Since); 304 keeps it.
+    update: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -226,14 +233,12 @@ class Settings:
         user: str | None = None,  # "USER:PASSWORD" (the CLI asks for a missing password)
         cookies: str | None = None,
         keep_cookies: bool = False,
+        continue_partial: bool = False,  # --continue (`continue` is Python's)
+        update: bool = False,
+        limit_rate: float | str | None = None,  # "2M" as on the command line, or bytes/s
     ) -> Settings:
         """Validate raw option values (as the flags name them) and build the settings."""
-        _at_least("concurrency", concurrency, 1)
-        _at_least("workers", concurrency if workers is None else workers, 1)
-        _at_least("per-host", per_host, 0)
-        _at_least("rate", rate, 0)
-        _at_least("per-host-rate", per_host_rate, 0)
-        _at_least("processes", processes, 0)
+        _check_limits(concurrency, workers, per_host, rate, per_host_rate, processes)
         for name, value in (
             ("timeout", timeout),
             ("connect-timeout", connect_timeout),
@@ -250,6 +255,7 @@ class Settings:
             _fail("--resume needs --jsonl PATH: the records say what is already done")
         if resume and jsonl == "-":
             _fail("--resume cannot read records back from stdout; give --jsonl a file")
+        _refreshing(update=update, save=save, skip_existing=skip_existing)
         scale = _scale_out(shard, shard_by, ray, shards)
         method = method.upper()
         if method not in ("GET", "HEAD"):
@@ -270,6 +276,7 @@ class Settings:
                 rate=float(rate),
                 per_host_rate=float(per_host_rate),
                 processes=processes,
+                limit_rate=None if limit_rate is None else parse_rate(limit_rate),
             ),
             timeouts=Timeouts(
                 total=timeout or None,
@@ -302,6 +309,8 @@ class Settings:
                 quiet=quiet,
                 layout="flat" if layout == "flat" else "tree",
                 cut_dirs=cut_dirs,
+                continue_partial=(continue_partial or resume) and save,  # nothing kept unsaved
+                update=update,
             ),
             ray=scale[1],
         )
@@ -432,6 +441,30 @@ def _describe(hint: Any) -> str:
         Shard: "a Shard",
     }
     return kinds.get(origin or hint, str(hint))
+
+
+def _refreshing(*, update: bool, save: bool, skip_existing: bool) -> None:
+    if update and not save:
+        _fail("--update compares with the saved files: it cannot go with --no-save")
+    if update and skip_existing:
+        # As wget's -N and -nc: one refreshes existing files, the other never touches them.
+        _fail("--update and --skip-existing exclude each other")
+
+
+def _check_limits(
+    concurrency: int,
+    workers: int | None,
+    per_host: int,
+    rate: float,
+    per_host_rate: float,
+    processes: int,
+) -> None:
+    _at_least("concurrency", concurrency, 1)
+    _at_least("workers", concurrency if workers is None else workers, 1)
+    _at_least("per-host", per_host, 0)
+    _at_least("rate", rate, 0)
+    _at_least("per-host-rate", per_host_rate, 0)
+    _at_least("processes", processes, 0)
 
 
 def _at_least(name: str, value: float, minimum: float) -> None:

@@ -235,12 +235,16 @@ class _Disk:
                 r.final_url,
                 r.content_type,
                 r.skipped,
+                r.etag,
+                r.last_modified,
             )
             for key, r in items
         ]
         db = self._open()
         with db:
-            db.executemany("INSERT OR REPLACE INTO outcome VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+            db.executemany(
+                "INSERT OR REPLACE INTO outcome VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+            )
 
     def get(self, keys: Sequence[int]) -> list[Record | None]:
         db = self._open()
@@ -260,7 +264,7 @@ class _Disk:
             db.execute(
                 "CREATE TABLE outcome (key INTEGER PRIMARY KEY, ok INTEGER, status INTEGER,"
                 " path TEXT, bytes INTEGER, sha256 TEXT, error TEXT, error_kind TEXT,"
-                " final_url TEXT, content_type TEXT, skipped TEXT)"
+                " final_url TEXT, content_type TEXT, skipped TEXT, etag TEXT, last_modified TEXT)"
             )
             self._db = db
         return self._db
@@ -270,7 +274,8 @@ def _record(row: Any) -> Record | None:
     """A row of the outcome table as a record (with no URL or line of its own)."""
     if row is None:
         return None
-    _, ok, status, path, size, sha256, error, kind, final_url, content_type, skipped = row
+    _, ok, status, path, size, sha256, error, kind, final_url, content_type, skipped = row[:11]
+    etag, last_modified = row[11:]
     return Record(
         url="",
         ok=bool(ok),
@@ -283,6 +288,8 @@ def _record(row: Any) -> Record | None:
         final_url=final_url,
         content_type=content_type,
         skipped=Skipped(skipped) if skipped else None,
+        etag=etag,
+        last_modified=last_modified,
     )
 
 

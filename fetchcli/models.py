@@ -47,6 +47,7 @@ class Job:
     parsed: httpx.URL
     expect: Expectation | None = None  # a manifest row's path, sha256, size, other columns
     relpath: PurePosixPath | None = None  # the name the producer gave; None: the tree name
+    etag: str | None = None  # --update: the ETag an earlier run's records give for the URL
 
     @property
     def meta(self) -> dict[str, Any] | None:
@@ -80,6 +81,8 @@ class Record:
     skipped: Skipped | None = None
     source: str = "-"
     line: int = 0
+    etag: str | None = None  # the response's ETag, verbatim (weak ones too)
+    last_modified: str | None = None  # the response's Last-Modified, verbatim
     meta: dict[str, Any] | None = None  # a manifest row's other columns; in JSON only when set
 
     @classmethod
@@ -95,8 +98,12 @@ class Record:
         content_type: str | None,
         attempts: int,
         elapsed: float,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        skipped: Skipped | None = None,
     ) -> Record:
-        """A body fetched with a 2xx status (saved at `path` unless None)."""
+        """A body fetched with a 2xx status (saved at `path` unless None); or, with
+        `skipped=Skipped.NOT_MODIFIED`, a 304 that leaves the file at `path` as it was."""
         return cls(
             url=shown_url(job.url),
             ok=True,
@@ -108,8 +115,11 @@ class Record:
             attempts=attempts,
             final_url=shown_url(final_url),
             content_type=content_type,
+            skipped=skipped,
             source=job.source,
             line=job.line,
+            etag=etag,
+            last_modified=last_modified,
             meta=job.meta,
         )
 
@@ -188,7 +198,7 @@ class Record:
 
     def to_json(self) -> str:
         """One line of JSON, fields in declaration order; `meta` only when set, so that a
-        plain URL list gives the records it always gave."""
+        plain URL list gives the records it always gave (with `etag` and `last_modified`)."""
         fields: dict[str, Any] = {
             "url": self.url,
             "ok": self.ok,
@@ -205,6 +215,8 @@ class Record:
             "skipped": self.skipped,
             "source": self.source,
             "line": self.line,
+            "etag": self.etag,
+            "last_modified": self.last_modified,
         }
         if self.meta is not None:
             fields["meta"] = self.meta

@@ -154,6 +154,29 @@ PANELS: dict[str, tuple[Flag, ...]] = {
         ),
         flag("quiet", "-q", "--quiet", help="No progress display and no summary."),
     ),
+    "Continuing and refreshing": (
+        flag(
+            "continue_partial",
+            "--continue",
+            help="Keep the partial body of an interrupted or failed transfer and continue it "
+            "with Range on the next run (implied by --resume).",
+        ),
+        flag(
+            "update",
+            "--update",
+            help="Fetch a saved file again only if it changed (If-None-Match with the --jsonl "
+            "records' ETag, If-Modified-Since with its mtime); a 304 leaves it untouched.",
+        ),
+        flag(
+            "limit_rate",
+            "--limit-rate",
+            help="Cap body bytes per second over the whole run, all transfers together "
+            "(k/M/G suffixes: 500k, 2M).",
+            metavar="RATE",
+            type=str | None,
+            show_default=False,
+        ),
+    ),
     "Scaling out": (
         flag(
             "shard",

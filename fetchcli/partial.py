@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import email.utils
+import errno
 import hashlib
 import json
 import math
@@ -52,15 +53,18 @@ __all__ = [
     "decide",
     "discard_partial",
     "format_http_date",
+    "hash_file",
     "hash_prefix",
     "is_strong_etag",
     "load_partial",
     "parse_content_range",
     "parse_etag",
     "parse_http_date",
+    "partial_name",
     "partial_path",
     "read_sidecar",
     "set_mtime",
+    "sidecar_name",
     "sidecar_path",
     "update_headers",
     "write_sidecar",
@@ -73,6 +77,8 @@ SIDECAR_SUFFIX = ".json"
 SIDECAR_VERSION = 1
 SIDECAR_MAX_BYTES = 64 * 1024  # ours are ~300 bytes; a bigger file is someone else's
 HASH_BLOCK = 1 << 20
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_BINARY", 0)
 
 # RFC 9110 8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE, etagc = %x21 / %x23-7E / obs-text.
 _ETAG = re.compile(r'(W/)?"[\x21\x23-\x7e\x80-\xff]*"')
@@ -347,17 +353,32 @@ def _decide_206(held: Held, lower: dict[str, str]) -> Decision:
 # --- Kept partial bodies and their sidecars ---------------------------------------------------
 
 
+def partial_name(name: str) -> str:
+    """The stable name of a kept partial body of the file `name`: `.NAME.fetchcli-partial`."""
+    return f".{name}{PARTIAL_SUFFIX}"
+
+
+def sidecar_name(partial: str) -> str:
+    """The name of the sidecar of the kept partial body `partial`: its name + `.json`."""
+    return partial + SIDECAR_SUFFIX
+
+
 def partial_path(target: Path) -> Path:
     """The stable name a kept partial body of `target` has: `.NAME.fetchcli-partial` beside it."""
-    return target.with_name(f".{target.name}{PARTIAL_SUFFIX}")
+    return target.with_name(partial_name(target.name))
 
 
 def sidecar_path(partial: Path) -> Path:
     """The sidecar of a kept partial body: its name + `.json`."""
-    return partial.with_name(partial.name + SIDECAR_SUFFIX)
+    return partial.with_name(sidecar_name(partial.name))
 
 
-def write_sidecar(path: Path, held: Held) -> None:
+# Every function below that takes `dir_fd` reads `path` relative to that open directory when
+# it is given (as os.open does), so that a caller walking a tree without following symlinks
+# never writes through one.
+
+
+def write_sidecar(path: str | Path, held: Held, *, dir_fd: int | None = None) -> None:
     """Write the sidecar of `held` atomically (a temporary file renamed over it). Blocking."""
     document = {
         "fetchcli_partial": SIDECAR_VERSION,
@@ -369,26 +390,27 @@ def write_sidecar(path: Path, held: Held) -> None:
         "total": held.total,
     }
     data = json.dumps(document, ensure_ascii=True).encode() + b"\n"
-    temp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+    path = os.fspath(path)
+    temp = f"{path}.{secrets.token_hex(4)}.tmp"
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0))
+        fd = os.open(temp, _NEW_FILE, 0o666, dir_fd=dir_fd)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
-        os.replace(temp, path)
+        os.replace(temp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
-        _unlink(temp)
+        _unlink(temp, dir_fd)
         raise
 
 
-def read_sidecar(path: Path, url: str) -> Held | None:
+def read_sidecar(path: str | Path, url: str, *, dir_fd: int | None = None) -> Held | None:
     """The Held a sidecar records for `url`, or None if it is missing, unreadable, too big,
     not ours, of another version or URL, or holds anything malformed. Never raises OSError."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
         try:
             data = os.read(fd, SIDECAR_MAX_BYTES + 1)
         finally:
@@ -420,7 +442,7 @@ def read_sidecar(path: Path, url: str) -> Held | None:
     )
 
 
-def load_partial(partial: Path, url: str) -> Held | None:
+def load_partial(partial: str | Path, url: str, *, dir_fd: int | None = None) -> Held | None:
     """What a kept partial body of `url` holds, or None when it cannot be continued. Blocking.
 
     The file must be a regular file (not a link) at least as long as the sidecar's count; its
@@ -429,11 +451,12 @@ def load_partial(partial: Path, url: str) -> Held | None:
     decoded cannot be continued by encoded offsets, so a sidecar with a Content-Encoding is
     refused here. On None the caller removes both files (`discard_partial`) and starts over.
     """
-    held = read_sidecar(sidecar_path(partial), url)
+    partial = os.fspath(partial)
+    held = read_sidecar(sidecar_name(partial), url, dir_fd=dir_fd)
     if held is None or held.content_encoding is not None:
         return None
     try:
-        info = os.lstat(partial)
+        info = os.stat(partial, dir_fd=dir_fd, follow_symlinks=False)
     except OSError:
         return None
     if not stat.S_ISREG(info.st_mode) or info.st_size < held.size:
@@ -443,28 +466,53 @@ def load_partial(partial: Path, url: str) -> Held | None:
     return held.at(info.st_size)
 
 
-def discard_partial(partial: Path) -> None:
+def discard_partial(partial: str | Path, *, dir_fd: int | None = None) -> None:
     """Remove a kept partial body and its sidecar, whichever exist. Blocking."""
-    _unlink(sidecar_path(partial))
-    _unlink(partial)
+    partial = os.fspath(partial)
+    _unlink(sidecar_name(partial), dir_fd)
+    _unlink(partial, dir_fd)
 
 
-def hash_prefix(path: str | Path, size: int) -> HASH:
-    """A sha256 fed with the first `size` bytes of the file, to carry on with. Blocking.
+def hash_prefix(path: str | Path | int, size: int) -> HASH:
+    """A sha256 fed with the first `size` bytes of the file (a path, or an open descriptor,
+    read from offset 0 without moving it), to carry on with. Blocking.
 
     Raises OSError when the file cannot be read or is shorter than `size`.
     """
     digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        left = size
-        while left > 0:
-            block = file.read(min(HASH_BLOCK, left))
+    fd = path if isinstance(path, int) else os.open(path, os.O_RDONLY | _NOFOLLOW)
+    try:
+        done = 0
+        while done < size:
+            block = os.pread(fd, min(HASH_BLOCK, size - done), done)
             if not block:
-                msg = f"{path} holds {size - left} bytes, not {size}"
+                msg = f"{path} holds {done} bytes, not {size}"
                 raise OSError(msg)
             digest.update(block)
-            left -= len(block)
+            done += len(block)
+    finally:
+        if not isinstance(path, int):
+            os.close(fd)
     return digest
+
+
+def hash_file(path: str | Path, *, dir_fd: int | None = None) -> tuple[int, str]:
+    """(size, sha256 hex) of a regular file, never read through a symlink. Blocking.
+
+    Raises OSError when it cannot be read or is not a regular file.
+    """
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "not a regular file", os.fspath(path))
+        digest, size = hashlib.sha256(), 0
+        while block := os.read(fd, HASH_BLOCK):
+            digest.update(block)
+            size += len(block)
+        return size, digest.hexdigest()
+    finally:
+        os.close(fd)
 
 
 def _count(value: object) -> TypeGuard[int]:
@@ -479,9 +527,9 @@ def _token_list(value: str) -> bool:
     return all(re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", p.strip()) for p in value.split(","))
 
 
-def _unlink(path: Path) -> None:
+def _unlink(path: str, dir_fd: int | None) -> None:
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+        os.unlink(path, dir_fd=dir_fd)
 
 
 # --- --update -----------------------------------------------------------------------------

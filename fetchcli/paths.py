@@ -21,11 +21,13 @@ from urllib.parse import quote, unquote
 import httpx
 
 from fetchcli.config import LAYOUTS, Layout
+from fetchcli.partial import PARTIAL_SUFFIX, SIDECAR_SUFFIX
 from fetchcli.tree import TEMP_SUFFIX
 
 __all__ = ["INDEX_NAME", "LAYOUTS", "Layout", "flat_path", "relative_path", "row_path", "with_hash"]
 
 INDEX_NAME = "index.html"
+_OWN_SUFFIXES = (TEMP_SUFFIX, PARTIAL_SUFFIX, PARTIAL_SUFFIX + SIDECAR_SUFFIX)
 HASH_CHARS = 10
 MAX_NAME_BYTES = 200  # room for "~hash", a temp-file prefix and suffix within 255 bytes
 MAX_PATH_BYTES = 1024  # PATH_MAX is 4096 on Linux; stay well inside it with any DIR
@@ -135,8 +137,9 @@ def _name(part: str) -> str:
         clean = clean.encode()[: MAX_NAME_BYTES - 40].decode(errors="ignore")
     # Unchanged names must map back to exactly one segment: "%62" and "b" differ as URLs.
     canonical = quote(decoded, safe=_PATH_SAFE) == part
-    # A name a run gives its temporary files is hashed too: a later run removes those.
-    hashed = _HASH_LIKE.search(decoded) or clean.endswith(TEMP_SUFFIX)
+    # A name a run gives its temporary files is hashed too: a later run removes those; and
+    # so is one of a kept partial body or its sidecar (--continue), which a run continues.
+    hashed = _HASH_LIKE.search(decoded) or clean.endswith(_OWN_SUFFIXES)
     if clean != decoded or not canonical or hashed:
         clean = _with_hash(clean, part)
     return clean

@@ -21,6 +21,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
+from fetchcli.bandwidth import Bandwidth
 from fetchcli.client import make_client
 from fetchcli.config import Settings
 from fetchcli.executor import Emit, Produce, loop_time
@@ -51,7 +52,11 @@ class InProcess:
         random: Callable[[], float],
         deadline_at: float | None,
         on_pause: Callable[[str, float], None] | None = None,
+        bandwidth: Bandwidth | None = None,
     ) -> None:
+        # `bandwidth`: an engine's share of --limit-rate, which the coordinator moves as work
+        # moves.
+        self._bandwidth = bandwidth
         self._settings = settings
         self._stats = stats
         self._random = random
@@ -83,6 +88,9 @@ class InProcess:
         for host, seconds in self._early_pauses:
             frontier.pause_host(host, seconds, announce=False)
         deadline = loop_time(self._deadline_at)
+        bandwidth = self._bandwidth
+        if bandwidth is None and settings.limits.limit_rate is not None:
+            bandwidth = Bandwidth(settings.limits.limit_rate, clock=asyncio.get_running_loop().time)
         try:
             async with (
                 Saver(settings.output.output_dir, save=settings.output.save) as saver,
@@ -95,6 +103,7 @@ class InProcess:
                     self._stats,
                     self._random,
                     pause_host=frontier.pause_host,
+                    bandwidth=bandwidth,
                 )
                 await _Run(frontier, fetcher, emit, deadline).run(produce, queue, limits.workers)
         finally:
@@ -119,16 +128,23 @@ class _Run:
 
     async def run(self, produce: Produce, queue: asyncio.Queue[Job | None], workers: int) -> None:
         frontier, deadline = self._frontier, self._deadline
-        async with asyncio.TaskGroup() as group:
-            group.create_task(_produce(produce, queue))
-            group.create_task(self._feed(queue))
-            tasks = [
-                group.create_task(work(frontier, self._attempt, self._emit)) for _ in range(workers)
-            ]
-            if deadline is not None:
-                timer = group.create_task(self._expire_at(deadline))
-                await asyncio.wait(tasks)  # the workers are done: nothing left to time out
-                timer.cancel()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(_produce(produce, queue))
+                group.create_task(self._feed(queue))
+                tasks = [
+                    group.create_task(work(frontier, self._attempt, self._emit))
+                    for _ in range(workers)
+                ]
+                if deadline is not None:
+                    timer = group.create_task(self._expire_at(deadline))
+                    await asyncio.wait(tasks)  # the workers are done: nothing left to time out
+                    timer.cancel()
+        finally:
+            # Stopped (Ctrl-C, an error): the jobs still waiting give up their carries, so a
+            # cut body waiting for its retry is kept for the next run (--continue) or removed.
+            for pending in frontier.drain():
+                await self._fetcher.release(pending)
 
     async def _attempt(self, pending: Pending) -> Record | Again[Pending]:
         return await self._fetcher.attempt(pending, self._deadline)
@@ -156,14 +172,16 @@ class _Run:
             finally:
                 for task in ahead:
                     task.cancel()
-                await asyncio.gather(*ahead, return_exceptions=True)
+                for left in await asyncio.gather(*ahead, return_exceptions=True):
+                    if isinstance(left, Pending):
+                        await fetcher.release(left)
         self._frontier.close()
 
     async def _place(self, prepared: Pending | Record) -> None:
         if isinstance(prepared, Record):
             await self._emit(prepared)
         elif self._expired:
-            await self._emit(self._fetcher.unfinished(prepared))
+            await self._emit(await self._fetcher.unfinished(prepared))
         else:
             await self._frontier.put(prepared.host, prepared)
             if self._expired_meanwhile():  # it waited for room across the deadline
@@ -181,7 +199,7 @@ class _Run:
 
     async def _take_unfinished(self) -> None:
         for pending in self._frontier.drain():
-            await self._emit(self._fetcher.unfinished(pending))
+            await self._emit(await self._fetcher.unfinished(pending))
 
 
 async def _produce(produce: Produce, queue: asyncio.Queue[Job | None]) -> None:

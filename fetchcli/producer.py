@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from fetchcli.dedupe import Dedupe
 from fetchcli.executor import Emit, Handoff, loop_time
 from fetchcli.manifests import Items
 from fetchcli.models import Record, shown_url
 from fetchcli.names import Namer
+from fetchcli.records import Etags
 from fetchcli.shard import Shard
 from fetchcli.sources import BadLine, FingerprintSet
 from fetchcli.stats import RunStats
@@ -28,13 +30,15 @@ async def produce(
     deadline_at: float | None,
     namer: Namer | None = None,
     shard: Shard | None = None,
+    etags: Etags | None = None,
 ) -> None:
     """Turn rows into jobs for `handoff` (through `dedupe`, unless None); bad rows into
     records at once. A row recorded ok in `done` (--resume) is skipped, repeats included.
 
     `namer` names each job here, where every job passes (None: bodies are not saved);
     `deadline_at` is a `time.monotonic()` time: past it, reading stops. With `shard`, the
-    rows of other shards get nothing: no record, no count, no place in `dedupe`.
+    rows of other shards get nothing: no record, no count, no place in `dedupe`. `etags`
+    (--update) gives each job the ETag an earlier run recorded for it.
     """
     try:
         async with asyncio.timeout_at(loop_time(deadline_at)):
@@ -50,7 +54,11 @@ async def produce(
                         item = namer.name(item)
                     if done is not None and shown_url(item.url).encode() in done:
                         stats.resumed += 1
-                    elif dedupe is not None:
+                        continue
+                    etag = etags.get(shown_url(item.url)) if etags is not None else None
+                    if etag is not None:
+                        item = dataclasses.replace(item, etag=etag)
+                    if dedupe is not None:
                         await dedupe.admit(item, handoff)
                     else:
                         await handoff(item)

@@ -26,6 +26,7 @@ from fetchcli.executor import Emit, Executor
 from fetchcli.manifests import Items
 from fetchcli.names import Namer, Naming
 from fetchcli.producer import produce
+from fetchcli.records import Etags
 from fetchcli.sources import FingerprintSet
 from fetchcli.stats import RunStats
 
@@ -45,12 +46,14 @@ async def execute(
     done: FingerprintSet | None = None,
     input_bytes: int | None = None,
     rows: bool = False,
+    etags: Etags | None = None,
 ) -> None:
     """Fetch every row, handing each record to `emit`, on the executor the settings ask for.
 
     `done` holds the URLs an earlier run recorded ok (--resume); `input_bytes` is the size of
     the input when known ahead, for the automatic choice of engine processes; `rows` says the
-    input may hold manifest rows, whose paths may meet any other name.
+    input may hold manifest rows, whose paths may meet any other name; `etags` the ETags an
+    earlier run recorded (--update).
     """
     deadline = settings.timeouts.deadline
     deadline_at = None if deadline is None else time.monotonic() + deadline
@@ -74,6 +77,7 @@ async def execute(
         deadline_at=deadline_at,
         namer=namer,
         shard=settings.input.shard,
+        etags=etags,
     )
     executor = _choose(settings, stats, random, input_bytes, deadline_at)
     try:

@@ -21,7 +21,7 @@ from fetchcli.environment import Environment
 from fetchcli.errors import Interrupted, ReaderGone, UsageError
 from fetchcli.manifests import Format, format_for, items_of
 from fetchcli.models import Record
-from fetchcli.records import RecordLog, load_done
+from fetchcli.records import RecordLog, load_done, load_etags
 from fetchcli.runner import execute
 from fetchcli.sources import close_sources, input_size, open_sources
 from fetchcli.stats import RunStats
@@ -49,9 +49,12 @@ async def run(settings: Settings, env: Environment) -> RunStats:
         opened.push_async_callback(asyncio.to_thread, close_sources, sources)
         if output.save:
             await asyncio.to_thread(check_output_dir, output.output_dir)
-        done = None
+        done = etags = None
         if output.resume and output.jsonl:
             done = await asyncio.to_thread(load_done, output.jsonl)
+        if output.update and output.jsonl and output.jsonl != "-":
+            # Read before the file is opened for writing (without --resume it starts afresh).
+            etags = await asyncio.to_thread(load_etags, output.jsonl)
         log = None
         if output.jsonl:
             log = await asyncio.to_thread(
@@ -89,6 +92,7 @@ async def run(settings: Settings, env: Environment) -> RunStats:
                         done=done,
                         input_bytes=size,
                         rows=rows,  # row paths may meet any name: every name is booked
+                        etags=etags,
                     )
                 except ReaderGone:
                     summary = False  # as `yes | head`: the reader has what it wanted, quietly

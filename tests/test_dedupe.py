@@ -142,6 +142,8 @@ def saved(n: int) -> dict[str, Any]:
         "content_type": "text/plain",
         "attempts": 1,
         "elapsed": 0.5,
+        "etag": f'"v{n}"',  # kept on disk too, as the repeat's record shows them
+        "last_modified": "Sun, 13 Sep 2020 12:26:40 GMT",
     }
 
 

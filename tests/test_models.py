@@ -27,6 +27,8 @@ EMPTY: dict[str, Any] = {
     "skipped": None,
     "source": "-",
     "line": 3,
+    "etag": None,
+    "last_modified": None,
 }
 
 
@@ -60,6 +62,56 @@ def test_succeeded():
         "attempts": 2,
         "final_url": URL + "/b",
         "content_type": "text/plain",
+    }
+
+
+def test_succeeded_carries_the_validators_at_the_end():
+    record = Record.succeeded(
+        job(URL, line=3),
+        status=200,
+        path="out/example.test/a",
+        size=5,
+        sha256="ab" * 32,
+        final_url=URL,
+        content_type=None,
+        attempts=1,
+        elapsed=0.5,
+        etag='W/"x"',
+        last_modified="Sun, 13 Sep 2020 12:26:40 GMT",
+    )
+    decoded = as_json(record)
+    assert list(decoded)[-2:] == ["etag", "last_modified"]
+    assert (decoded["etag"], decoded["last_modified"]) == (
+        'W/"x"',
+        "Sun, 13 Sep 2020 12:26:40 GMT",
+    )
+
+
+def test_not_modified_is_ok_with_the_saved_file():
+    record = Record.succeeded(
+        job(URL, line=3),
+        status=304,
+        path="out/example.test/a",
+        size=4,
+        sha256="cd" * 32,
+        final_url=URL,
+        content_type=None,
+        attempts=1,
+        elapsed=0.1,
+        etag='"v1"',
+        skipped=Skipped.NOT_MODIFIED,
+    )
+    assert as_json(record) == EMPTY | {
+        "ok": True,
+        "status": 304,
+        "path": "out/example.test/a",
+        "bytes": 4,
+        "sha256": "cd" * 32,
+        "elapsed": 0.1,
+        "attempts": 1,
+        "final_url": URL,
+        "skipped": "not_modified",
+        "etag": '"v1"',
     }
 
 

@@ -7,6 +7,8 @@ process is the coordinator: the producer (reading, validating, deduplicating) ru
 its jobs are dealt out to N engine processes (`engine.py`), and their records come back to
 the one `emit`. Every engine runs the in-process executor with its share of `-c`, `-w` and
 `--rate`. A host paused by a Retry-After in one engine is paused in all of them. The
+`--limit-rate` cap is split by the requests each engine has in flight, rebalanced as their
+stats come in (every 0.1 s), so transfers share it alike whichever engine runs them. The
 messages are in `wire.py`.
 
 Without per-host limits a job goes to the engine with the least work. With `--per-host` or
@@ -26,6 +28,7 @@ import signal
 import socket
 import sys
 
+from fetchcli.bandwidth import split_rate
 from fetchcli.config import Limits, Settings
 from fetchcli.executor import Emit, Produce
 from fetchcli.frontier import DEFAULT_PARK
@@ -37,6 +40,7 @@ from fetchcli.parallel.wire import (
     Jobs,
     Pause,
     Records,
+    Share,
     Start,
     Stop,
     ToEngine,
@@ -54,6 +58,7 @@ JOBS_PER_MESSAGE = 256
 WINDOW_PER_WORKER = 4  # jobs an engine may hold, per worker: enough to never run dry
 STOP_SECONDS = 5.0  # how long a stopped engine may take to clean up before it is killed
 FLUSH_SECONDS = 0.02  # jobs buffered for a busy engine still leave this soon
+REBALANCE_SHARE = 0.02  # of --limit-rate: smaller changes of an engine's share are not sent
 
 
 class EngineProcesses:
@@ -99,6 +104,7 @@ class _Engine:
     retries: int = 0
     received: int = 0
     transfers: dict[int, Transfer] = dataclasses.field(default_factory=dict)
+    rate: float | None = None  # its share of --limit-rate
 
     def send(self, message: ToEngine) -> None:
         if not self.writer.is_closing():
@@ -151,6 +157,7 @@ class _Pool:
                 window += DEFAULT_PARK  # what its frontier may park: hosts wait there, not here
             hungry = WINDOW_PER_WORKER * share.workers // 4
             engine = _Engine(index, process, reader, writer, window, hungry)
+            engine.rate = share.limit_rate
             engine.send(Start(self._engine_settings(share), deadline_at))
             self._engines.append(engine)
             group.create_task(self._listen(engine))
@@ -166,7 +173,9 @@ class _Pool:
             self._flush_all()
             self._room.clear()
             await self._room.wait()
-        engine.buffer.append(WireJob(job.source, job.line, job.url, job.expect, job.relpath))
+        engine.buffer.append(
+            WireJob(job.source, job.line, job.url, job.expect, job.relpath, job.etag)
+        )
         engine.outstanding.setdefault((job.source, job.line), []).append(job.url)
         # A hungry engine gets the job at once (a slow pipe's first URL); a busy one in bulk.
         if len(engine.buffer) >= JOBS_PER_MESSAGE or engine.pending < engine.hungry:
@@ -227,6 +236,7 @@ class _Pool:
             workers=split(limits.workers),
             rate=limits.rate / self._count,
             processes=1,
+            limit_rate=None if limits.limit_rate is None else limits.limit_rate / self._count,
         )
 
     def _engine_settings(self, limits: Limits) -> Settings:
@@ -282,6 +292,7 @@ class _Pool:
             engine.in_flight = engine.retrying = 0
             engine.transfers = {}
             self._merge_stats()
+            self._rebalance()
             self._room.set()
             engine.writer.close()
 
@@ -303,6 +314,19 @@ class _Pool:
             t.key: Transfer(t.url, t.expected, _Received(t.size)) for t in report.transfers
         }
         self._merge_stats()
+        self._rebalance()
+
+    def _rebalance(self) -> None:
+        """Split --limit-rate by the requests each live engine has in flight."""
+        total = self._settings.limits.limit_rate
+        if total is None:
+            return
+        live = [engine for engine in self._engines if not engine.finished]
+        shares = split_rate(total, [engine.in_flight for engine in live])
+        for engine, share in zip(live, shares, strict=True):
+            if engine.rate is None or abs(share - engine.rate) > REBALANCE_SHARE * total:
+                engine.rate = share
+                engine.send(Share(share))
 
     def _merge_stats(self) -> None:
         stats = self._stats

@@ -18,6 +18,7 @@ import socket
 import sys
 
 from fetchcli import loop
+from fetchcli.bandwidth import Bandwidth
 from fetchcli.errors import primary_error
 from fetchcli.executor import Handoff
 from fetchcli.models import Job, Record
@@ -29,6 +30,7 @@ from fetchcli.parallel.wire import (
     Jobs,
     Pause,
     Records,
+    Share,
     Start,
     Stop,
     TransferReport,
@@ -55,18 +57,23 @@ class _Engine:
         self._outbox: list[Record] = []
         self._incoming: asyncio.Queue[list[WireJob] | None] = asyncio.Queue()
         self._stats = RunStats()
+        self._bandwidth: Bandwidth | None = None
 
     async def serve(self) -> None:
         start = await read_message(self._reader)
         if not isinstance(start, Start):
             msg = f"expected Start, got {type(start).__name__}"
             raise WireError(msg)
+        rate = start.settings.limits.limit_rate
+        clock = asyncio.get_running_loop().time
+        self._bandwidth = None if rate is None else Bandwidth(rate, clock=clock)
         executor = InProcess(
             start.settings,
             self._stats,
             random=random.Random().random,
             deadline_at=start.deadline_at,
             on_pause=lambda host, seconds: self._send(Pause(host, seconds)),
+            bandwidth=self._bandwidth,
         )
         finished = False
         try:
@@ -94,7 +101,9 @@ class _Engine:
                 parsed = parse_line(job.source, job.line, job.url.encode())
                 if isinstance(parsed, Job):
                     await handoff(
-                        dataclasses.replace(parsed, expect=job.expect, relpath=job.relpath)
+                        dataclasses.replace(
+                            parsed, expect=job.expect, relpath=job.relpath, etag=job.etag
+                        )
                     )
                 else:  # the coordinator validated it: this cannot happen, but must not hang
                     reason = "engine could not parse a validated URL"
@@ -111,6 +120,9 @@ class _Engine:
                         self._incoming.put_nowait(jobs)
                     case Pause(host, seconds):
                         executor.pause_host(host, seconds)
+                    case Share(rate):
+                        if self._bandwidth is not None:
+                            self._bandwidth.set_rate(rate)
                     case End():
                         self._incoming.put_nowait(None)
                     case Stop():

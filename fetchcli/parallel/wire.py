@@ -3,7 +3,7 @@
 Over a socket pair, each message is its length and then its pickle (both ends are this
 same program; nothing else writes to the socket).
 
-    to an engine:    Start  Jobs  Pause  End  Stop
+    to an engine:    Start  Jobs  Pause  Share  End  Stop
     from an engine:  Records  EngineStats  Pause  Done
 """
 
@@ -27,6 +27,7 @@ __all__ = [
     "Jobs",
     "Pause",
     "Records",
+    "Share",
     "Start",
     "Stop",
     "ToEngine",
@@ -54,6 +55,7 @@ class WireJob(NamedTuple):
     url: str
     expect: Expectation | None = None
     relpath: PurePosixPath | None = None
+    etag: str | None = None  # --update: the ETag the records give for it
 
 
 class TransferReport(NamedTuple):
@@ -89,6 +91,13 @@ class Pause:
 
 
 @dataclass(frozen=True, slots=True)
+class Share:
+    """The engine's share of --limit-rate from now on, in bytes per second."""
+
+    rate: float
+
+
+@dataclass(frozen=True, slots=True)
 class End:
     """No more jobs: finish those held, then say Done."""
 
@@ -121,9 +130,9 @@ class Done:
     """The engine ends cleanly: its records are all sent, and a job without one was stopped."""
 
 
-ToEngine = Start | Jobs | Pause | End | Stop
+ToEngine = Start | Jobs | Pause | Share | End | Stop
 FromEngine = Records | EngineStats | Pause | Done
-_MESSAGES = (Start, Jobs, Pause, End, Stop, Records, EngineStats, Done)
+_MESSAGES = (Start, Jobs, Pause, Share, End, Stop, Records, EngineStats, Done)
 
 
 def frame(message: ToEngine | FromEngine) -> bytes:
