@@ -156,7 +156,8 @@ class Saver:
         return Body(self, relpath, keep=keep if relpath is not None else None)
 
     async def look(self, relpath: PurePosixPath) -> OnDisk:
-        """What is saved for `relpath` already: the file (--update), a kept partial body."""
+        """What is saved for `relpath` already: the file (--update, --skip-existing), a kept
+        partial body (--continue). Many per thread hop."""
         return await self.on_disk.submit(relpath)
 
     async def resume(self, relpath: PurePosixPath, url: str) -> tuple[Body, Held] | None:

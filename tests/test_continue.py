@@ -20,6 +20,7 @@ import fetchcli
 from fetchcli.partial import (
     PARTIAL_SUFFIX,
     Held,
+    parse_http_date,
     partial_path,
     read_sidecar,
     sidecar_path,
@@ -70,6 +71,9 @@ def test_a_body_reset_at_half_is_finished_by_a_range_retry(server: FaultServer, 
     assert SIZE // 4 <= held <= SIZE // 2 and last["if-range"] == record["etag"]
     assert server.bytes_sent(target) <= 1.1 * SIZE
     assert leftovers(tmp_path) == []
+    # A body made of two responses still gets its mtime from Last-Modified.
+    mtime = parse_http_date(record["last_modified"])
+    assert mtime is not None and Path(record["path"]).stat().st_mtime == mtime
 
 
 @pytest.mark.parametrize("end", ["fin", "stall"])
@@ -172,6 +176,7 @@ def test_a_failed_transfer_is_kept_and_the_next_run_continues_it(server, unique,
     assert (record["ok"], record["status"], record["attempts"]) == (True, 206, 1)
     assert server.last_headers(target)["range"] == f"bytes={held.size}-"
     assert Path(record["path"]).read_bytes() == version(target, size=size)
+    assert Path(record["path"]).stat().st_mtime == parse_http_date(record["last_modified"])
     assert record["sha256"] == sha(version(target, size=size))
     assert server.bytes_sent(target) <= 1.1 * size
     assert leftovers(tmp_path) == []
