@@ -28,8 +28,8 @@ from typing import Any
 
 from fetchcli.decoding import Decoder, ZlibDecoder
 from fetchcli.errors import FetchError, UsageError
-from fetchcli.models import Expectation, Job
-from fetchcli.sources import MAX_LINE_BYTES, BadLine, LongLine, Source, parse_line, read_chunks
+from fetchcli.models import BadLine, Expectation, Job
+from fetchcli.sources import MAX_LINE_BYTES, LongLine, Source, parse_line, read_chunks
 
 __all__ = [
     "BATCH",
