@@ -11,10 +11,9 @@ import pytest
 from fetchcli.errors import UsageError
 from fetchcli.fingerprints import FingerprintSet, url_key
 from fetchcli.manifests import items_of
-from fetchcli.models import Job, Record
+from fetchcli.models import BadLine, Job, Record
 from fetchcli.sources import (
     MAX_LINE_BYTES,
-    BadLine,
     LongLine,
     Source,
     close_sources,
