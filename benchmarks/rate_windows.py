@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fetchcli.bandwidth import parse_rate
+from fetchcli.config import parse_rate
 from tests.send_log import SendLog, serve
 
 FETCHCLI = [sys.executable, "-m", "fetchcli"]

@@ -2,9 +2,9 @@
 
     producer ──handoff(job)──▶ Executor.run ──emit(record)──▶ records file, display, caller
 
-Implementations: `pipeline.InProcess` (a bounded queue and N workers on this event loop)
-and `parallel.coordinator.EngineProcesses` (jobs dealt to engine processes); `runner.py`
-chooses one and drives it.
+Implementations: `pipeline.InProcess` (a bounded queue and N workers on this event loop),
+`parallel.coordinator.EngineProcesses` (jobs dealt to engine processes) and
+`parallel.ray_shards.RayShards` (shards as Ray tasks); `runner.py` chooses one and drives it.
 """
 
 from __future__ import annotations

@@ -23,11 +23,11 @@ from fetchcli.config import Limits, Settings
 from fetchcli.dedupe import Dedupe
 from fetchcli.errors import UsageError, primary_error
 from fetchcli.executor import Emit, Executor
+from fetchcli.fingerprints import FingerprintSet
 from fetchcli.manifests import Items
 from fetchcli.names import Namer, Naming
 from fetchcli.producer import produce
 from fetchcli.records import Etags
-from fetchcli.sources import FingerprintSet
 from fetchcli.stats import RunStats
 
 __all__ = ["engine_count", "execute"]

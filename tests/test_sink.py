@@ -262,7 +262,7 @@ async def test_a_live_runs_temporary_files_are_left_alone(tmp_path: Path):
         assert second[0] == str(tmp_path / "h/small")
         assert leftovers(tmp_path) == [live]
         path, _ = await body.finish()
-    assert Path(path).read_bytes() == b"z" * (2 * SPILL_BYTES)
+    assert path is not None and Path(path).read_bytes() == b"z" * (2 * SPILL_BYTES)
     assert leftovers(tmp_path) == [] and run_locks(tmp_path) == []
 
 

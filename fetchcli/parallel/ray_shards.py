@@ -36,11 +36,11 @@ from fetchcli.config import RayOptions, Settings
 from fetchcli.errors import FetchcliError, IncompleteRun, UsageError
 from fetchcli.executor import Emit, Produce
 from fetchcli.kinds import ErrorKind, Skipped
-from fetchcli.models import Job, Record
+from fetchcli.models import BadLine, Job, Record
 from fetchcli.parallel.shard_task import Counters, ShardResult, ShardSpec, run_shard
 from fetchcli.parallel.wire import WireJob
 from fetchcli.shard import Shard
-from fetchcli.sources import BadLine, parse_line
+from fetchcli.sources import parse_line
 from fetchcli.stats import RunStats
 
 __all__ = ["Funnel", "RayShards"]

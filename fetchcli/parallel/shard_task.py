@@ -35,6 +35,7 @@ from fetchcli.batching import Batcher
 from fetchcli.config import Settings
 from fetchcli.dedupe import Dedupe
 from fetchcli.errors import OutputError, UsageError
+from fetchcli.fingerprints import FingerprintSet
 from fetchcli.kinds import Skipped
 from fetchcli.manifests import Format, Items, format_for, items_of
 from fetchcli.models import Job, Record
@@ -42,7 +43,7 @@ from fetchcli.names import Namer, Naming
 from fetchcli.parallel.wire import WireJob
 from fetchcli.pipeline import InProcess
 from fetchcli.producer import produce
-from fetchcli.sources import FingerprintSet, Source, parse_line
+from fetchcli.sources import Source, parse_line
 from fetchcli.stats import RunStats
 
 __all__ = ["Counters", "ShardResult", "ShardSpec", "run_shard"]
