@@ -62,9 +62,12 @@ def test_ten_transfers_at_once_share_the_cap(files, tmp_path, processes):
     took, records = fetch(urls, tmp_path, "--limit-rate", "2M", "-c", "10", "-P", processes)
     assert all(r["ok"] for r in records) and sum(r["bytes"] for r in records) == 10 * MIB
     # 10 MiB at 2 MiB/s: never faster than 5 s, less the burst an idle link lends (0.1 s
-    # per engine); all ten ran side by side, so each took most of that.
+    # per engine); in one process all ten ran side by side, so each took most of that. Two
+    # engines may start seconds apart on a loaded machine, and the first one's five then
+    # rightly have most of the cap (the split follows the work): then no transfer is faster
+    # than the whole cap. The engines' split is checked exactly in tests/test_rate_windows.py.
     assert took >= 4.7
-    assert min(r["elapsed"] for r in records) >= 3.0
+    assert min(r["elapsed"] for r in records) >= (3.0 if processes == "1" else 0.4)
 
 
 def test_small_files_are_not_starved_by_a_big_one(files, tmp_path):
