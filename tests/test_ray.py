@@ -30,7 +30,8 @@ else:
 
 from fetchcli.parallel.ray_shards import Funnel  # after the check: it needs Ray
 
-pytestmark = pytest.mark.timeout(240)
+# One worker of pytest-xdist runs them all: one cluster, started once.
+pytestmark = [pytest.mark.timeout(240), pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture(scope="session")
