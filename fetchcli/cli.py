@@ -102,7 +102,9 @@ def get(
     if not sources and env.stdin_isatty:  # an explicit '-' reads the terminal, as `cat -` does
         msg = "no URLs: give a file of URLs, or pipe them on stdin ('-' reads the terminal)"
         raise UsageError(msg)
-    settings = options.settings(sources, flags, env.environ, env.prompt)
+    # By name: Typer carries its own copy of Click, whose ParameterSource is not click's.
+    from_env = [name for name in flags if _source(ctx, name) == "ENVIRONMENT"]
+    settings = options.settings(sources, flags, env.environ, env.prompt, from_env)
     settings = _cap_processes(settings, env)
     # Only a run loads the run: --help and usage errors never import the HTTP stack.
     from fetchcli.session import run
@@ -142,6 +144,11 @@ def demo(
 
 
 app.command("merge", epilog=merge_cli.EXAMPLES)(merge_cli.merge_command)
+
+
+def _source(ctx: typer.Context, name: str) -> str | None:
+    source = ctx.get_parameter_source(name)
+    return None if source is None else source.name
 
 
 def run_cli(argv: Sequence[str], env: Environment) -> int:

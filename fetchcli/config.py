@@ -259,7 +259,9 @@ class Settings:
             _fail("--resume needs --jsonl PATH: the records say what is already done")
         if resume and jsonl == "-":
             _fail("--resume cannot read records back from stdout; give --jsonl a file")
-        _refreshing(update=update, save=save, skip_existing=skip_existing)
+        _refreshing(
+            update=update, save=save, skip_existing=skip_existing, continuing=continue_partial
+        )
         scale = _scale_out(shard, shard_by, ray, shards)
         method = method.upper()
         if method not in ("GET", "HEAD"):
@@ -280,7 +282,7 @@ class Settings:
                 rate=float(rate),
                 per_host_rate=float(per_host_rate),
                 processes=processes,
-                limit_rate=None if limit_rate is None else parse_rate(limit_rate),
+                limit_rate=None if limit_rate is None else parse_rate(limit_rate),  # 0: None
             ),
             timeouts=Timeouts(
                 total=timeout or None,
@@ -362,9 +364,10 @@ def parse_size(raw: int | str) -> int:
     return int(match[1]) * _SIZE_UNITS[match[2].lower()]
 
 
-def parse_rate(raw: str | float) -> float:
+def parse_rate(raw: str | float) -> float | None:
     """Bytes per second from `2M`, `500k`, `1.5M`, `1G`, `100000` (k/M/G are powers of 1024, as
-    in curl and wget; `B`, `iB` and `/s` may follow). UsageError for anything else."""
+    in curl and wget; `B`, `iB` and `/s` may follow); None (no limit) for 0, as curl, wget and
+    aria2c read it. UsageError for anything else, rates under 1 byte per second included."""
     if isinstance(raw, str):
         match = _RATE.match(raw)
         if not match:
@@ -373,8 +376,14 @@ def parse_rate(raw: str | float) -> float:
         rate = float(match[1]) * _RATE_UNITS[match[2].lower()]
     else:
         rate = float(raw)
+    if rate == 0:
+        return None
+    # Under 1 B/s a single byte waits seconds: surely a typo for a unit, not a wish.
     if not math.isfinite(rate) or rate < MIN_RATE:
-        msg = f"--limit-rate must be at least {MIN_RATE:g} byte per second (got {raw!r})"
+        msg = (
+            f"--limit-rate must be at least {MIN_RATE:g} byte per second, or 0 for no limit "
+            f"(got {raw!r})"
+        )
         _fail(msg)
     return rate
 
@@ -464,7 +473,9 @@ def _describe(hint: Any) -> str:
     return kinds.get(origin or hint, str(hint))
 
 
-def _refreshing(*, update: bool, save: bool, skip_existing: bool) -> None:
+def _refreshing(*, update: bool, save: bool, skip_existing: bool, continuing: bool) -> None:
+    if continuing and not save:
+        _fail("--continue keeps partial files to continue: it cannot go with --no-save")
     if update and not save:
         _fail("--update compares with the saved files: it cannot go with --no-save")
     if update and skip_existing:

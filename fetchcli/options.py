@@ -10,7 +10,8 @@ Typer parameters, writing the env var (FETCHCLI_<FLAG>) and the help panel in on
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -192,7 +193,7 @@ PANELS: dict[str, tuple[Flag, ...]] = {
             "ray",
             "--ray",
             help="Run the list as --shards Ray tasks on this cluster (local: start one here); "
-            "needs pip install 'fetchcli[ray]'.",
+            "needs pip install 'fetchcli\\[ray]'.",  # \[: not Rich markup
             metavar="ADDRESS",
             show_default=False,
         ),
@@ -333,9 +334,32 @@ def settings(
     options: Mapping[str, Any],
     environ: Mapping[str, str],
     prompt: Callable[[str], str] | None = None,
+    from_env: Collection[str] = (),
 ) -> Settings:
     """The settings from what Typer parsed: the --no-X flags turned round, a missing password
-    asked with `prompt` (a terminal's), through the checks that `fetchcli.fetch()` makes too."""
+    asked with `prompt` (a terminal's), through the checks that `fetchcli.fetch()` makes too.
+    A usage error about an option in `from_env` (read from its FETCHCLI_ variable) names it."""
+    try:
+        return _settings(sources, options, environ, prompt)
+    except UsageError as error:
+        raise UsageError(_naming_env(str(error), from_env)) from error
+
+
+def _naming_env(message: str, from_env: Collection[str]) -> str:
+    for _, each in flags():
+        if each.option in from_env:
+            long = next(decl for decl in each.decls if decl.startswith("--"))
+            named = f"{long} (from {each.envvar})"
+            message = re.sub(rf"{re.escape(long)}(?![\w-])", named, message, count=1)
+    return message
+
+
+def _settings(
+    sources: Sequence[str] | None,
+    options: Mapping[str, Any],
+    environ: Mapping[str, str],
+    prompt: Callable[[str], str] | None,
+) -> Settings:
     values = dict(options)
     if values.get("user"):
         values["user"] = with_password(values["user"], prompt)

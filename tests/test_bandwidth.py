@@ -21,7 +21,7 @@ from fetchcli.bandwidth import (
     split_rate,
     throttled,
 )
-from fetchcli.config import parse_rate
+from fetchcli.config import Settings, parse_rate
 from fetchcli.errors import UsageError
 
 KiB, MiB = 1024, 1024 * 1024
@@ -132,13 +132,39 @@ def test_parse_rate(raw, rate):
 
 @pytest.mark.parametrize(
     "raw",
-    ["", "M", "2X", "-1M", "0", "0k", "0.5", "2 M B x", "1e6", "nan", "inf", "2T", "1,5M", 0, -3],
+    [
+        "",
+        "M",
+        "2X",
+        "-1M",
+        "-0.5",
+        "0.5",
+        "0.0005k",
+        "2 M B x",
+        "1e6",
+        "nan",
+        "inf",
+        "2T",
+        "1,5M",
+        -3,
+        0.5,
+    ],
 )
 def test_parse_rate_rejects_with_one_line_naming_the_flag(raw):
     with pytest.raises(UsageError) as caught:
         parse_rate(raw)
     message = str(caught.value)
     assert message.startswith("--limit-rate ") and "\n" not in message
+
+
+@pytest.mark.parametrize("raw", ["0", "0k", "0M/s", "0.0", 0, 0.0])
+def test_parse_rate_zero_is_no_limit_as_in_curl_wget_aria2c(raw):
+    assert parse_rate(raw) is None
+
+
+def test_limit_rate_zero_settings_have_no_cap():
+    assert Settings.create(limit_rate="0").limits.limit_rate is None
+    assert Settings.create(limit_rate="2M").limits.limit_rate == 2 * MiB
 
 
 def test_parse_rate_rejects_non_finite_numbers():

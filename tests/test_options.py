@@ -99,3 +99,31 @@ def test_a_missing_password_is_asked_once_and_never_without_a_prompt():
     asked = options.settings(None, values, {}, prompt=lambda text: "typed")
     assert asked.http.credentials is not None and asked.http.credentials.user is not None
     assert asked.http.credentials.user.password == "typed"
+
+
+def test_the_help_keeps_square_brackets_that_are_not_rich_markup(
+    capsys: pytest.CaptureFixture[str],
+):
+    assert cli("get", "--help").exit_code == 0
+    words = capsys.readouterr().out.replace("│", " ").split()
+    assert "'fetchcli[ray]'." in words  # Rich would read [ray] as a style and drop it
+
+
+def test_a_bad_value_from_the_environment_names_its_variable(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("FETCHCLI_LIMIT_RATE", "abc")
+    result = cli("get", "-", stdin=b"http://127.0.0.1:1/x\n")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "--limit-rate (from FETCHCLI_LIMIT_RATE) must be" in result.stderr
+    monkeypatch.delenv("FETCHCLI_LIMIT_RATE")
+    result = cli("get", "-", "--limit-rate", "abc", stdin=b"http://127.0.0.1:1/x\n")
+    assert result.exit_code == 2 and "FETCHCLI_LIMIT_RATE" not in result.stderr
+
+
+def test_only_the_options_from_the_environment_are_named(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("FETCHCLI_NO_SAVE", "1")
+    result = cli("get", "-", "--update", stdin=b"http://127.0.0.1:1/x\n")
+    assert result.exit_code == 2
+    assert "--update compares" in result.stderr and "--no-save (from FETCHCLI_NO_SAVE)" in (
+        result.stderr
+    )
+    assert "FETCHCLI_UPDATE" not in result.stderr

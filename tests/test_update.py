@@ -166,6 +166,7 @@ def test_the_etags_travel_with_the_jobs_to_engine_processes(nginx, unique, tmp_p
     [
         (["--update", "--no-save"], "--update compares with the saved files"),
         (["--update", "--skip-existing"], "--update and --skip-existing exclude each other"),
+        (["--continue", "--no-save"], "--continue keeps partial files to continue"),
     ],
 )
 def test_update_with_what_contradicts_it_is_a_usage_error(args, message):
@@ -213,7 +214,7 @@ async def test_a_304_whose_file_went_meanwhile_fails_with_an_io_error(respx_mock
 def test_continue_is_implied_by_resume_and_needs_saving():
     assert Settings.create(jsonl="r.jsonl", resume=True).output.continue_partial
     assert Settings.create(continue_partial=True).output.continue_partial
-    assert not Settings.create(continue_partial=True, save=False).output.continue_partial
+    assert not Settings.create(jsonl="r.jsonl", resume=True, save=False).output.continue_partial
     assert Settings.create(limit_rate="1.5M").limits.limit_rate == 1.5 * 1024 * 1024
 
 
