@@ -11,7 +11,9 @@ temporary files of runs that died.
   -9 loses the lock with its life, whatever it leaves on disk.
 - **Dead runs' temporary files are swept lazily**: the first time a run writes in a directory
   that already existed, it removes the temporary files there whose run holds no lock. A huge
-  tree is never walked; kept partial bodies (`.fetchcli-partial`) are never touched.
+  tree is never walked; kept partial bodies (`.fetchcli-partial`) are never touched. When a
+  run takes its lock it removes the lock files in `-o` of runs that hold them no more (found
+  free with `flock`), so runs killed with -9 leave none behind.
 
 POSIX only (`flock`, `dir_fd`), as the rest of the writing is.
 """
@@ -51,6 +53,7 @@ _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 _NEW_LOCK = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW  # RDWR: NFS locks need it
 # `.NAME.<token>-<serial>.fetchcli-part`, as `OutputTree.temp_name` makes them.
 _TEMP = re.compile(r"\.([0-9a-f]{8})-[0-9]+" + re.escape(TEMP_SUFFIX) + r"\Z")
+_LOCK = re.compile(re.escape(LOCK_PREFIX) + r"([0-9a-f]{8})" + re.escape(LOCK_SUFFIX) + r"\Z")
 
 
 class SymlinkInTree(OSError):
@@ -92,6 +95,7 @@ class OutputTree:
         self._open: OrderedDict[str, int] = OrderedDict()
         self._swept: set[str] = set()
         self._gone: dict[str, bool] = {}  # token -> its run holds no lock (cached)
+        self._locks_swept = False
         self._closed = False
 
     def temp_name(self, name: str, serial: int) -> str:
@@ -123,6 +127,14 @@ class OutputTree:
                     self._swept.clear()
                 self._swept.add(key)
             mine = os.dup(fd)
+            # Once, with the run's lock held: a run taking its own meanwhile is safe (_take_lock).
+            sweep_locks = self._run_lock is not None and not self._locks_swept
+            if sweep_locks:
+                self._locks_swept = True
+                locks_in = os.dup(root)
+        if sweep_locks:
+            with contextlib.suppress(OSError):
+                self._sweep_locks(locks_in)
         if sweep and not made:  # one made just now holds nothing of a dead run
             with contextlib.suppress(OSError):  # an unreadable directory: no sweep, still a write
                 self._sweep(mine)
@@ -242,7 +254,23 @@ class OutputTree:
             os.close(fd)
         return True
 
-    # The method below runs without self._lock, on a descriptor of its own.
+    # The methods below run without self._lock, on a descriptor of their own (closed here).
+
+    def _sweep_locks(self, root: int) -> None:
+        """Remove the lock files in the root of runs that hold them no more (_probe)."""
+        try:
+            with os.scandir(root) as entries:
+                tokens = [
+                    found[1]
+                    for entry in entries
+                    if (found := _LOCK.match(entry.name)) and entry.is_file(follow_symlinks=False)
+                ]
+        finally:
+            os.close(root)
+        for token in tokens:
+            with self._lock:
+                if not self._closed:
+                    self._is_gone(token)
 
     def _sweep(self, directory: int) -> None:
         """Remove the temporary files in `directory` that no live run owns."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+import subprocess
+import sys
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -110,3 +112,36 @@ def test_after_close_nothing_more_is_opened(tmp_path: Path):
     with pytest.raises(OSError, match="shutting down"):
         output.directory(PurePosixPath("h"), create=True)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "h"]
+
+
+def test_a_run_removes_the_lock_files_of_runs_killed_with_9_and_only_theirs(tmp_path: Path):
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_A_LOCK, str(tmp_path)], stdout=subprocess.PIPE
+    )
+    with child, child.stdout as said:  # type: ignore[union-attr]
+        assert said.readline() == b"locked\n"
+        child.kill()  # SIGKILL: its lock file stays, its flock goes
+    dead = [p for p in tmp_path.iterdir() if p.name.startswith(LOCK_PREFIX)]
+    assert len(dead) == 1
+    live = tmp_path / f"{LOCK_PREFIX}aaaaaaaa{LOCK_SUFFIX}"
+    stranger = tmp_path / f"{LOCK_PREFIX}not-ours{LOCK_SUFFIX}"
+    stranger.write_bytes(b"")
+    with live.open("wb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        output = OutputTree(tmp_path)
+        write_in(output, "h/b", b"x")
+        assert not dead[0].exists()
+        assert live.exists() and stranger.exists()
+        output.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["h", live.name, stranger.name])
+
+
+_HOLD_A_LOCK = """
+import os, sys, time
+from pathlib import Path, PurePosixPath
+from fetchcli.tree import OutputTree
+output = OutputTree(Path(sys.argv[1]))
+os.close(output.directory(PurePosixPath("h"), create=True))
+print("locked", flush=True)
+time.sleep(60)
+"""
