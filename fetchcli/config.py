@@ -155,6 +155,12 @@ class OutputOptions:
     # Ask for a saved file only if it changed (If-None-Match / If-Modified-Since); 304 keeps it.
     update: bool = False
 
+    @property
+    def skips_done(self) -> bool:
+        """--resume passes over the URLs recorded ok, unless --update asks about every one
+        again (it still continues kept partial bodies, and appends to the records)."""
+        return self.resume and not self.update
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RayOptions:

@@ -62,7 +62,6 @@ class _Terminal:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._rates = Rates()
-        self._moved = 0
         self.error: BaseException | None = None
         self.counter: threading.Thread | None = None  # counting the lines of the list files
 
@@ -94,20 +93,13 @@ class _Terminal:
             self._last(interrupted=interrupted)
         self._stop()
         if summary:
-            table = summary_table(
-                self._stats, interrupted=interrupted, output=self._output, seen=self._moved
-            )
+            table = summary_table(self._stats, interrupted=interrupted, output=self._output)
             self._console.print(table)
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _moved_so_far(self) -> int:
-        """Bytes that arrived, as far as seen: never less than at the last look.
-
-        Without a per-chunk count, the bytes of a body cut short (or interrupted) are seen
-        only while it is in flight; the most seen so far is still a true lower bound.
-        """
-        self._moved = max(self._moved, transferred(self._stats))
-        return self._moved
+        """Body bytes that came over the wire so far (a per-chunk count: it never goes down)."""
+        return transferred(self._stats)
 
     def _begin(self) -> None:
         """Start drawing."""
@@ -357,12 +349,11 @@ def summary_table(
     *,
     interrupted: bool = False,
     output: OutputOptions = NO_OPTIONS,
-    seen: int = 0,
 ) -> RenderableType:
     """The end-of-run summary for a terminal: outcomes with an example each, then totals.
 
-    After an interruption it says how to fetch only the rest, as `output` allows. `seen` is
-    the most bytes a display saw arrive, when it saw more than the stats now tell.
+    After an interruption it says how to fetch only the rest, as `output` allows. The bytes
+    and their rate are those that came over the wire in this run, not what was held before.
     """
     title = "fetchcli: interrupted" if interrupted else "fetchcli: done"
     title_text = Text(title, style="italic")
@@ -378,7 +369,7 @@ def summary_table(
     if stats.resumed:
         table.add_row("[dim]already done (--resume)[/]", f"{stats.resumed:,}", "")
     elapsed = stats.elapsed
-    moved = max(transferred(stats), seen)  # with an interrupted run's unfinished bodies
+    moved = transferred(stats)  # unfinished bodies too, and not what an earlier run kept
     rate = stats.done / elapsed if elapsed > 0 else 0.0
     byte_rate = moved / elapsed if elapsed > 0 else 0.0
     totals = Text(

@@ -72,13 +72,13 @@ def percent(share: float) -> int:
 
 
 def transferred(stats: RunStats) -> int:
-    """Body bytes that arrived, whatever became of them.
+    """Body bytes that came over the wire in this run, whatever became of them.
 
-    The per-chunk count (`received`) when something feeds it; else the bodies of finished
-    records and of the transfers still in flight, which is all that can be seen of them.
+    The per-chunk count only: finished records' bytes hold what an earlier run kept (a
+    continued body) and, with engines, would meet their bodies again among the transfers the
+    last report still shows in flight.
     """
-    in_flight = sum(transfer.progress.size for transfer in list(stats.transfers.values()))
-    return max(stats.received, stats.bytes + in_flight)
+    return stats.received
 
 
 class Rates:

@@ -38,11 +38,12 @@ class RunStats:
     started: float = field(default_factory=time.monotonic)
     total: int | None = None  # input lines, when known ahead
     done: int = 0
-    ok: int = 0  # `existing` included
+    ok: int = 0  # `existing` and `not_modified` included
     existing: int = 0  # ok: the file was already there (--skip-existing)
+    not_modified: int = 0  # ok: the server said 304 (--update)
     failed: int = 0
     skipped: int = 0  # duplicates, whatever their first's outcome
-    bytes: int = 0  # of finished records' bodies: not files already there, nor repeats
+    bytes: int = 0  # of finished records' bodies: not files already there or kept, nor repeats
     # Body bytes as they arrive, of failed and unfinished transfers too: the fetcher adds
     # each chunk's length (one int add per chunk). 0 where nothing feeds it yet.
     received: int = 0
@@ -64,6 +65,10 @@ class RunStats:
             self.ok += 1
             self.existing += 1
             self.by_outcome["ok (already there)"] += 1
+        elif record.skipped == Skipped.NOT_MODIFIED and record.ok:
+            self.ok += 1
+            self.not_modified += 1
+            self.by_outcome["ok (not modified)"] += 1
         elif record.skipped:
             self.skipped += 1
             self.by_outcome[f"skipped ({record.skipped})"] += 1

@@ -25,7 +25,7 @@ def summary_line(stats: RunStats) -> str:
     """One plain line: counts, bytes, time and rates; no control codes."""
     rate = stats.done / stats.elapsed if stats.elapsed > 0 else 0.0
     urls = "URL" if stats.done == 1 else "URLs"
-    ok = f"{stats.ok:,} ok" + (f" ({stats.existing:,} already there)" if stats.existing else "")
+    ok = f"{stats.ok:,} ok" + _ok_details(stats)
     parts = [f"{stats.done:,} {urls} in {stats.elapsed:.1f}s ({rate:,.0f}/s)", ok]
     failed = f"{stats.failed:,} failed"
     kinds = [
@@ -41,6 +41,16 @@ def summary_line(stats: RunStats) -> str:
     parts.append(size(transferred(stats)))
     parts.append(f"{stats.retries:,} retries")
     return ", ".join(parts)
+
+
+def _ok_details(stats: RunStats) -> str:
+    """` (2 already there, 3 not modified)`: the ok URLs whose file was left as it was."""
+    details = [
+        f"{count:,} {what}"
+        for count, what in ((stats.existing, "already there"), (stats.not_modified, "not modified"))
+        if count
+    ]
+    return f" ({', '.join(details)})" if details else ""
 
 
 def status_line(

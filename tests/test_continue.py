@@ -385,3 +385,14 @@ async def test_a_continued_body_is_checked_whole_against_its_rows_sha256(nginx, 
     assert record.ok  # the retry after the mismatch fetched it whole
     assert record.attempts == 2 and record.status == 200 and record.sha256 == sha(data)
     assert not partial.exists() and not sidecar_path(partial).exists()
+
+
+def test_the_summary_counts_the_bytes_sent_in_this_run_not_those_held(nginx, unique, tmp_path):
+    data = body_for(unique, 3_000_000)
+    uri = nginx.put(f"{unique}/held.bin", data)
+    keep_partial(nginx, tmp_path, uri, data[:1_200_000], etag_of(nginx, uri))
+    result = cli("get", "-", "-o", str(tmp_path), "--continue", stdin=nginx.url(uri).encode())
+    assert result.exit_code == 0
+    entry = nginx.wait_for(uri, 2)[-1]
+    assert (entry.status, entry.body_bytes_sent) == (206, 1_800_000)
+    assert ", 1.8 MB, " in result.stderr and "3.0 MB" not in result.stderr

@@ -4,6 +4,7 @@ that reach all of them, and a lost engine that does not lose its URLs."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -14,7 +15,11 @@ from pathlib import Path
 import pytest
 
 from fetchcli.config import Settings
-from fetchcli.runner import engine_count
+from fetchcli.manifests import items_from
+from fetchcli.models import Record
+from fetchcli.progress import transferred
+from fetchcli.runner import engine_count, execute
+from fetchcli.stats import SHOWN_TRANSFER_BYTES, RunStats
 from tests.helpers import CLOCK_SLACK, cli
 from tests.servers import body_for
 
@@ -187,3 +192,23 @@ def test_engines_ignore_a_fetchcli_folder_in_the_current_directory(server, uniqu
     )
     assert done.returncode == 0, done.stderr.decode()[-1000:]
     assert all(server.hits(f"/ok/{unique}/{i}") == 1 for i in range(20))
+
+
+@pytest.mark.anyio
+async def test_engines_count_each_body_once_while_their_records_come_back(nginx, unique):
+    # A record reaches the coordinator before the engine's next report drops its transfer
+    # from those in flight: the bytes counted must not hold its body twice meanwhile.
+    size = 2 * SHOWN_TRANSFER_BYTES  # large enough for a row of its own: reported in flight
+    urls = [nginx.url(nginx.put(f"{unique}/{i}.bin", os.urandom(size))) for i in range(8)]
+    settings = Settings.create(processes=2, concurrency=4, save=False, limit_rate="8M")
+    stats = RunStats()
+    seen: list[int] = []
+
+    async def emit(record: Record) -> None:
+        stats.add(record)
+        seen.append(transferred(stats))
+
+    await execute(settings, items_from(urls), emit, stats, random=random.Random(1).random)
+    assert stats.ok == len(urls) and stats.bytes == len(urls) * size
+    assert max(seen) <= len(urls) * size
+    assert transferred(stats) == len(urls) * size  # the engines' last count reaches us

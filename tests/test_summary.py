@@ -24,11 +24,15 @@ def test_an_interrupted_run_counts_the_bytes_that_arrived_not_only_finished_bodi
     assert "350.0 MB" in summary_line(stats) and "501 B" not in summary_line(stats)
 
 
-def test_without_a_per_chunk_count_the_bodies_in_flight_still_count():
+def test_the_bytes_are_those_that_came_over_the_wire_not_bodies_held_or_in_flight_twice():
     stats = RunStats()
-    stats.add(Record(url="http://a.test/small", ok=True, status=200, bytes=500))
-    stats.transfers[1] = Transfer("http://a.test/big", 200_000_000, Arrived(50_000_000))
-    assert transferred(stats) == 50_000_500
+    # A continued body: 500 MB in its record, of which 250 MB came in this run.
+    stats.add(Record(url="http://a.test/big", ok=True, status=206, bytes=500_000_000))
+    stats.received = 250_000_000
+    # With engines, a finished body may still be listed in flight until the next report.
+    stats.transfers[1] = Transfer("http://a.test/big", 500_000_000, Arrived(499_000_000))
+    assert transferred(stats) == 250_000_000
+    assert "250.0 MB" in summary_line(stats) and "500.0 MB" not in summary_line(stats)
 
 
 @pytest.mark.parametrize(
@@ -90,3 +94,12 @@ def test_no_records_file_means_no_talk_of_resuming_from_one():
 )
 def test_more_failures_points_at_records_only_when_there_are_some(options, line):
     assert more_failures(options) == line
+
+
+def test_not_modified_urls_are_ok_in_the_style_of_files_already_there():
+    stats = RunStats()
+    stats.add(Record(url="http://a.test/1", ok=True, status=304, bytes=7, skipped="not_modified"))
+    stats.add(Record(url="http://a.test/2", ok=True, bytes=5, skipped="exists"))
+    stats.add(Record(url="http://a.test/3", ok=True, status=200, skipped="duplicate"))
+    assert (stats.ok, stats.not_modified, stats.skipped) == (2, 1, 1)
+    assert "2 ok (1 already there, 1 not modified), 0 failed, 1 skipped, " in summary_line(stats)

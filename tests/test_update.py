@@ -239,3 +239,21 @@ def test_a_304_counts_as_done_for_resume(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text('{"url":"http://a/1","ok":true,"skipped":"not_modified"}\n')
     assert b"http://a/1" in load_done(str(path))
+
+
+def test_update_with_resume_asks_about_every_url_and_the_summary_counts_them_ok(
+    nginx, unique, tmp_path
+):
+    urls = tree(nginx, unique, 3)
+    out, records = tmp_path / "out", tmp_path / "r.jsonl"
+    run(urls, out, records)
+    listed = str(write_list(tmp_path / "list.txt", urls))
+    args = ("-o", str(out), "--jsonl", str(records), "--update", "--resume")
+    result = cli("get", listed, *args)
+    assert result.exit_code == 0
+    for url in urls:  # asked again, though recorded ok: --update checks every URL
+        assert nginx.wait_for(url.removeprefix(nginx.base_url), 2)[-1].status == 304
+    lines = [json.loads(line) for line in records.read_text().splitlines()]
+    assert [r["skipped"] for r in lines] == [None] * 3 + ["not_modified"] * 3  # appended
+    assert "3 ok (3 not modified), 0 failed, " in result.stderr
+    assert "skipped" not in result.stderr and "already done" not in result.stderr

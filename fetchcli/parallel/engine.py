@@ -88,6 +88,7 @@ class _Engine:
             finished = True  # all done, or stopped on request: either way not lost
         finally:
             self._send_records()
+            self._send(self._stats_message())  # the last count of bytes, for the summary
             if finished:
                 # Without Done, the coordinator records this engine's unfinished jobs as lost.
                 self._send(Done())
