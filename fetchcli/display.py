@@ -14,11 +14,11 @@ import stat
 from collections.abc import Sequence
 from typing import BinaryIO, Protocol, TextIO
 
-from fetchcli.config import Settings
+from fetchcli.config import OutputOptions, Settings
 from fetchcli.environment import Environment
 from fetchcli.models import Record
 from fetchcli.stats import RunStats
-from fetchcli.summary import summary_line
+from fetchcli.summary import resume_hint, summary_line
 
 __all__ = ["TYPING_NOTE", "Display", "NullDisplay", "PlainDisplay", "make_display", "shared_stdout"]
 
@@ -54,9 +54,12 @@ class NullDisplay:
 class PlainDisplay:
     """Not a terminal: no live display, no control codes, one summary line at the end."""
 
-    def __init__(self, stats: RunStats, stream: TextIO) -> None:
+    def __init__(
+        self, stats: RunStats, stream: TextIO, output: OutputOptions | None = None
+    ) -> None:
         self._stats = stats
         self._stream = stream
+        self._output = output or OutputOptions()
 
     def start(self, files: Sequence[str]) -> None:
         pass
@@ -69,6 +72,8 @@ class PlainDisplay:
             return
         prefix = "interrupted: " if interrupted else ""
         self._stream.write(f"fetchcli: {prefix}{summary_line(self._stats)}\n")
+        if interrupted:  # as the live view says it: how to go on from here
+            self._stream.write(f"fetchcli: {resume_hint(self._output)}\n")
         self._stream.flush()
 
 
@@ -77,7 +82,7 @@ def make_display(settings: Settings, env: Environment, stats: RunStats) -> Displ
     if settings.output.quiet:
         return NullDisplay()
     if not env.stderr_isatty:
-        return PlainDisplay(stats, env.stderr)
+        return PlainDisplay(stats, env.stderr, settings.output)
     from fetchcli.live import LiveDisplay, StatusLines  # Rich: ~50 ms, only for a terminal
 
     output = settings.output

@@ -73,23 +73,33 @@ def status_line(
 
 
 def resume_hint(output: OutputOptions) -> str:
-    """After an interrupted run: how to fetch only the rest, true to where the records went."""
+    """After an interrupted run: how to fetch only the rest, true to where the records went
+    (and, with --continue, that the partial files kept are continued)."""
+    kept = output.continue_partial
     if output.jsonl == "-":
-        return (
+        hint = (
             "The records went to stdout: next time give --jsonl a FILE, so that --resume "
             "can fetch only the rest."
         )
+        if kept and output.save:
+            hint += (
+                " Run it again with --skip-existing --continue to continue the partial files kept."
+            )
+        return hint
     if output.jsonl:
         again = "again" if output.resume else "again with --resume"
+        rest = " (continuing the partial files kept)" if kept else ""
         return (
             f"What had not finished has no record in {output.jsonl}: run the same command "
-            f"{again} to fetch only the rest."
+            f"{again} to fetch only the rest{rest}."
         )
     hint = "Nothing recorded what finished (no --jsonl). "
     if output.save and output.skip_existing:
-        hint += "The same command again passes over the files already saved. "
+        hint += "The same command again passes over the files already saved"
+        hint += " and continues the partial files kept. " if kept else ". "
     elif output.save:  # saved files are whole: a partial body never has the final name
-        hint += "Run it again with --skip-existing to pass over the files already saved. "
+        hint += "Run it again with --skip-existing to pass over the files already saved"
+        hint += "; with --continue it continues the partial files kept. " if kept else ". "
     return hint + "Next time add --jsonl FILE, so that --resume can fetch only the rest."
 
 

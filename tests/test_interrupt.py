@@ -231,3 +231,31 @@ def test_two_runs_into_one_directory_keep_each_others_temporary_files(server, un
 
 def lines(server, targets: list[str]) -> bytes:
     return "".join(server.url(target) + "\n" for target in targets).encode()
+
+
+def test_ctrl_c_of_a_continue_run_on_a_pipe_says_how_to_go_on(server, unique, tmp_path):
+    out = tmp_path / "out"
+    process = start(
+        ["-", "-o", str(out), "--continue"], [server.url(f"/big/{unique}?size={20 << 30}")]
+    )
+    deadline = time.monotonic() + 20
+    while not temp_files(out) and time.monotonic() < deadline:
+        time.sleep(0.05)  # waiting for a condition on disk, bounded
+    assert temp_files(out), "no transfer reached the disk"
+    process.send_signal(signal.SIGINT)
+    assert process.stderr is not None
+    try:
+        process.wait(timeout=15)
+        said = process.stderr.read()
+    finally:
+        process.kill()
+        process.stderr.close()
+    assert process.returncode == 130
+    first, hint = said.decode().splitlines()[-2:]
+    assert first.startswith("fetchcli: interrupted: 0 URLs")
+    assert hint == (
+        "fetchcli: Nothing recorded what finished (no --jsonl). Run it again with "
+        "--skip-existing to pass over the files already saved; with --continue it continues "
+        "the partial files kept. Next time add --jsonl FILE, so that --resume can fetch only "
+        "the rest."
+    )

@@ -70,6 +70,23 @@ def test_the_bytes_are_those_that_came_over_the_wire_not_bodies_held_or_in_fligh
             "What had not finished has no record in r.jsonl: run the same command again to "
             "fetch only the rest.",
         ),
+        (
+            OutputOptions(continue_partial=True, skip_existing=True),
+            "Nothing recorded what finished (no --jsonl). The same command again passes over "
+            "the files already saved and continues the partial files kept. Next time add "
+            "--jsonl FILE, so that --resume can fetch only the rest.",
+        ),
+        (
+            OutputOptions(jsonl="r.jsonl", continue_partial=True),
+            "What had not finished has no record in r.jsonl: run the same command again with "
+            "--resume to fetch only the rest (continuing the partial files kept).",
+        ),
+        (
+            OutputOptions(jsonl="-", continue_partial=True),
+            "The records went to stdout: next time give --jsonl a FILE, so that --resume can "
+            "fetch only the rest. Run it again with --skip-existing --continue to continue the "
+            "partial files kept.",
+        ),
     ],
 )
 def test_the_hint_after_an_interruption_is_true_to_where_the_records_went(options, hint):
