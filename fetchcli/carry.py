@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from fetchcli.decoding import IDENTITY, Decoder
 from fetchcli.digests import BodyCheck
 from fetchcli.partial import Decision, Held, continue_headers, decide, parse_etag, update_headers
-from fetchcli.sink import Body, OnDisk
+from fetchcli.sink import Body, OnDisk, Saved
 
 __all__ = ["Carry"]
 
@@ -35,6 +35,7 @@ class Carry:
     keep: bool = False  # --continue: a cut body is kept for the next run
     etag: str | None = None  # --update: the ETag the records give (If-None-Match)
     saved: OnDisk | None = None  # --update: the file saved already (If-Modified-Since)
+    hashed: Saved | None = None  # --update: that file, hashed already (its sha256 recorded)
     body: Body | None = None
     held: Held | None = None  # validators of the response the body came from (size unused)
     decoder: Decoder = IDENTITY

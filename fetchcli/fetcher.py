@@ -38,7 +38,7 @@ from fetchcli.errors import FetchError, PermanentError, TransientError
 from fetchcli.fingerprints import url_key
 from fetchcli.frontier import Again
 from fetchcli.kinds import ErrorKind, Skipped
-from fetchcli.models import Job, Record, shown_url
+from fetchcli.models import Job, Record, Recorded, shown_url
 from fetchcli.partial import (
     Decision,
     Held,
@@ -49,7 +49,7 @@ from fetchcli.partial import (
 )
 from fetchcli.paths import relative_path
 from fetchcli.shard import host_key
-from fetchcli.sink import Body, Saver
+from fetchcli.sink import Body, OnDisk, Saved, Saver
 from fetchcli.stats import SHOWN_TRANSFER_BYTES, RunStats, Transfer
 from fetchcli.transport_errors import body_cut_short, received, seconds
 
@@ -247,7 +247,25 @@ class Fetcher:
             if resumed is not None:
                 carry.resumed(*resumed)
         if self._update and found.size is not None:
-            carry.saved, carry.etag = found, job.etag
+            carry.etag = None if job.recorded is None else job.recorded.etag
+            carry.saved, carry.hashed = await self._as_recorded(relpath, found, job.recorded)
+
+    async def _as_recorded(
+        self, relpath: PurePosixPath, found: OnDisk, recorded: Recorded | None
+    ) -> tuple[OnDisk | None, Saved | None]:
+        """The saved file to ask about (--update), if it is what the records say: one that is
+        not (as wget -N compares sizes) is asked for in full, for its 304 would keep it
+        damaged. Given a sha256 and the right size, it is hashed now, for the 304's record."""
+        if recorded is None or recorded.size is None:
+            return found, None
+        if found.size != recorded.size:
+            return None, None
+        if recorded.sha256 is None:
+            return found, None
+        hashed = await self._saver.existing(relpath, found.size)
+        if hashed is None or hashed.sha256 != recorded.sha256:
+            return None, None
+        return found, hashed
 
     async def attempt(
         self, pending: Pending, deadline: float | None = None
@@ -443,7 +461,9 @@ class Fetcher:
     ) -> _Fetched:
         """A 304 to a conditional request: the saved file is left as it is, and described."""
         await _drain(response)
-        found = await self._saver.existing(relpath, carry.saved.size if carry.saved else None)
+        found = carry.hashed or await self._saver.existing(
+            relpath, carry.saved.size if carry.saved else None
+        )
         if found is None:
             msg = f"cannot read {self._saver.root / relpath}: it is gone or not a file"
             raise PermanentError(ErrorKind.IO, msg, status=response.status_code)

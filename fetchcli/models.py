@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from fetchcli.errors import FetchError
 from fetchcli.kinds import ErrorKind, Skipped
@@ -15,7 +15,7 @@ from fetchcli.kinds import ErrorKind, Skipped
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["BadLine", "Expectation", "Job", "Record", "shown_url"]
+__all__ = ["BadLine", "Expectation", "Job", "Record", "Recorded", "shown_url"]
 
 # The userinfo of an absolute URL ("user:password@"), which records never show.
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#@]*@")
@@ -26,6 +26,16 @@ def shown_url(text: str) -> str:
     if "@" not in text:  # the common case costs one scan
         return text
     return _USERINFO.sub(r"\1***@", text, count=1)
+
+
+class Recorded(NamedTuple):
+    """What an earlier run's records say of a URL's saved file (--update): its ETag (for
+    If-None-Match), and its size and sha256, which the file on disk must still have for a
+    conditional request to mean anything; None where the records say nothing."""
+
+    etag: str | None = None
+    size: int | None = None
+    sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,7 +68,7 @@ class Job:
     parsed: httpx.URL
     expect: Expectation | None = None  # a manifest row's path, sha256, size, other columns
     relpath: PurePosixPath | None = None  # the name the producer gave; None: the tree name
-    etag: str | None = None  # --update: the ETag an earlier run's records give for the URL
+    recorded: Recorded | None = None  # --update: what an earlier run's records say of it
 
     @property
     def meta(self) -> dict[str, Any] | None:

@@ -38,7 +38,7 @@ async def produce(
     `namer` names each job here, where every job passes (None: bodies are not saved);
     `deadline_at` is a `time.monotonic()` time: past it, reading stops. With `shard`, the
     rows of other shards get nothing: no record, no count, no place in `dedupe`. `etags`
-    (--update) gives each job the ETag an earlier run recorded for it.
+    (--update) gives each job what an earlier run recorded of it (ETag, size, sha256).
     """
     try:
         async with asyncio.timeout_at(loop_time(deadline_at)):
@@ -55,9 +55,9 @@ async def produce(
                     if done is not None and shown_url(item.url).encode() in done:
                         stats.resumed += 1
                         continue
-                    etag = etags.get(shown_url(item.url)) if etags is not None else None
-                    if etag is not None:
-                        item = dataclasses.replace(item, etag=etag)
+                    recorded = etags.get(shown_url(item.url)) if etags is not None else None
+                    if recorded is not None:
+                        item = dataclasses.replace(item, recorded=recorded)
                     if dedupe is not None:
                         await dedupe.admit(item, handoff)
                     else:

@@ -1,5 +1,5 @@
 """The JSONL record file: written in batches off the event loop, read back for --resume (the
-URLs done) and for --update (the ETags they had)."""
+URLs done) and for --update (the ETags they had, and the size and sha256 of their files)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from fetchcli.batching import Batcher
 from fetchcli.errors import OutputError, ReaderGone
 from fetchcli.fingerprints import FingerprintSet
 from fetchcli.kinds import Skipped
-from fetchcli.models import Record
+from fetchcli.models import Record, Recorded
 
 __all__ = ["Etags", "RecordLog", "load_done", "load_etags"]
 
@@ -156,26 +156,34 @@ def load_done(path: str) -> FingerprintSet:
 
 
 class Etags:
-    """The ETag an earlier run recorded for each URL, for `If-None-Match` (--update).
+    """What an earlier run recorded for each URL saved ok, for --update: the ETag (for
+    `If-None-Match`), and the file's size and sha256 (a file that no longer has them is
+    fetched in full: its 304 would keep a damaged file).
 
-    Keyed by a 64-bit fingerprint of the URL as written, not the URL itself: about 150 bytes a
-    URL with an ETag (a million cost ~150 MiB). A fingerprint shared by two URLs would send
-    one's ETag for the other, which a server answers with a full 200, never a wrong 304
-    (unless both bodies share that ETag, when the 304 is true).
+    Keyed by a 64-bit fingerprint of the URL as written, not the URL itself, the digest kept
+    as 32 bytes: about 290 bytes a URL with all three (a million cost ~290 MB), of which the
+    size and sha256 take ~65. A fingerprint shared by two URLs would send one's ETag for the other, which a
+    server answers with a full 200, never a wrong 304 (unless both bodies share that ETag,
+    when the 304 is true); at worst a file is fetched in full again.
     """
 
     def __init__(self) -> None:
-        self._tags: dict[int, str] = {}
+        self._tags: dict[int, tuple[str | None, int | None, bytes | None]] = {}
 
     def __len__(self) -> int:
         return len(self._tags)
 
-    def get(self, url: str) -> str | None:
-        """The ETag recorded last for `url`, or None."""
-        return self._tags.get(_url_fingerprint(url))
+    def get(self, url: str) -> Recorded | None:
+        """What was recorded last for `url`, or None."""
+        found = self._tags.get(_url_fingerprint(url))
+        if found is None:
+            return None
+        etag, size, digest = found
+        return Recorded(etag, size, None if digest is None else digest.hex())
 
-    def set(self, url: str, etag: str) -> None:
-        self._tags[_url_fingerprint(url)] = etag
+    def set(self, url: str, recorded: Recorded) -> None:
+        digest = None if recorded.sha256 is None else bytes.fromhex(recorded.sha256)
+        self._tags[_url_fingerprint(url)] = (recorded.etag, recorded.size, digest)
 
 
 def _url_fingerprint(url: str) -> int:
@@ -184,7 +192,8 @@ def _url_fingerprint(url: str) -> int:
 
 
 def load_etags(path: str) -> Etags:
-    """The ETags that `path` records for URLs fetched ok (the last one wins); blocking.
+    """What `path` records of the URLs fetched ok (the last record wins, but an ETag stays
+    until a later record names another); blocking.
 
     A missing file holds none; lines that are torn or not records are passed over.
     """
@@ -198,15 +207,38 @@ def load_etags(path: str) -> Etags:
         raise OutputError(msg) from exc
     with stream:
         for line in stream:
-            if b'"etag":"' not in line or not line.endswith(b"\n"):
+            # Only records of saved files (a path) or with an ETag are worth parsing.
+            if not line.endswith(b"\n") or (b'"etag":"' not in line and b'"path":"' not in line):
                 continue
             try:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if not isinstance(record, dict) or record.get("ok") is not True:
-                continue
-            url, etag = record.get("url"), record.get("etag")
-            if isinstance(url, str) and isinstance(etag, str):
-                etags.set(url, etag)
+            if isinstance(record, dict) and record.get("ok") is True:
+                _book(etags, record)
     return etags
+
+
+def _book(etags: Etags, record: dict[str, object]) -> None:
+    url, etag = record.get("url"), record.get("etag")
+    if not isinstance(url, str):
+        return
+    etag = etag if isinstance(etag, str) else None
+    if etag is None:  # a later run without one (a 304 that sent none) keeps the earlier
+        earlier = etags.get(url)
+        etag = None if earlier is None else earlier.etag
+    size, digest = record.get("bytes"), record.get("sha256")
+    if not isinstance(record.get("path"), str) or not isinstance(size, int):
+        size = digest = None  # nothing saved: nothing to compare a file with
+    if not (isinstance(digest, str) and len(digest) == 64 and _is_hex(digest)):
+        digest = None
+    if etag is not None or size is not None:
+        etags.set(url, Recorded(etag, size, digest))
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True

@@ -14,7 +14,7 @@ import pytest
 
 import fetchcli
 from fetchcli.config import Settings
-from fetchcli.models import Record
+from fetchcli.models import Record, Recorded
 from fetchcli.partial import parse_http_date
 from fetchcli.records import load_done, load_etags
 from tests.helpers import cli, fetch_rig, job, write_list
@@ -230,9 +230,50 @@ def test_load_etags_keeps_the_last_ok_etag_of_each_url(tmp_path):
     text = "".join(json.dumps(line).replace(" ", "") + "\n" for line in lines)
     path.write_text(text + '{"url":"http://a/4","ok":true,"etag":"\\"torn')
     etags = load_etags(str(path))
-    assert (etags.get("http://a/1"), etags.get("http://a/2")) == ('"newer"', 'W/"two"')
+    assert (etags.get("http://a/1"), etags.get("http://a/2")) == (
+        Recorded('"newer"'),
+        Recorded('W/"two"'),
+    )
     assert etags.get("http://a/3") is None and etags.get("http://a/4") is None
     assert len(etags) == 2 and len(load_etags(str(tmp_path / "missing"))) == 0
+
+
+def test_load_etags_keeps_the_size_and_sha256_of_saved_files(tmp_path):
+    digest = hashlib.sha256(b"7 bytes").hexdigest()
+    lines = [
+        {"url": "http://a/1", "ok": True, "path": "o/1", "bytes": 7, "sha256": digest},
+        {"url": "http://a/2", "ok": True, "path": "o/2", "bytes": 3, "etag": '"e"'},
+        {"url": "http://a/3", "ok": True, "path": None, "bytes": 9, "sha256": digest},
+        {"url": "http://a/4", "ok": True, "path": "o/4", "bytes": 5, "sha256": "not hex"},
+    ]
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines))
+    etags = load_etags(str(path))
+    assert etags.get("http://a/1") == Recorded(None, 7, digest)
+    assert etags.get("http://a/2") == Recorded('"e"', 3, None)
+    assert etags.get("http://a/3") is None  # nothing saved: nothing to compare
+    assert etags.get("http://a/4") == Recorded(None, 5, None)
+
+
+@pytest.mark.parametrize("damage", ["shorter", "same size"])
+def test_a_saved_file_that_is_not_what_the_records_say_is_fetched_in_full(
+    nginx, unique, tmp_path, damage
+):
+    urls = tree(nginx, unique, 2)
+    out, records = tmp_path / "out", tmp_path / "r.jsonl"
+    first = {r["url"]: r for r in run(urls, out, records)}
+    damaged = Path(first[urls[1]]["path"])
+    good, mtime = damaged.read_bytes(), damaged.stat().st_mtime
+    damaged.write_bytes(b"x" if damage == "shorter" else bytes(len(good)))
+    os.utime(damaged, (mtime, mtime))  # as `touch -d`: its mtime says nothing changed
+    second = {r["url"]: r for r in run(urls, out, records, "--update")}
+    record = second[urls[1]]
+    assert (record["ok"], record["status"], record["skipped"]) == (True, 200, None)
+    assert (record["bytes"], record["sha256"]) == (len(good), first[urls[1]]["sha256"])
+    assert damaged.read_bytes() == good
+    entry = nginx.wait_for(urls[1].removeprefix(nginx.base_url), 2)[-1]
+    assert (entry.status, entry.if_none_match, entry.if_modified_since) == (200, "", "")
+    assert second[urls[0]]["status"] == 304  # the file that is as recorded is only asked about
 
 
 def test_a_304_counts_as_done_for_resume(tmp_path):

@@ -174,7 +174,7 @@ class _Pool:
             self._room.clear()
             await self._room.wait()
         engine.buffer.append(
-            WireJob(job.source, job.line, job.url, job.expect, job.relpath, job.etag)
+            WireJob(job.source, job.line, job.url, job.expect, job.relpath, job.recorded)
         )
         engine.outstanding.setdefault((job.source, job.line), []).append(job.url)
         # A hungry engine gets the job at once (a slow pipe's first URL); a busy one in bulk.

@@ -103,7 +103,7 @@ class _Engine:
                 if isinstance(parsed, Job):
                     await handoff(
                         dataclasses.replace(
-                            parsed, expect=job.expect, relpath=job.relpath, etag=job.etag
+                            parsed, expect=job.expect, relpath=job.relpath, recorded=job.recorded
                         )
                     )
                 else:  # the coordinator validated it: this cannot happen, but must not hang

@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 from typing import NamedTuple
 
 from fetchcli.config import Settings
-from fetchcli.models import Expectation, Record
+from fetchcli.models import Expectation, Record, Recorded
 
 __all__ = [
     "Done",
@@ -55,7 +55,7 @@ class WireJob(NamedTuple):
     url: str
     expect: Expectation | None = None
     relpath: PurePosixPath | None = None
-    etag: str | None = None  # --update: the ETag the records give for it
+    recorded: Recorded | None = None  # --update: what the records say of it
 
 
 class TransferReport(NamedTuple):
