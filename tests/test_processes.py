@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fetchcli.config import Settings
-from fetchcli.runner import engine_count
+from fetchcli.launch import engine_count
 from tests.helpers import CLOCK_SLACK, cli
 from tests.servers import body_for
 

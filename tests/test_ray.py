@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import fetchcli
+from fetchcli.errors import IncompleteRun
 from fetchcli.parallel.shard_task import Counters
 from fetchcli.shard import Shard
 from tests.helpers import cli, job, write_list
@@ -187,7 +188,7 @@ def test_the_funnel_starts_a_resumed_run_after_what_the_driver_has():
         await funnel.push(2, 5, ["f", "g", "h"], Counters())
         taken = await funnel.take()
         assert taken is not None and taken[0] == ["f", "g", "h"]
-        with pytest.raises(RuntimeError, match="never pushed"):
+        with pytest.raises(IncompleteRun, match="never pushed"):
             await funnel.push(2, 10, ["z"], Counters())
 
     asyncio.run(scenario())

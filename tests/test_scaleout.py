@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fetchcli.config import Settings
-from fetchcli.runner import engine_count
+from fetchcli.launch import engine_count
 from tests.helpers import FETCHCLI, cli, write_list
 from tests.servers import body_for
 
