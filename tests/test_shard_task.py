@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import time
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ import pytest
 
 from fetchcli.config import Settings
 from fetchcli.errors import OutputError
-from fetchcli.parallel import shard_task
-from fetchcli.parallel.shard_task import Counters, ShardResult, ShardSpec, run_shard
+from fetchcli.executor import from_wall, to_wall
+from fetchcli.parallel.shard_task import Counters, Method, ShardResult, ShardSpec, run_shard
 from fetchcli.records import Etags, RecordLog, load_etags
 from fetchcli.shard import Shard
 from tests.helpers import write_list
@@ -54,10 +55,10 @@ class FakeFunnel:
     def __init__(self, cursor: int = 0, start: int | None = None) -> None:
         self.lines: list[str] = []
         self._cursor = cursor
-        self.begin = _Method(lambda _index: (cursor, start))
-        self.started = _Method(lambda _index, count: count)
-        self.push = _Method(self._push)
-        self.report = _Method(lambda _index, _counters: None)
+        self.begin: Method = _Method(lambda _index: (cursor, start))
+        self.started: Method = _Method(lambda _index, count: count)
+        self.push: Method = _Method(self._push)
+        self.report: Method = _Method(lambda _index, _counters: None)
 
     def _push(self, _index: int, first: int, lines: list[str], _counters: Counters) -> None:
         assert first <= self._cursor, "records were never pushed"
@@ -146,6 +147,7 @@ def test_a_retried_try_names_its_rows_as_the_first_try_did(
     assert Path(names[2]).read_bytes() == body_for(b)
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="a full disk is /dev/full")
 def test_a_ledger_that_cannot_be_written_stops_the_shard_with_its_own_error(
     server: FaultServer, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -154,10 +156,18 @@ def test_a_ledger_that_cannot_be_written_stops_the_shard_with_its_own_error(
         tmp_path / "urls.txt", [server.url(f"/ok/{unique}/{i}") for i in range(20)]
     )
     opened = RecordLog.open
-    monkeypatch.setattr(
-        shard_task.RecordLog, "open", lambda _path, **options: opened("/dev/full", **options)
-    )
+    monkeypatch.setattr(RecordLog, "open", lambda _path, **options: opened("/dev/full", **options))
     funnel = FakeFunnel()
     with pytest.raises(OutputError, match="cannot write records to /dev/full: No space left"):
         run(spec(tmp_path, listing), funnel)
     assert funnel.lines == []  # nothing reaches the driver that is not in the ledger
+
+
+def test_the_deadline_crosses_machines_as_wall_clock_time():
+    # A node's monotonic clock is not the driver's: the task is given time.time().
+    deadline_at = time.monotonic() + 30
+    wall = to_wall(deadline_at)
+    assert wall is not None and abs(wall - (time.time() + 30)) < 1
+    back = from_wall(wall)
+    assert back is not None and abs(back - deadline_at) < 1
+    assert to_wall(None) is None and from_wall(None) is None

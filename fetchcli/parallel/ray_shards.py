@@ -164,7 +164,7 @@ class RayShards:
         )
         task: Any = ray.remote(run_shard).options(num_cpus=1, max_retries=TASK_RETRIES)
         # Put once, read by every task (each looks up its own URLs in it).
-        etags = None if self._etags is None else ray.put(self._etags)
+        etags = None if self._etags is None else await asyncio.to_thread(ray.put, self._etags)
         refs = [
             task.remote(self._spec(k, count), None if jobs is None else jobs[k], etags, funnel)
             for k in range(count)

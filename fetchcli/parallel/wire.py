@@ -88,7 +88,7 @@ class Start:
     """The engine's settings (its share of the limits) and the run's deadline, if any."""
 
     settings: Settings
-    deadline_at: float | None  # time.monotonic(): one clock for every process
+    deadline_at: float | None  # time.monotonic(): one clock for the processes of this machine
 
 
 @dataclass(frozen=True, slots=True)
