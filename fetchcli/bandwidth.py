@@ -28,47 +28,20 @@ import asyncio
 import heapq
 import itertools
 import math
-import re
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
-
-from fetchcli.errors import UsageError
 
 __all__ = [
     "BURST_SECONDS",
     "Bandwidth",
     "Flow",
-    "parse_rate",
     "read_size",
     "split_rate",
     "throttled",
 ]
 
 BURST_SECONDS = 0.1
-MIN_RATE = 1.0  # bytes per second
 _EPSILON = 1e-6  # seconds: a chunk due this soon is done (timers may fire a hair early)
 IDLE_SHARE = 0.05  # of the whole cap, split among engines, kept for those with no transfer
-
-_RATE = re.compile(
-    r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kmg]?)(?:i?b)?(?:/s)?\s*$", re.IGNORECASE
-)
-_RATE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
-
-def parse_rate(raw: str | float) -> float:
-    """Bytes per second from `2M`, `500k`, `1.5M`, `1G`, `100000` (k/M/G are powers of 1024, as
-    in curl and wget; `B`, `iB` and `/s` may follow). UsageError for anything else."""
-    if isinstance(raw, str):
-        match = _RATE.match(raw)
-        if not match:
-            msg = f"--limit-rate must be bytes per second, k/M/G suffix allowed (got {raw!r})"
-            raise UsageError(msg)
-        rate = float(match[1]) * _RATE_UNITS[match[2].lower()]
-    else:
-        rate = float(raw)
-    if not math.isfinite(rate) or rate < MIN_RATE:
-        msg = f"--limit-rate must be at least {MIN_RATE:g} byte per second (got {raw!r})"
-        raise UsageError(msg)
-    return rate
 
 
 def read_size(rate: float, ceiling: int = 256 * 1024) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -126,6 +125,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # thread for every request, which cost more than the request itself.
         self._env_proxies = _env_proxies(environ) if proxy is None else {}
         self._proxy_for: dict[tuple[str, str], str | None] = {}
+        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
         self._session: aiohttp.ClientSession | None = None
         self._resolver: AbstractResolver | None = None  # None: aiohttp's own
 
@@ -192,9 +192,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             },
         )
 
-    @functools.lru_cache(maxsize=8)  # noqa: B019 - a handful of values for the run's life
     def _timeout(self, connect: float | None, read: float | None) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+        # One object per pair of limits (a run has one or two), not one per request.
+        key = (connect, read)
+        if (timeout := self._timeouts.get(key)) is None:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+            self._timeouts[key] = timeout
+        return timeout
 
     def _env_proxy(self, url: httpx.URL) -> str | None:
         if not self._env_proxies:

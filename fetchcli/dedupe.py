@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from fetchcli.executor import Emit, Handoff
+from fetchcli.fingerprints import FingerprintSet, fingerprint
 from fetchcli.models import Job, Record, shown_url
 from fetchcli.names import dedupe_key
-from fetchcli.sources import FingerprintSet, fingerprint
 
 __all__ = ["MAX_HELD", "MEMORY_OUTCOMES", "Dedupe"]
 

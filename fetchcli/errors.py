@@ -72,7 +72,7 @@ class IncompleteRun(FetchcliError):
 
 
 class Interrupted(FetchcliError):
-    """Raised by the pipeline after a signal stopped the run and cleanup is done."""
+    """Raised by `session.run` after a signal stopped the run and cleanup is done."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by signal {signum}")

@@ -35,6 +35,7 @@ from fetchcli.cookies import HostJar
 from fetchcli.decoding import decoder_for
 from fetchcli.digests import BodyCheck, is_encoded, wanted_digests
 from fetchcli.errors import FetchError, PermanentError, TransientError
+from fetchcli.fingerprints import url_key
 from fetchcli.frontier import Again
 from fetchcli.kinds import ErrorKind, Skipped
 from fetchcli.models import Job, Record, shown_url
@@ -49,7 +50,6 @@ from fetchcli.partial import (
 from fetchcli.paths import relative_path
 from fetchcli.shard import host_key
 from fetchcli.sink import Body, Saver
-from fetchcli.sources import url_key
 from fetchcli.stats import SHOWN_TRANSFER_BYTES, RunStats, Transfer
 from fetchcli.transport_errors import body_cut_short, received, seconds
 

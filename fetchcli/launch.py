@@ -15,10 +15,10 @@ from collections.abc import Callable
 from fetchcli.config import Limits, Settings
 from fetchcli.errors import UsageError
 from fetchcli.executor import Emit, Executor, deadline_after
+from fetchcli.fingerprints import FingerprintSet
 from fetchcli.manifests import Items
 from fetchcli.records import Etags
 from fetchcli.runner import drive, namer_for
-from fetchcli.sources import FingerprintSet
 from fetchcli.stats import RunStats
 
 __all__ = ["engine_count", "execute"]

@@ -8,14 +8,15 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from fetchcli.errors import FetchError
 from fetchcli.kinds import ErrorKind, Skipped
 
-__all__ = ["Expectation", "Job", "Record", "shown_url"]
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["BadLine", "Expectation", "Job", "Record", "shown_url"]
 
 # The userinfo of an absolute URL ("user:password@"), which records never show.
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#@]*@")
@@ -36,6 +37,16 @@ class Expectation:
     sha256: str | None = None  # 64 lowercase hex digits
     size: int | None = None
     meta: dict[str, Any] | None = None  # unknown columns: str values (CSV/TSV) or JSON values
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """An input line that is not a usable http(s) URL; it gets an error record."""
+
+    source: str
+    line: int
+    text: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,9 @@ from pathlib import PurePosixPath
 
 import httpx
 
+from fetchcli.fingerprints import FingerprintSet, url_key
 from fetchcli.models import Job
 from fetchcli.paths import Layout, flat_path, relative_path, row_path, with_hash
-from fetchcli.sources import FingerprintSet, url_key
 
 __all__ = ["NameBook", "Namer", "Naming", "dedupe_key"]
 

@@ -8,12 +8,12 @@ import dataclasses
 
 from fetchcli.dedupe import Dedupe
 from fetchcli.executor import Emit, Handoff, loop_time
+from fetchcli.fingerprints import FingerprintSet
 from fetchcli.manifests import Items
-from fetchcli.models import Job, Record, shown_url
+from fetchcli.models import BadLine, Job, Record, shown_url
 from fetchcli.names import Namer
 from fetchcli.records import Etags
 from fetchcli.shard import Shard
-from fetchcli.sources import BadLine, FingerprintSet
 from fetchcli.stats import RunStats
 
 __all__ = ["line_key", "produce"]

@@ -18,9 +18,9 @@ from typing import Any, BinaryIO, Self
 
 from fetchcli.batching import Batcher
 from fetchcli.errors import OutputError, ReaderGone
+from fetchcli.fingerprints import FingerprintSet
 from fetchcli.kinds import Skipped
 from fetchcli.models import Record
-from fetchcli.sources import FingerprintSet
 
 __all__ = ["Etags", "RecordLog", "is_done", "load_done", "load_etags", "read_lines"]
 

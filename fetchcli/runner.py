@@ -20,12 +20,12 @@ from fetchcli.config import OutputOptions
 from fetchcli.dedupe import Dedupe
 from fetchcli.errors import primary_error
 from fetchcli.executor import Emit, Executor
+from fetchcli.fingerprints import FingerprintSet
 from fetchcli.manifests import Items
 from fetchcli.names import Namer, Naming
 from fetchcli.producer import produce
 from fetchcli.records import Etags
 from fetchcli.shard import Shard
-from fetchcli.sources import FingerprintSet
 from fetchcli.stats import RunStats
 
 __all__ = ["drive", "namer_for"]

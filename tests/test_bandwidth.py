@@ -16,11 +16,11 @@ import pytest
 from fetchcli.bandwidth import (
     BURST_SECONDS,
     Bandwidth,
-    parse_rate,
     read_size,
     split_rate,
     throttled,
 )
+from fetchcli.config import parse_rate
 from fetchcli.errors import UsageError
 
 KiB, MiB = 1024, 1024 * 1024

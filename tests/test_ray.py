@@ -33,7 +33,8 @@ from ray.exceptions import RayTaskError
 
 from fetchcli.parallel.ray_shards import Funnel, _cause  # after the check: it needs Ray
 
-pytestmark = pytest.mark.timeout(240)
+# One worker of pytest-xdist runs them all: one cluster, started once.
+pytestmark = [pytest.mark.timeout(240), pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture(scope="session")

@@ -34,12 +34,12 @@ from fetchcli.config import RayOptions, Settings
 from fetchcli.errors import FetchcliError, IncompleteRun, UsageError, primary_error
 from fetchcli.executor import Emit, Produce, to_wall
 from fetchcli.kinds import ErrorKind
-from fetchcli.models import Job, Record
+from fetchcli.models import BadLine, Job, Record
 from fetchcli.parallel.shard_task import Counters, ShardResult, ShardSpec, run_shard
 from fetchcli.parallel.wire import WireJob
 from fetchcli.records import Etags, read_lines
 from fetchcli.shard import Shard
-from fetchcli.sources import BadLine, parse_line
+from fetchcli.sources import parse_line
 from fetchcli.stats import RunStats
 
 __all__ = ["Funnel", "RayShards"]

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple, Protocol
 from fetchcli.config import Settings
 from fetchcli.errors import OutputError, UsageError
 from fetchcli.executor import from_wall
+from fetchcli.fingerprints import FingerprintSet
 from fetchcli.manifests import Format, Items, format_for, items_of
 from fetchcli.models import Record
 from fetchcli.names import Namer
@@ -41,7 +42,7 @@ from fetchcli.pipeline import InProcess
 from fetchcli.producer import line_key
 from fetchcli.records import Etags, RecordLog, is_done, read_lines
 from fetchcli.runner import drive, namer_for
-from fetchcli.sources import FingerprintSet, Source, close_sources
+from fetchcli.sources import Source, close_sources
 from fetchcli.stats import RunStats
 
 __all__ = ["Counters", "ShardResult", "ShardSpec", "run_shard"]
