@@ -108,11 +108,14 @@ def run_shard(
 async def _run(
     spec: ShardSpec, jobs: Sequence[WireJob] | None, etags: Etags | None, funnel: Funnel
 ) -> ShardResult:
-    shard = spec.settings.input.shard
+    settings = spec.settings
+    shard = settings.input.shard
     assert shard is not None
     scan = await _begin(spec, funnel, shard.index)
     stats = RunStats()
+    deadline_at = from_wall(spec.deadline)
     sources = [] if jobs is not None else await asyncio.to_thread(_open, spec.sources)
+    items = _shipped(jobs) if jobs is not None else items_of(sources, settings.input.format)
     try:
         # The ledger is this shard's records file: each batch in it, then pushed to the funnel.
         ledger = await asyncio.to_thread(
@@ -128,19 +131,16 @@ async def _run(
                 stats.add(record)
                 await ledger.add(record)
 
-            settings = spec.settings
             executor = InProcess(
-                settings, stats, random=random.Random().random, deadline_at=from_wall(spec.deadline)
+                settings, stats, random=random.Random().random, deadline_at=deadline_at
             )
             async with _reporting(funnel, shard.index, stats):
                 await drive(
                     executor,
-                    _shipped(jobs)
-                    if jobs is not None
-                    else items_of(sources, settings.input.format),
+                    items,
                     emit,
                     stats,
-                    deadline_at=from_wall(spec.deadline),
+                    deadline_at=deadline_at,
                     dedupe=settings.input.dedupe,  # the shard's repeats: all are in it
                     namer=None if jobs is not None else _namer(spec),  # shipped jobs are named
                     shard=shard,
