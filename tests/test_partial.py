@@ -23,6 +23,7 @@ from fetchcli.partial import (
     decide,
     discard_partial,
     format_http_date,
+    hash_file,
     hash_prefix,
     is_strong_etag,
     load_partial,
@@ -520,6 +521,22 @@ def test_hash_prefix_hashes_exactly_the_first_bytes(tmp_path):
 
 
 # --- --update -----------------------------------------------------------------------------
+
+
+def test_hash_file_hashes_a_regular_file_and_refuses_anything_else(tmp_path):
+    data = os.urandom(2 * 1024 * 1024 + 3)
+    (tmp_path / "f").write_bytes(data)
+    assert hash_file(tmp_path / "f") == (len(data), hashlib.sha256(data).hexdigest())
+    directory = os.open(tmp_path, os.O_RDONLY)
+    try:
+        assert hash_file("f", dir_fd=directory) == hash_file(tmp_path / "f")
+    finally:
+        os.close(directory)
+    (tmp_path / "link").symlink_to(tmp_path / "f")
+    os.mkfifo(tmp_path / "fifo")  # refused at once, not waited on for a writer
+    for name in ("link", "fifo", "missing", "."):
+        with pytest.raises(OSError):
+            hash_file(tmp_path / name)
 
 
 def test_update_headers_from_the_records_etag_and_the_file_mtime():

@@ -261,6 +261,6 @@ def test_bytes_sent_is_reset_with_the_stats(server, unique):
     assert server.bytes_sent(target) == 0
 
 
-@pytest.mark.parametrize("query", ["validators=all", "encoding=br", "size=x", "rate=-1"])
+@pytest.mark.parametrize("query", ["validators=all", "encoding=br", "size=x", "rate=-1", "end=x"])
 def test_bad_parameters_are_400(server, unique, query):
     assert get(server, f"/range/{unique}/f.bin?{query}")[0] == 400
