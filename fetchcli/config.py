@@ -94,7 +94,7 @@ class Limits:
     per_host: int = 0  # 0: no per-host limit
     rate: float = 0.0  # requests started per second over the whole run; 0: no limit
     per_host_rate: float = 0.0  # requests started per second to one host; 0: no limit
-    processes: int = 0  # engine processes; 0: auto (see runner.engine_count)
+    processes: int = 0  # engine processes; 0: auto (see launch.engine_count)
     limit_rate: float | None = None  # body bytes per second over the whole run (--limit-rate)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import re
@@ -217,6 +218,29 @@ class Record:
             line=line,
         )
 
+    @classmethod
+    def from_json(cls, line: str | builtins.bytes) -> Record:
+        """The record a line of JSON (`to_json`'s) holds; fields it does not know are passed
+        over. Raises ValueError when the line is not a record."""
+        value = json.loads(line)
+        if not isinstance(value, dict):
+            msg = "not a record: not a JSON object"
+            raise ValueError(msg)
+        fields = {name: value[name] for name in _FIELDS if name in value}
+        if not (
+            isinstance(fields.get("url"), str)
+            and isinstance(fields.get("ok"), bool)
+            and isinstance(fields.get("source", ""), str)
+            and type(fields.get("line", 0)) is int
+        ):
+            msg = "not a record: no url, ok, source or line of the right type"
+            raise ValueError(msg)
+        if fields.get("error_kind") is not None:
+            fields["error_kind"] = ErrorKind(fields["error_kind"])
+        if fields.get("skipped") is not None:
+            fields["skipped"] = Skipped(fields["skipped"])
+        return cls(**fields)
+
     def to_json(self) -> str:
         """One line of JSON, fields in declaration order; `meta` only when set, so that a
         plain URL list gives the records it always gave (with `etag` and `last_modified`)."""
@@ -242,3 +266,6 @@ class Record:
         if self.meta is not None:
             fields["meta"] = self.meta
         return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+
+
+_FIELDS = tuple(field.name for field in dataclasses.fields(Record))

@@ -3,7 +3,9 @@
 `relative_path` alone never maps two URLs to one file; `--layout flat`, `--cut-dirs` and
 manifest paths can. A `NameBook` remembers the names given so far: the first URL keeps the
 plain name, a later different URL gets a short hash of itself added. It lives where jobs are
-made (the producer, or the coordinator of engine processes), so one book sees every name.
+made (the producer, or the coordinator of engine processes), so one book sees every name. With
+`--shard` (or `--ray`) every instance's producer names every line of the list, its share and
+the others', in list order: all books are alike, and every instance gives the names one run would.
 """
 
 from __future__ import annotations
