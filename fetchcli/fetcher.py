@@ -30,6 +30,7 @@ import httpx
 
 from fetchcli.bandwidth import Bandwidth, Flow
 from fetchcli.carry import Carry
+from fetchcli.client import new_request
 from fetchcli.config import HOST_PAUSE_STATUSES, HttpOptions, RetryPolicy, Settings, Timeouts
 from fetchcli.cookies import HostJar
 from fetchcli.decoding import decoder_for
@@ -478,9 +479,7 @@ class Fetcher:
         seen = {url_key(url)}
         for hop in itertools.count():
             sent = self._with_credentials(headers, url, listed) if self._credentials else headers
-            request = httpx.Request(
-                self._http.method, url, headers=sent, extensions={"timeout": self._timeout}
-            )
+            request = new_request(self._http.method, url, sent, self._timeout)
             if hop:
                 progress.url = str(url)  # a failure from here on is about the redirect's target
             response = await self._client.send(request, stream=True)
