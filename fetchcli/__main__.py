@@ -15,7 +15,7 @@ def main() -> None:
     try:
         from fetchcli.cli import main as cli_main
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(130)  # ExitStatus.INTERRUPTED; not imported here: errors.py loads asyncio
     cli_main()
 
 

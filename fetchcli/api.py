@@ -17,9 +17,9 @@ from typing import Any
 
 from fetchcli.config import Settings, option_types
 from fetchcli.errors import UsageError
+from fetchcli.launch import execute
 from fetchcli.manifests import items_from
 from fetchcli.models import Record
-from fetchcli.runner import execute
 from fetchcli.stats import RunStats
 from fetchcli.tree import check_output_dir
 

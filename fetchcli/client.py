@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import socket
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -27,6 +28,7 @@ import yarl
 from aiohttp.abc import AbstractResolver
 from httpx import USE_CLIENT_DEFAULT
 
+from fetchcli.bandwidth import read_size, receive_buffer
 from fetchcli.config import Settings
 from fetchcli.decoding import ACCEPT_ENCODING
 from fetchcli.resolver import resolver_for
@@ -84,6 +86,19 @@ def _env_proxies(environ: Mapping[str, str] | None) -> dict[str, str]:
         if value and name.endswith("_proxy"):
             proxies[name[: -len("_proxy")]] = value
     return proxies
+
+
+def _socket_receiving(buffer: int, address: tuple[Any, ...]) -> socket.socket:
+    """A new socket for `address` (getaddrinfo's tuple) with a receive buffer of `buffer`
+    bytes, which also stops the kernel from growing it."""
+    family, kind, proto = address[:3]
+    sock = socket.socket(family=family, type=kind, proto=proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _header_items(headers: httpx.Headers) -> list[tuple[str, str]]:
@@ -187,8 +202,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         verify: bool | ssl.SSLContext = True,
         proxy: str | None = None,
         environ: Mapping[str, str] | None = None,
+        limit_rate: float | None = None,
     ) -> None:
         self._verify = verify  # a context: --cacert's
+        self._limit_rate = limit_rate  # --limit-rate (this engine's share): smaller buffers
         socks = proxy is not None and httpx.URL(proxy).scheme in SOCKS_SCHEMES
         self._socks = httpx.URL(proxy) if socks and proxy is not None else None
         self._proxy = None if socks else proxy  # a SOCKS proxy is the connector's, not a request's
@@ -196,6 +213,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # thread for every request, which cost more than the request itself.
         self._env_proxies = _env_proxies(environ) if proxy is None else {}
         self._proxy_for: dict[tuple[str, str], str | None] = {}
+        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
         self._session: aiohttp.ClientSession | None = None
         self._resolver: AbstractResolver | None = None  # None: aiohttp's own
 
@@ -209,6 +227,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             "enable_cleanup_closed": True,
             "resolver": self._resolver,
         }
+        read_chunk = READ_CHUNK
+        if self._limit_rate is not None:
+            # Under a cap, little may wait unread (bandwidth.py): aiohttp buffers two reads,
+            # the kernel its receive buffer; the server's pace then follows the reader's.
+            read_chunk = read_size(self._limit_rate, READ_CHUNK)
+            buffer = receive_buffer(self._limit_rate)
+            options["socket_factory"] = functools.partial(_socket_receiving, buffer)
         socks = self._socks
         connector: aiohttp.TCPConnector
         if socks is None:
@@ -228,7 +253,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None),
-            read_bufsize=READ_CHUNK,
+            read_bufsize=read_chunk,
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -263,9 +288,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         answer.headers = IndexedHeaders(response.raw_headers)
         return answer
 
-    @functools.lru_cache(maxsize=8)  # noqa: B019 - a handful of values for the run's life
     def _timeout(self, connect: float | None, read: float | None) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+        # One object per pair of limits (a run has one or two), not one per request.
+        key = (connect, read)
+        if (timeout := self._timeouts.get(key)) is None:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+            self._timeouts[key] = timeout
+        return timeout
 
     def _env_proxy(self, url: httpx.URL) -> str | None:
         if not self._env_proxies:
@@ -430,7 +459,8 @@ async def make_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     verify: bool | ssl.SSLContext = options.verify
     if options.verify and options.cacert is not None:
         verify = await asyncio.to_thread(ca_context, options.cacert)
-    transport = AiohttpTransport(verify=verify, proxy=options.proxy)
+    limit_rate = settings.limits.limit_rate
+    transport = AiohttpTransport(verify=verify, proxy=options.proxy, limit_rate=limit_rate)
     mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
     if options.http2:
         if verify is True:

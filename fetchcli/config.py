@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn, Union, cast, get_args, get_origin, get_type_hints
 
 from fetchcli import __version__
-from fetchcli.bandwidth import parse_rate
 from fetchcli.cookies import CookieFile
 from fetchcli.credentials import Credentials
 from fetchcli.errors import UsageError
@@ -69,6 +68,11 @@ INPUT_FORMATS = ("lines", "csv", "tsv", "jsonl")  # manifests.Format's values
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_RATE = re.compile(
+    r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kmg]?)(?:i?b)?(?:/s)?\s*$", re.IGNORECASE
+)
+_RATE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+MIN_RATE = 1.0  # bytes per second, for --limit-rate
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,7 +94,7 @@ class Limits:
     per_host: int = 0  # 0: no per-host limit
     rate: float = 0.0  # requests started per second over the whole run; 0: no limit
     per_host_rate: float = 0.0  # requests started per second to one host; 0: no limit
-    processes: int = 0  # engine processes; 0: auto (see runner.engine_count)
+    processes: int = 0  # engine processes; 0: auto (see launch.engine_count)
     limit_rate: float | None = None  # body bytes per second over the whole run (--limit-rate)
 
 
@@ -356,6 +360,23 @@ def parse_size(raw: int | str) -> int:
     if not match:
         _fail(f"--max-bytes must be a number of bytes, k/M/G suffix allowed (got {raw!r})")
     return int(match[1]) * _SIZE_UNITS[match[2].lower()]
+
+
+def parse_rate(raw: str | float) -> float:
+    """Bytes per second from `2M`, `500k`, `1.5M`, `1G`, `100000` (k/M/G are powers of 1024, as
+    in curl and wget; `B`, `iB` and `/s` may follow). UsageError for anything else."""
+    if isinstance(raw, str):
+        match = _RATE.match(raw)
+        if not match:
+            msg = f"--limit-rate must be bytes per second, k/M/G suffix allowed (got {raw!r})"
+            _fail(msg)
+        rate = float(match[1]) * _RATE_UNITS[match[2].lower()]
+    else:
+        rate = float(raw)
+    if not math.isfinite(rate) or rate < MIN_RATE:
+        msg = f"--limit-rate must be at least {MIN_RATE:g} byte per second (got {raw!r})"
+        _fail(msg)
+    return rate
 
 
 def _scale_out(

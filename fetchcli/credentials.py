@@ -29,7 +29,7 @@ from fetchcli.errors import UsageError
 if TYPE_CHECKING:  # annotations only: `--help` does not load httpx
     import httpx
 
-__all__ = ["Credentials", "Login", "Origin", "origin_of", "with_password"]
+__all__ = ["DEFAULT_PORTS", "Credentials", "Login", "Origin", "origin_of", "with_password"]
 
 Origin = tuple[str, str, int]
 DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -23,15 +23,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import dataclasses
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from fetchcli.executor import Emit, Handoff
-from fetchcli.kinds import ErrorKind, Skipped
+from fetchcli.fingerprints import FingerprintSet, fingerprint
 from fetchcli.models import Job, Record, shown_url
 from fetchcli.names import dedupe_key
-from fetchcli.sources import FingerprintSet, fingerprint
 
 __all__ = ["MAX_HELD", "MEMORY_OUTCOMES", "Dedupe"]
 
@@ -222,34 +222,20 @@ class _Disk:
         self._db: sqlite3.Connection | None = None
 
     def put(self, items: Iterable[tuple[int, Record]]) -> None:
+        # A record as its JSON line, without a row's meta: a repeat brings its own.
         rows = [
-            (
-                _signed(key),
-                r.ok,
-                r.status,
-                r.path,
-                r.bytes,
-                r.sha256,
-                r.error,
-                r.error_kind,
-                r.final_url,
-                r.content_type,
-                r.skipped,
-                r.etag,
-                r.last_modified,
-            )
+            (_signed(key), (r if r.meta is None else dataclasses.replace(r, meta=None)).to_json())
             for key, r in items
         ]
         db = self._open()
         with db:
-            db.executemany(
-                "INSERT OR REPLACE INTO outcome VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
-            )
+            db.executemany("INSERT OR REPLACE INTO outcome VALUES (?, ?)", rows)
 
     def get(self, keys: Sequence[int]) -> list[Record | None]:
         db = self._open()
-        query = "SELECT * FROM outcome WHERE key = ?"
-        return [_record(db.execute(query, (_signed(key),)).fetchone()) for key in keys]
+        query = "SELECT record FROM outcome WHERE key = ?"
+        rows = [db.execute(query, (_signed(key),)).fetchone() for key in keys]
+        return [None if row is None else Record.from_json(row[0]) for row in rows]
 
     def close(self) -> None:
         if self._db is not None:
@@ -261,36 +247,9 @@ class _Disk:
             # "": a private temporary database on disk, unlinked by sqlite as it is made.
             db = sqlite3.connect("", isolation_level="DEFERRED")
             db.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
-            db.execute(
-                "CREATE TABLE outcome (key INTEGER PRIMARY KEY, ok INTEGER, status INTEGER,"
-                " path TEXT, bytes INTEGER, sha256 TEXT, error TEXT, error_kind TEXT,"
-                " final_url TEXT, content_type TEXT, skipped TEXT, etag TEXT, last_modified TEXT)"
-            )
+            db.execute("CREATE TABLE outcome (key INTEGER PRIMARY KEY, record TEXT)")
             self._db = db
         return self._db
-
-
-def _record(row: Any) -> Record | None:
-    """A row of the outcome table as a record (with no URL or line of its own)."""
-    if row is None:
-        return None
-    _, ok, status, path, size, sha256, error, kind, final_url, content_type, skipped = row[:11]
-    etag, last_modified = row[11:]
-    return Record(
-        url="",
-        ok=bool(ok),
-        status=status,
-        path=path,
-        bytes=size,
-        sha256=sha256,
-        error=error,
-        error_kind=ErrorKind(kind) if kind else None,
-        final_url=final_url,
-        content_type=content_type,
-        skipped=Skipped(skipped) if skipped else None,
-        etag=etag,
-        last_modified=last_modified,
-    )
 
 
 def _repeat_of(first: Record, repeat: _Held) -> Record:

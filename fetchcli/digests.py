@@ -242,11 +242,6 @@ class BodyCheck:
             if covers_raw:
                 self._raw.setdefault(item.algorithm, _hasher(item.algorithm))
 
-    @property
-    def idle(self) -> bool:
-        """True when there is nothing to check: the caller may drop it."""
-        return not self._wanted and self._expected_size is None
-
     def check_length(self, content_length: int | None) -> None:
         """Fail before the body when an identity Content-Length already tells the size."""
         if content_length is not None and not self._encoded:

@@ -4,7 +4,8 @@
     ├── UsageError                 bad flag, value or source: exit 2, one line
     ├── OutputError                the record file cannot be written: the run stops, exit 1
     │   └── ReaderGone             its pipe's reader left (`| head`): exit 141, quietly
-    ├── IncompleteRun              part of the input got no records (a Ray shard was lost): exit 1
+    ├── IncompleteRun              part of the input got no records (a Ray shard lost or failed,
+    │                              every engine process gone): exit 1, one line
     ├── Interrupted                SIGINT/SIGTERM ended the run: exit 130/143
     └── FetchError                 one URL failed; it gets a record and the run goes on
         ├── TransientError         worth another attempt (resets, timeouts, 429/503 ...)
@@ -66,11 +67,12 @@ class ReaderGone(OutputError):
 
 
 class IncompleteRun(FetchcliError):
-    """Raised at the end of a run that could not give every line a record (a lost shard)."""
+    """Raised when a run cannot give every line a record: a lost or failed Ray shard, every
+    engine process gone."""
 
 
 class Interrupted(FetchcliError):
-    """Raised by the pipeline after a signal stopped the run and cleanup is done."""
+    """Raised by `session.run` after a signal stopped the run and cleanup is done."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by signal {signum}")

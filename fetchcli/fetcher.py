@@ -36,6 +36,7 @@ from fetchcli.cookies import HostJar
 from fetchcli.decoding import decoder_for
 from fetchcli.digests import BodyCheck, is_encoded, wanted_digests
 from fetchcli.errors import FetchError, PermanentError, TransientError
+from fetchcli.fingerprints import url_key
 from fetchcli.frontier import Again
 from fetchcli.kinds import ErrorKind, Skipped
 from fetchcli.models import Job, Record, shown_url
@@ -50,7 +51,6 @@ from fetchcli.partial import (
 from fetchcli.paths import relative_path
 from fetchcli.shard import host_key
 from fetchcli.sink import Body, Saver
-from fetchcli.sources import url_key
 from fetchcli.stats import SHOWN_TRANSFER_BYTES, RunStats, Transfer
 from fetchcli.transport_errors import body_cut_short, received, seconds
 
@@ -235,8 +235,8 @@ class Fetcher:
             relpath = job.relpath or relative_path(job.parsed)  # the producer's name, if any
         if self._skip_existing and relpath is not None:
             found = await self._saver.existing(relpath)
-            if found is not None and _as_expected(job, *found):
-                return Record.exists(job, str(self._saver.root / relpath), *found)
+            if found is not None and _as_expected(job, found.size, found.sha256):
+                return Record.exists(job, *found)
         pending = Pending(job, host_of(job), relpath, Carry(job.url, keep=self._continue))
         await self._prepare(job, relpath, pending.carry)
         return pending
@@ -448,8 +448,11 @@ class Fetcher:
     ) -> _Fetched:
         """A 304 to a conditional request: the saved file is left as it is, and described."""
         await _drain(response)
-        saved = carry.saved.size if carry.saved is not None else None
-        path, size, digest = await self._saver.hash_saved(relpath, saved)
+        found = await self._saver.existing(relpath, carry.saved.size if carry.saved else None)
+        if found is None:
+            msg = f"cannot read {self._saver.root / relpath}: it is gone or not a file"
+            raise PermanentError(ErrorKind.IO, msg, status=response.status_code)
+        path, size, digest = found
         carry.note(response.headers, fresh=True)
         return _Fetched(
             status=response.status_code,

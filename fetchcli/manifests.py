@@ -28,8 +28,9 @@ from typing import Any
 
 from fetchcli.decoding import Decoder, ZlibDecoder
 from fetchcli.errors import FetchError, UsageError
-from fetchcli.models import Expectation, Job
-from fetchcli.sources import MAX_LINE_BYTES, BadLine, LongLine, Source, parse_line, read_chunks
+from fetchcli.kinds import ErrorKind
+from fetchcli.models import BadLine, Expectation, Job
+from fetchcli.sources import MAX_LINE_BYTES, LongLine, Source, parse_line, read_chunks
 
 __all__ = [
     "BATCH",
@@ -43,7 +44,6 @@ __all__ = [
     "items_from",
     "items_of",
     "read_manifest",
-    "row_of",
 ]
 
 MAX_ROW_BYTES = 128 * 1024  # the csv module's own field limit; a longer row is a bad row
@@ -126,11 +126,6 @@ async def items_from(
         yield name, batch
 
 
-def row_of(source: str, number: int, value: object) -> Item | None:
-    """One URL or row mapping -> a Job, a BadLine, or None for a blank or comment line."""
-    return _JsonLines(source).value(number, value)
-
-
 async def read_manifest(
     name: str, chunks: AsyncIterable[bytes], fmt: Format
 ) -> AsyncIterator[list[Item]]:
@@ -209,7 +204,7 @@ class ManifestParser:
     def _broken(self, exc: FetchError) -> BadLine:
         # Nothing after a corrupt stretch of gzip can be read: one bad line, then stop.
         self._failed = True
-        if exc.kind == "truncated":
+        if exc.kind == ErrorKind.TRUNCATED:
             reason = "the gzip data ends early (a truncated file?)"
         else:
             reason = f"corrupt gzip data: {exc.__cause__ or exc}"

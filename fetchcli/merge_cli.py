@@ -58,17 +58,11 @@ def merge_command(
     """Check the shards' records against the list: every line once, and ok? Exit 0 if so."""
     from fetchcli.merge import merge
 
-    env = _environment(ctx)
+    env: Environment = ctx.obj.env  # run_cli hands every command its invocation
     report = merge(ledgers, inputs, rerun, stdin=env.stdin)
     env.stderr.write("".join(line + "\n" for line in summary(report, inputs, rerun)))
     env.stderr.flush()
     return ExitStatus.OK if report.complete else ExitStatus.FAILURES
-
-
-def _environment(ctx: typer.Context) -> Environment:
-    # run_cli hands a command its Environment, or (after the CLI split) an object holding it.
-    obj = ctx.obj
-    return obj if isinstance(obj, Environment) else obj.env
 
 
 def summary(report: MergeReport, inputs: Sequence[str], rerun: str | None) -> list[str]:

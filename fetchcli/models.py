@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from fetchcli.errors import FetchError
 from fetchcli.kinds import ErrorKind, Skipped
 
-__all__ = ["Expectation", "Job", "Record", "shown_url"]
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["BadLine", "Expectation", "Job", "Record", "shown_url"]
 
 # The userinfo of an absolute URL ("user:password@"), which records never show.
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#@]*@")
@@ -35,6 +37,16 @@ class Expectation:
     sha256: str | None = None  # 64 lowercase hex digits
     size: int | None = None
     meta: dict[str, Any] | None = None  # unknown columns: str values (CSV/TSV) or JSON values
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """An input line that is not a usable http(s) URL; it gets an error record."""
+
+    source: str
+    line: int
+    text: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +208,29 @@ class Record:
             line=line,
         )
 
+    @classmethod
+    def from_json(cls, line: str | builtins.bytes) -> Record:
+        """The record a line of JSON (`to_json`'s) holds; fields it does not know are passed
+        over. Raises ValueError when the line is not a record."""
+        value = json.loads(line)
+        if not isinstance(value, dict):
+            msg = "not a record: not a JSON object"
+            raise ValueError(msg)
+        fields = {name: value[name] for name in _FIELDS if name in value}
+        if not (
+            isinstance(fields.get("url"), str)
+            and isinstance(fields.get("ok"), bool)
+            and isinstance(fields.get("source", ""), str)
+            and type(fields.get("line", 0)) is int
+        ):
+            msg = "not a record: no url, ok, source or line of the right type"
+            raise ValueError(msg)
+        if fields.get("error_kind") is not None:
+            fields["error_kind"] = ErrorKind(fields["error_kind"])
+        if fields.get("skipped") is not None:
+            fields["skipped"] = Skipped(fields["skipped"])
+        return cls(**fields)
+
     def to_json(self) -> str:
         """One line of JSON, fields in declaration order; `meta` only when set, so that a
         plain URL list gives the records it always gave (with `etag` and `last_modified`)."""
@@ -221,3 +256,6 @@ class Record:
         if self.meta is not None:
             fields["meta"] = self.meta
         return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+
+
+_FIELDS = tuple(field.name for field in dataclasses.fields(Record))

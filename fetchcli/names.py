@@ -3,7 +3,9 @@
 `relative_path` alone never maps two URLs to one file; `--layout flat`, `--cut-dirs` and
 manifest paths can. A `NameBook` remembers the names given so far: the first URL keeps the
 plain name, a later different URL gets a short hash of itself added. It lives where jobs are
-made (the producer, or the coordinator of engine processes), so one book sees every name.
+made (the producer, or the coordinator of engine processes), so one book sees every name. With
+`--shard` (or `--ray`) every instance's producer names every line of the list, its share and
+the others', in list order: all books are alike, and every instance gives the names one run would.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from pathlib import PurePosixPath
 
 import httpx
 
+from fetchcli.fingerprints import FingerprintSet, url_key
 from fetchcli.models import Job
 from fetchcli.paths import Layout, flat_path, relative_path, row_path, with_hash
-from fetchcli.sources import FingerprintSet, url_key
 
 __all__ = ["NameBook", "Namer", "Naming", "dedupe_key"]
 

@@ -10,8 +10,8 @@ Three parts, all small and mostly pure:
   `load_partial()`, which trusts nothing it cannot check: a corrupt, foreign or stale sidecar
   gives None, and the caller starts over.
 - `--update`: `update_headers()` builds `If-None-Match`/`If-Modified-Since`; `set_mtime()`
-  gives a saved file the `Last-Modified` of its response; `hash_prefix()` hashes what a file
-  already holds (the kept prefix of a continued body, or the untouched file of a 304).
+  gives a saved file the `Last-Modified` of its response; `hash_prefix()` hashes the kept
+  prefix of a continued body, `hash_file()` a whole saved file (--skip-existing, a 304).
 
 The rules follow RFC 9110 (sections 8.8, 13.1 and 14): `If-Range` carries a strong ETag, or a
 Last-Modified date only when there is no ETag and the date is strong; a weak ETag is never sent
@@ -504,7 +504,8 @@ def hash_file(path: str | Path, *, dir_fd: int | None = None) -> tuple[int, str]
 
     Raises OSError when it cannot be read or is not a regular file.
     """
-    fd = os.open(path, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
+    # O_NONBLOCK: a FIFO put where a file was does not hang the open (regular files ignore it).
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

@@ -188,6 +188,7 @@ class _Run:
                 await self._take_unfinished()
 
     def _expired_meanwhile(self) -> bool:
+        # A call, not `self._expired`: mypy would keep its narrowing from before the await.
         return self._expired
 
     async def _expire_at(self, deadline: float) -> None:

@@ -1,147 +1,87 @@
-"""Drives a run: the deadline fixed once, the executor chosen once, the producer started.
+"""The lifecycle of a run, in one place: producer, repeats, executor, errors, the clock.
 
-    execute() ─▶ producer (rows -> jobs; bad rows -> records at once)
-                    │ Dedupe.admit(job): the first of each URL is handed off, repeats wait
-                    ▼
-               Executor.run ─▶ Dedupe.emit(record) ─▶ emit(record), then its repeats
-                 ├── InProcess        pipeline.py: bounded queue -> N workers, this event loop
-                 ├── EngineProcesses  parallel/coordinator.py: jobs dealt to engine processes
-                 └── RayShards        parallel/ray_shards.py: --ray, each shard a Ray task
+    drive() ─▶ producer (rows -> jobs, named; bad rows -> records at once)
+                  │ Dedupe.admit(job): the first of each URL is handed off, repeats wait
+                  ▼
+             Executor.run ─▶ Dedupe.emit(record) ─▶ emit(record), then its repeats
 
-Both the CLI (`session.py`) and the library (`api.py`) run `execute()`; whatever happens,
-the clock is stopped and a task group's error comes out as the error itself.
+The CLI (`session.py`) and the library (`api.py`) drive the executor `launch.py` chose, with
+the records file or the caller's queue as `emit`; each `--ray` shard task drives its own
+`InProcess` the same way, with its ledger as `emit` (parallel/shard_task.py). Whatever
+happens, the repeats' store is closed, the clock stopped, and a task group's error comes out
+as the error itself.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import time
-from collections.abc import Callable
 
-from fetchcli.config import Limits, Settings
+from fetchcli.config import OutputOptions
 from fetchcli.dedupe import Dedupe
-from fetchcli.errors import UsageError, primary_error
+from fetchcli.errors import primary_error
 from fetchcli.executor import Emit, Executor
+from fetchcli.fingerprints import FingerprintSet
 from fetchcli.manifests import Items
 from fetchcli.names import Namer, Naming
 from fetchcli.producer import produce
 from fetchcli.records import Etags
-from fetchcli.sources import FingerprintSet
+from fetchcli.shard import Shard
 from fetchcli.stats import RunStats
 
-__all__ = ["engine_count", "execute"]
-
-SMALL_INPUT_BYTES = 256 * 1024  # about 5,000 URLs: less is over before engines start
-MAX_ENGINES = 4
+__all__ = ["drive", "namer_for"]
 
 
-async def execute(
-    settings: Settings,
+async def drive(
+    executor: Executor,
     items: Items,
     emit: Emit,
     stats: RunStats,
     *,
-    random: Callable[[], float],
+    deadline_at: float | None,
+    dedupe: bool,
+    namer: Namer | None,
+    shard: Shard | None = None,
     done: FingerprintSet | None = None,
-    input_bytes: int | None = None,
-    rows: bool = False,
+    recorded: FingerprintSet | None = None,
     etags: Etags | None = None,
 ) -> None:
-    """Fetch every row, handing each record to `emit`, on the executor the settings ask for.
+    """Fetch every row of `items` on `executor`, handing each record to `emit`.
 
-    `done` holds the URLs an earlier run recorded ok (--resume); `input_bytes` is the size of
-    the input when known ahead, for the automatic choice of engine processes; `rows` says the
-    input may hold manifest rows, whose paths may meet any other name; `etags` the ETags an
-    earlier run recorded (--update).
+    `deadline_at` is a `time.monotonic()` time; `dedupe` records each repeat with its first's
+    outcome; `namer` names the jobs (None: bodies are not saved); with `shard`, only its share
+    of the rows is fetched. `done` holds the URLs an earlier run recorded done (--resume),
+    `recorded` the lines this run has records of already (a retried `--ray` shard), `etags`
+    the ETags an earlier run recorded (--update).
     """
-    deadline = settings.timeouts.deadline
-    deadline_at = None if deadline is None else time.monotonic() + deadline
-    # The executors' records come back here, so repeats are dealt with once, in this process.
-    # With --ray each shard task does it for its share instead: a URL's repeats are all in
-    # its shard, and jobs shipped to the tasks are all collected before any record comes.
-    ray = settings.ray.address is not None
-    dedupe = Dedupe(emit) if settings.input.dedupe and not ray else None
-    output = settings.output
-    # Names are given here, on the producer's side: engines would not see each other's.
-    namer = None
-    if output.save or output.skip_existing:
-        namer = Namer(Naming(layout=output.layout, cut_dirs=output.cut_dirs), rows=rows)
+    repeats = Dedupe(emit) if dedupe else None
     producer = functools.partial(
         produce,
         items,
         emit=emit,
         stats=stats,
-        dedupe=dedupe,
+        dedupe=repeats,
         done=done,
+        recorded=recorded,
         deadline_at=deadline_at,
         namer=namer,
-        shard=settings.input.shard,
+        shard=shard,
         etags=etags,
     )
-    executor = _choose(settings, stats, random, input_bytes, deadline_at)
     try:
-        await executor.run(producer, emit if dedupe is None else dedupe.emit)
+        await executor.run(producer, emit if repeats is None else repeats.emit)
     except BaseExceptionGroup as group:
         raise primary_error(group) from None
     finally:
         try:
-            if dedupe is not None:
-                await dedupe.aclose()
+            if repeats is not None:
+                await repeats.aclose()
         finally:
             stats.finish()
 
 
-def _choose(
-    settings: Settings,
-    stats: RunStats,
-    random: Callable[[], float],
-    input_bytes: int | None,
-    deadline_at: float | None,
-) -> Executor:
-    if settings.ray.address is not None:
-        return _ray(settings, stats, deadline_at)
-    shard = settings.input.shard
-    if shard is not None and input_bytes is not None:
-        input_bytes //= shard.count  # this instance reads every line but fetches its share
-    # Imported here, for the one chosen: a coordinator never loads the HTTP stack (aiohttp
-    # alone is ~100 ms of start-up), and a run in one process never loads the wire.
-    count = engine_count(settings.limits, input_bytes=input_bytes)
-    if count > 1 and not settings.http.keep_cookies:  # a host's cookies live in one process
-        from fetchcli.parallel.coordinator import EngineProcesses
-
-        return EngineProcesses(settings, stats, count, deadline_at=deadline_at)
-    from fetchcli.pipeline import InProcess
-
-    return InProcess(settings, stats, random=random, deadline_at=deadline_at)
-
-
-def _ray(settings: Settings, stats: RunStats, deadline_at: float | None) -> Executor:
-    try:
-        # Only with --ray: Ray takes a second or more to import.
-        from fetchcli.parallel.ray_shards import RayShards
-    except ImportError as exc:
-        if exc.name is None or not exc.name.startswith("ray"):
-            raise
-        msg = "--ray needs Ray: pip install 'fetchcli[ray]'"
-        raise UsageError(msg) from exc
-    return RayShards(settings, stats, deadline_at=deadline_at)
-
-
-def engine_count(limits: Limits, cpus: int | None = None, input_bytes: int | None = None) -> int:
-    """How many engine processes to run: the flag, or when it is 0 ("auto") one per core.
-
-    Auto stays at one when more cannot help: a few requests at a time, or a short list of
-    files (`input_bytes`; None for stdin), which would be done before the engines had
-    started. With `--per-host N` (a host's jobs all go to one engine, which has its share of
-    `-c`), auto runs no more engines than leave each `N` of `-c`: one host alone can still
-    have its N requests in flight.
-    """
-    if limits.processes:
-        return max(1, min(limits.processes, limits.concurrency))
-    if limits.concurrency < 8 or (input_bytes is not None and input_bytes < SMALL_INPUT_BYTES):
-        return 1
-    count = min(cpus or os.cpu_count() or 1, MAX_ENGINES, limits.concurrency)
-    if limits.per_host:
-        count = min(count, limits.concurrency // limits.per_host)
-    return max(1, count)
+def namer_for(output: OutputOptions, *, rows: bool) -> Namer | None:
+    """The run's names when bodies are saved (or looked for); `rows`: the input may hold
+    manifest rows, whose paths may meet any other name."""
+    if not (output.save or output.skip_existing):
+        return None
+    return Namer(Naming(layout=output.layout, cut_dirs=output.cut_dirs), rows=rows)

@@ -19,10 +19,10 @@ from fetchcli.config import Settings
 from fetchcli.display import make_display
 from fetchcli.environment import Environment
 from fetchcli.errors import Interrupted, ReaderGone, UsageError
+from fetchcli.launch import execute
 from fetchcli.manifests import Format, format_for, items_of
 from fetchcli.models import Record
 from fetchcli.records import RecordLog, load_done, load_etags
-from fetchcli.runner import execute
 from fetchcli.sources import close_sources, input_size, open_sources
 from fetchcli.stats import RunStats
 from fetchcli.tree import check_output_dir

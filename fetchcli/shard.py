@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, cast, get_args
 
 from fetchcli.errors import UsageError
+from fetchcli.fingerprints import url_key
+from fetchcli.models import BadLine
 
 if TYPE_CHECKING:  # settings hold a Shard: `--help` must not load httpx for it
     import httpx
 
     from fetchcli.models import Job
-    from fetchcli.sources import BadLine
 
 __all__ = ["Shard", "ShardBy", "host_key", "parse_shard", "share_of"]
 
@@ -69,8 +70,6 @@ class Shard:
 
     def share(self, item: Job | BadLine) -> int:
         """The share `item` falls in, whichever this shard is."""
-        from fetchcli.sources import BadLine, url_key  # (already loaded by whoever has items)
-
         if isinstance(item, BadLine):
             return share_of(b"line:%d" % item.line, self.count)
         key = host_key(item.parsed) if self.by == "host" else url_key(item.parsed)

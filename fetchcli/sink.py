@@ -39,6 +39,7 @@ from fetchcli.partial import (
     Held,
     continue_headers,
     discard_partial,
+    hash_file,
     hash_prefix,
     load_partial,
     partial_name,
@@ -50,10 +51,9 @@ from fetchcli.tree import TEMP_SUFFIX, OutputTree, SymlinkInTree
 if TYPE_CHECKING:
     from _hashlib import HASH
 
-__all__ = ["SPILL_BYTES", "TEMP_SUFFIX", "Body", "OnDisk", "Saver"]
+__all__ = ["SPILL_BYTES", "TEMP_SUFFIX", "Body", "OnDisk", "Saved", "Saver"]
 
 SPILL_BYTES = 256 * 1024
-HASH_PIECE = 1024 * 1024  # an existing file is read and hashed this much at a time
 WRITE_THREADS = 1
 
 # Never through a symlink, never over an existing file (a temporary name is new).
@@ -78,6 +78,14 @@ class TempFile(NamedTuple):
     dir_fd: int
     name: str
     target: Path
+
+
+class Saved(NamedTuple):
+    """A file saved already, as it is now (`Saver.existing`)."""
+
+    path: str
+    size: int
+    sha256: str
 
 
 class OnDisk(NamedTuple):
@@ -109,9 +117,8 @@ class Saver:
         self.small_files: Batcher[SmallFile, str] = Batcher(
             self._write_small_files, max_hops=WRITE_THREADS
         )
-        self.sizes: Batcher[PurePosixPath, int | None] = Batcher(
-            self._stat_sizes, max_hops=WRITE_THREADS
-        )
+        # What is saved already, many per hop: a look (stat) at each target, and the hash
+        # of each small file found (--skip-existing, a 304 of --update).
         self.on_disk: Batcher[PurePosixPath, OnDisk] = Batcher(
             self._look_all, max_hops=WRITE_THREADS
         )
@@ -123,7 +130,6 @@ class Saver:
     async def __aenter__(self) -> Self:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(self.small_files)
-            await stack.enter_async_context(self.sizes)
             await stack.enter_async_context(self.on_disk)
             await stack.enter_async_context(self.digests)
             self._writers = stack.pop_all()
@@ -150,7 +156,8 @@ class Saver:
         return Body(self, relpath, keep=keep if relpath is not None else None)
 
     async def look(self, relpath: PurePosixPath) -> OnDisk:
-        """What is saved for `relpath` already: the file (--update), a kept partial body."""
+        """What is saved for `relpath` already: the file (--update, --skip-existing), a kept
+        partial body (--continue). Many per thread hop."""
         return await self.on_disk.submit(relpath)
 
     async def resume(self, relpath: PurePosixPath, url: str) -> tuple[Body, Held] | None:
@@ -162,40 +169,23 @@ class Saver:
         except OSError:
             return None  # unreadable: the body starts over (and says why if it cannot)
 
-    async def hash_saved(
-        self, relpath: PurePosixPath, size_hint: int | None = None
-    ) -> tuple[str, int, str]:
-        """(path, size, sha256) of the file saved for `relpath` (a 304 keeps it as it is),
-        never read through a symlink. PermanentError (io) when it is gone or not a file.
+    async def existing(self, relpath: PurePosixPath, size_hint: int | None = None) -> Saved | None:
+        """The file saved for `relpath` as it is now: its path, real size and sha256 (hashed,
+        never read through a symlink); None when there is none (gone, not a regular file).
 
-        Files known small (`size_hint`) are hashed many per thread hop; a large one in a hop
-        of its own, so that it holds no small one back.
+        The one way to the disk for both --skip-existing and a 304 of --update. `size_hint`
+        (a `look()` just made) spares looking again; a file known small is hashed with many
+        others per thread hop, a large one in a hop of its own, so that it holds none back.
         """
-        if size_hint is not None and size_hint <= SPILL_BYTES:
+        if size_hint is None:
+            size_hint = (await self.look(relpath)).size
+            if size_hint is None:
+                return None
+        if size_hint <= SPILL_BYTES:
             found = await self.digests.submit(relpath)
         else:
             found = await asyncio.to_thread(self._digest_file, relpath)
-        path = self.root / relpath
-        if found is None:
-            raise PermanentError(ErrorKind.IO, f"cannot read {path}: it is gone or not a file")
-        return str(path), *found
-
-    async def existing_size(self, relpath: PurePosixPath) -> int | None:
-        """The size of the file already saved for `relpath`, or None (for --skip-existing)."""
-        return await self.sizes.submit(relpath)
-
-    async def existing(self, relpath: PurePosixPath) -> tuple[int, str] | None:
-        """The real size and sha256 of the file already saved for `relpath`, or None.
-
-        Small files are hashed many per thread hop; a large one in a thread of its own, so
-        that it holds up no other.
-        """
-        size = await self.existing_size(relpath)
-        if size is None:
-            return None
-        if size <= SPILL_BYTES:
-            return await self.digests.submit(relpath)
-        return await asyncio.to_thread(self._digest_file, relpath)
+        return None if found is None else Saved(str(self.root / relpath), *found)
 
     def sweep(self) -> None:
         """Remove every temporary file still registered, then release the output directory;
@@ -212,25 +202,6 @@ class Saver:
             self._tree.close()  # the run's lock last: its temporary files are gone
 
     # The methods below run in worker threads.
-
-    def _stat_sizes(self, relpaths: Sequence[PurePosixPath]) -> list[int | None]:
-        sizes: list[int | None] = []
-        for relpath in relpaths:
-            try:
-                directory = self._tree.directory(relpath.parent, create=False)
-            except OSError:
-                sizes.append(None)
-                continue
-            try:
-                # Only a file of its own counts: a symlink is not looked through.
-                info = os.stat(relpath.name, dir_fd=directory, follow_symlinks=False)
-            except OSError:
-                sizes.append(None)
-            else:
-                sizes.append(info.st_size if stat.S_ISREG(info.st_mode) else None)
-            finally:
-                os.close(directory)
-        return sizes
 
     def _look_all(self, relpaths: Sequence[PurePosixPath]) -> list[OnDisk]:
         found: list[OnDisk] = []
@@ -268,24 +239,12 @@ class Saver:
         except OSError:
             return None
         try:
-            # As for its size: a file of its own, never one seen through a symlink.
-            fd = os.open(relpath.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=directory)
+            # As for its look: a file of its own, never one seen through a symlink.
+            return hash_file(relpath.name, dir_fd=directory)
         except OSError:
             return None
         finally:
             os.close(directory)
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            with open(fd, "rb") as stream:
-                if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
-                    return None
-                while piece := stream.read(HASH_PIECE):
-                    digest.update(piece)
-                    size += len(piece)
-        except OSError:
-            return None
-        return size, digest.hexdigest()
 
     def _write_small_files(self, files: Sequence[SmallFile]) -> list[str | Exception]:
         results: list[str | Exception] = []

@@ -25,6 +25,7 @@ import httpx
 import python_socks
 from aiohttp.http_exceptions import ContentLengthError, TransferEncodingError
 
+from fetchcli.credentials import DEFAULT_PORTS
 from fetchcli.errors import FetchError, PermanentError, TransientError
 from fetchcli.kinds import ErrorKind
 
@@ -41,7 +42,6 @@ __all__ = [
     "seconds",
 ]
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 # What a SOCKS proxy's failures come as: aiohttp-socks' own errors (0.10 on), which wrap
 # python-socks' (raised bare by older releases, and by httpcore's SOCKS support: not here).
 SocksError = (
@@ -52,6 +52,7 @@ SocksError = (
     | python_socks.ProxyConnectionError
     | python_socks.ProxyTimeoutError
 )
+# The same, as `except` takes them (mypy narrows by this tuple, not by get_args of the union).
 SOCKS_ERRORS = (
     aiohttp_socks.ProxyError,
     aiohttp_socks.ProxyConnectionError,
@@ -94,7 +95,7 @@ class Exchange:
         timeout = request.extensions.get("timeout", {})
         return cls(
             host=url.host,
-            port=url.port or _DEFAULT_PORTS.get(url.scheme, 0),
+            port=url.port or DEFAULT_PORTS.get(url.scheme, 0),
             connect_timeout=timeout.get("connect"),
             read_timeout=timeout.get("read"),
         )

@@ -10,7 +10,7 @@ import random
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from fetchcli.config import Settings
 from fetchcli.environment import Environment
 from fetchcli.fetcher import Fetcher
 from fetchcli.models import Job
+from fetchcli.partial import Decision, Held, decide
 from fetchcli.sink import Saver
 from fetchcli.sources import parse_line
 from fetchcli.stats import RunStats
@@ -38,6 +39,13 @@ def job(url: str, line: int = 1) -> Job:
     parsed = parse_line("-", line, url.encode())
     assert isinstance(parsed, Job), parsed
     return parsed
+
+
+def decided(held: Held, status: int, headers: Mapping[str, str]) -> Decision:
+    """`decide()` on an answer it judges (a 200, 206 or 416), which always has a verdict."""
+    decision = decide(held, status, headers)
+    assert decision is not None, (status, headers)
+    return decision
 
 
 class RawStream(httpx.AsyncByteStream):

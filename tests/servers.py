@@ -51,7 +51,9 @@ server's life; `size=N` anywhere means the body is body_for(target, N), else bod
                                            ETag or exact date), If-None-Match (weak compare,
                                            before If-Modified-Since): 200, 206, 304, or 416
                                            with `*/length`. Attempts <= K (default 0) send M
-                                           bytes of their body (default half) then a TCP RST.
+                                           bytes of their body (default half) then a TCP RST
+                                           (end=fin: a clean close; end=stall: silence until
+                                           the client leaves).
                                            weak=1: a W/ ETag; encoding=gzip: the body is
                                            gzip(version) with Content-Encoding, and ranges
                                            count its bytes; rate=B: the body at B bytes/s
@@ -631,6 +633,9 @@ async def _serve_entity(
 ) -> None:
     failing = ex.attempt <= ex.integer("fail", 0)
     ex.integer("cut", 0)  # checked before anything is sent, so a bad one is a 400
+    end = ex.params.get("end", "rst")
+    if end not in ("rst", "fin", "stall"):
+        raise _BadRequest("end must be rst, fin or stall")
     rate = ex.number("rate", 0)
     headers = entity.headers()
     if ranges:
@@ -662,7 +667,12 @@ async def _serve_entity(
     else:
         await ex.send(chunks)
     if failing and not ex.is_head:
-        await ex.reset()
+        if end == "fin":
+            await ex.close()
+        elif end == "stall":
+            await _hang(ex)  # silence until the client gives up
+        else:
+            await ex.reset()
 
 
 def _stable_tag(ex: _Exchange) -> str:

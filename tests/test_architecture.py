@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "fetchcli"
+ARCHITECTURE = PACKAGE.parent / "ARCHITECTURE.md"
+LAYERS = ["entry", "run", "executors", "work", "output", "people", "base"]  # top to bottom
 MAX_FUNCTION_LINES = 80
 
 
@@ -67,6 +70,35 @@ def test_no_import_circles():
     # The package itself (`fetchcli`) only re-exports lazily, for the library's users.
     graph = {name: targets - {"fetchcli"} for name, targets in import_graph().items()}
     assert find_cycle(graph) is None
+
+
+def layer_of_modules() -> dict[str, str]:
+    """Each module's layer, from the table in ARCHITECTURE.md (its first two columns)."""
+    layers: dict[str, str] = {}
+    for row in ARCHITECTURE.read_text().splitlines():
+        cells = row.split("|")
+        if len(cells) > 3 and cells[1].strip() in LAYERS:
+            for module in re.findall(r"`([\w/]+)\.py`", cells[2]):
+                layers["fetchcli." + module.replace("/", ".")] = cells[1].strip()
+    return layers
+
+
+def test_every_module_is_in_the_architecture_table():
+    packages = {"fetchcli", "fetchcli.__main__", "fetchcli.parallel"}  # entry points, namespaces
+    assert sorted(import_graph().keys() - layer_of_modules().keys() - packages) == []
+
+
+def test_imports_point_down_the_table():
+    layers = layer_of_modules()
+    rank = {module: LAYERS.index(layer) for module, layer in layers.items()}
+    upward = [
+        f"{module} ({layers[module]}) imports {target} ({layers[target]})"
+        for module, targets in sorted(import_graph().items())
+        if module in rank
+        for target in sorted(targets)
+        if target in rank and rank[target] < rank[module]
+    ]
+    assert upward == []
 
 
 def test_no_function_is_long():

@@ -16,11 +16,12 @@ import pytest
 from fetchcli.bandwidth import (
     BURST_SECONDS,
     Bandwidth,
-    parse_rate,
     read_size,
+    receive_buffer,
     split_rate,
     throttled,
 )
+from fetchcli.config import parse_rate
 from fetchcli.errors import UsageError
 
 KiB, MiB = 1024, 1024 * 1024
@@ -151,6 +152,12 @@ def test_read_size_is_about_50ms_of_the_rate_within_bounds():
     assert read_size(1) == 4096
     assert read_size(1024 * MiB) == 256 * KiB
     assert read_size(1024 * MiB, ceiling=64 * KiB) == 64 * KiB
+
+
+def test_receive_buffer_is_an_eighth_of_a_second_of_the_cap_within_bounds():
+    assert receive_buffer(2 * MiB) == 2 * MiB // 8
+    assert receive_buffer(1) == 64 * KiB
+    assert receive_buffer(1024 * MiB) == 4 * MiB
 
 
 def test_split_rate_goes_by_transfers_and_keeps_a_little_for_idle_engines():

@@ -20,6 +20,7 @@ import fetchcli
 from fetchcli.partial import (
     PARTIAL_SUFFIX,
     Held,
+    parse_http_date,
     partial_path,
     read_sidecar,
     sidecar_path,
@@ -68,6 +69,26 @@ def test_a_body_reset_at_half_is_finished_by_a_range_retry(server: FaultServer, 
     last = server.last_headers(target)
     held = int(last["range"].removeprefix("bytes=").removesuffix("-"))
     assert SIZE // 4 <= held <= SIZE // 2 and last["if-range"] == record["etag"]
+    assert server.bytes_sent(target) <= 1.1 * SIZE
+    assert leftovers(tmp_path) == []
+    # A body made of two responses still gets its mtime from Last-Modified.
+    mtime = parse_http_date(record["last_modified"])
+    assert mtime is not None and Path(record["path"]).stat().st_mtime == mtime
+
+
+@pytest.mark.parametrize("end", ["fin", "stall"])
+def test_a_body_cut_by_a_close_or_a_stall_is_finished_by_a_range_retry(
+    server, unique, tmp_path, end
+):
+    # A clean close short of the Content-Length (truncation), and silence mid-body that
+    # --read-timeout cuts: the retry asks for the rest, as after a reset.
+    target = f"/range/{unique}/f.bin?{PACED}&fail=1&end={end}"
+    record = get(server.url(target), tmp_path, "--read-timeout", "1")
+    data = version(target)
+    assert (record["ok"], record["status"]) == (True, 206) and record["attempts"] >= 2
+    assert record["sha256"] == sha(data) and Path(record["path"]).read_bytes() == data
+    last = server.last_headers(target)
+    assert last["range"].startswith("bytes=") and last["if-range"] == record["etag"]
     assert server.bytes_sent(target) <= 1.1 * SIZE
     assert leftovers(tmp_path) == []
 
@@ -155,6 +176,7 @@ def test_a_failed_transfer_is_kept_and_the_next_run_continues_it(server, unique,
     assert (record["ok"], record["status"], record["attempts"]) == (True, 206, 1)
     assert server.last_headers(target)["range"] == f"bytes={held.size}-"
     assert Path(record["path"]).read_bytes() == version(target, size=size)
+    assert Path(record["path"]).stat().st_mtime == parse_http_date(record["last_modified"])
     assert record["sha256"] == sha(version(target, size=size))
     assert server.bytes_sent(target) <= 1.1 * size
     assert leftovers(tmp_path) == []
@@ -291,6 +313,22 @@ def test_a_stopped_download_is_continued_by_the_next_run(
     assert (record["ok"], record["sha256"], record["bytes"]) == (True, sha(data), len(data))
     assert Path(record["path"]).read_bytes() == data
     assert leftovers(out) == []
+
+
+def test_a_transfer_cut_by_the_deadline_is_kept_and_continued(nginx, unique, tmp_path):
+    data = body_for(unique, 3_000_000)
+    uri = f"/slow{nginx.put(f'{unique}/late.bin', data)}?rate=1m"
+    # One process: engine processes would spend the deadline starting up on a loaded machine.
+    first = get(nginx.url(uri), tmp_path, "--continue", "--deadline", "1.5", "-t", "0", "-P", "1")
+    assert (first["ok"], first["error_kind"]) == (False, "deadline")
+    (partial,) = tmp_path.rglob("*" + PARTIAL_SUFFIX)
+    held = read_sidecar(sidecar_path(partial), nginx.url(uri))
+    assert held is not None and 0 < held.size == partial.stat().st_size < len(data)
+    record = get(nginx.url(uri), tmp_path, "--continue", "-t", "0")
+    assert (record["ok"], record["status"], record["sha256"]) == (True, 206, sha(data))
+    entry = nginx.wait_for(uri, 2)[-1]
+    assert (entry.range, entry.body_bytes_sent) == (f"bytes={held.size}-", len(data) - held.size)
+    assert leftovers(tmp_path) == []
 
 
 def test_ctrl_c_without_continue_keeps_no_partial_body(nginx, unique, tmp_path):

@@ -18,6 +18,7 @@ from fetchcli.models import Record
 from fetchcli.progress import estimate
 from fetchcli.stats import RunStats, Transfer
 from fetchcli.summary import status_line, summary_line
+from tests import virtual_time
 
 pytestmark = pytest.mark.anyio
 
@@ -28,17 +29,23 @@ def live(stats: RunStats) -> tuple[LiveDisplay, io.StringIO]:
     return LiveDisplay(stats, console), screen
 
 
-async def test_frames_are_drawn_by_tracked_background_tasks():
-    stats = RunStats()
-    display, screen = live(stats)
-    display.start([])
-    assert len(display._tasks) == 1  # the first frame, held by a strong reference
-    stats.add(Record(url="http://a.test/", ok=True, status=200))
-    await asyncio.sleep(0.35)
-    assert 2 <= screen.getvalue().count("req/s") <= 6  # ~10 frames a second, not per event
-    await display.aclose(interrupted=False)
-    assert display._tasks == set()  # none left behind
-    assert "fetchcli: done" in screen.getvalue()
+def test_frames_are_drawn_by_tracked_background_tasks():
+    # On a virtual clock: the frames a third of a second gives, exactly, however busy the machine.
+    async def main() -> int:
+        stats = RunStats()
+        display, screen = live(stats)
+        display.start([])
+        assert len(display._tasks) == 1  # the first frame, held by a strong reference
+        for _ in range(50):  # many events, ...
+            stats.add(Record(url="http://a.test/", ok=True, status=200))
+        await asyncio.sleep(0.35)
+        frames = screen.getvalue().count("req/s")
+        await display.aclose(interrupted=False)
+        assert display._tasks == set()  # none left behind
+        assert "fetchcli: done" in screen.getvalue()
+        return frames
+
+    assert virtual_time.run(main()) == 4  # ... but frames at 0, 0.1, 0.2 and 0.3 s, not per event
 
 
 async def test_a_failing_redraw_is_reported_and_the_run_goes_on():
@@ -254,17 +261,20 @@ def status_lines(stats: RunStats, **options: Any) -> tuple[StatusLines, io.Strin
     return StatusLines(stats, console, **options), screen
 
 
-async def test_status_lines_are_whole_lines_that_move_no_cursor():
-    stats = RunStats(total=4)
-    display, screen = status_lines(stats, every=0.05)
-    display.start([])
-    stats.add(Record(url="http://a.test/1", ok=True, status=200, bytes=10))
-    await asyncio.sleep(0.08)
-    stats.add(Record(url="http://a.test/2", ok=False, status=404, error_kind=ErrorKind.HTTP))
-    await asyncio.sleep(0.05)
-    await asyncio.sleep(0.15)  # nothing changes: no more lines
-    await display.aclose(interrupted=False)
-    text = screen.getvalue()
+def test_status_lines_are_whole_lines_that_move_no_cursor():
+    async def main() -> str:  # on a virtual clock: a line every 0.05 s exactly
+        stats = RunStats(total=4)
+        display, screen = status_lines(stats, every=0.05)
+        display.start([])
+        stats.add(Record(url="http://a.test/1", ok=True, status=200, bytes=10))
+        await asyncio.sleep(0.08)
+        stats.add(Record(url="http://a.test/2", ok=False, status=404, error_kind=ErrorKind.HTTP))
+        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.15)  # nothing changes: no more lines
+        await display.aclose(interrupted=False)
+        return screen.getvalue()
+
+    text = virtual_time.run(main())
     assert not re.search(r"\x1b\[\d*[ABCDGHJKf]|\r", text)  # nothing moved, nothing erased
     lines = [line for line in text.splitlines() if line.startswith("fetchcli: ") and "URLs" in line]
     assert [line.split(" · ")[:2] for line in lines] == [

@@ -21,8 +21,7 @@ from fetchcli.manifests import (
     format_for,
     read_manifest,
 )
-from fetchcli.models import Job
-from fetchcli.sources import BadLine
+from fetchcli.models import BadLine, Job
 
 SHA = "ab" * 32
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from fetchcli.errors import PermanentError, TransientError
 from fetchcli.kinds import ErrorKind, Skipped
 from fetchcli.models import Expectation, Job, Record, shown_url
@@ -207,3 +209,28 @@ def test_a_rows_other_columns_come_back_as_meta_and_plain_records_have_none():
     assert "meta" not in json.loads(Record.duplicate("-", 4, URL, record).to_json())
     again = Record.duplicate("-", 5, URL, record, {"caption": "è"})
     assert json.loads(again.to_json())["meta"] == {"caption": "è"}
+
+
+def test_a_record_read_back_from_its_json_is_the_same_record():
+    row = Job("rows.csv", 4, "https://a.test/x", job("https://a.test/x").parsed,
+              expect=Expectation(meta={"caption": "é"}))  # fmt: skip
+    failed = Record.failed(row, PermanentError(ErrorKind.HTTP, "HTTP 404", status=404), 2, 0.5)
+    kept = Record.succeeded(
+        row, status=304, path="out/x", size=3, sha256="ab" * 32, final_url=row.url,
+        content_type=None, attempts=1, elapsed=0.25, etag='"e"', skipped=Skipped.NOT_MODIFIED,
+    )  # fmt: skip
+    for original in (failed, kept, Record.invalid("-", 1, "nope", "not a URL")):
+        again = Record.from_json(original.to_json())
+        assert again == original
+        assert isinstance(again.error_kind, ErrorKind | None)
+        assert isinstance(again.skipped, Skipped | None)
+    # Unknown fields (a later version's) are passed over; what is not a record is refused.
+    assert Record.from_json('{"url":"u","ok":true,"new":1}') == Record(url="u", ok=True)
+    for line in (
+        "[1]",
+        '{"ok":true}',
+        '{"url":"u","ok":"yes"}',
+        '{"url":"u","ok":true,"line":"7"}',
+    ):
+        with pytest.raises(ValueError):
+            Record.from_json(line)

@@ -23,6 +23,7 @@ from fetchcli.partial import (
     decide,
     discard_partial,
     format_http_date,
+    hash_file,
     hash_prefix,
     is_strong_etag,
     load_partial,
@@ -36,6 +37,7 @@ from fetchcli.partial import (
     update_headers,
     write_sidecar,
 )
+from tests.helpers import decided
 
 URL = "http://files.test/a.bin"
 DATE = "Tue, 14 Nov 2023 22:13:20 GMT"  # 1_700_000_000
@@ -43,9 +45,22 @@ LATER = "Wed, 15 Nov 2023 22:13:20 GMT"
 ETAG = '"abc-123"'
 
 
-def held(size: int = 400, **fields) -> Held:
-    values = {"etag": ETAG, "last_modified": DATE, "total": 1000} | fields
-    return Held(url=URL, size=size, **values)
+def held(
+    size: int = 400,
+    *,
+    etag: str | None = ETAG,
+    last_modified: str | None = DATE,
+    content_encoding: str | None = None,
+    total: int | None = 1000,
+) -> Held:
+    return Held(
+        url=URL,
+        size=size,
+        etag=etag,
+        last_modified=last_modified,
+        content_encoding=content_encoding,
+        total=total,
+    )
 
 
 # --- Validators and dates -----------------------------------------------------------------
@@ -227,32 +242,46 @@ def test_continue_an_encoded_body_under_a_strong_etag():
 
 
 def test_continue_without_a_known_total_and_when_all_is_held():
-    assert continue_headers(held(total=None))["Range"] == "bytes=400-"
-    assert continue_headers(held(1000))["Range"] == "bytes=1000-"  # the 416 will say "done"
+    assert continue_headers(held(total=None)) == {"Range": "bytes=400-", "If-Range": ETAG}
+    # All of it held: the request is still made, and its 416 will say "done".
+    assert continue_headers(held(1000)) == {"Range": "bytes=1000-", "If-Range": ETAG}
 
 
 # --- The verdict ----------------------------------------------------------------------------
 
 
-def rest(first: int = 400, last: int = 999, total: int | str = 1000, **headers) -> dict:
-    values = {"Content-Range": f"bytes {first}-{last}/{total}", "ETag": ETAG}
-    values["Content-Length"] = str(last - first + 1)
-    return values | headers
+def rest(
+    first: int = 400,
+    last: int = 999,
+    total: int | str = 1000,
+    *,
+    etag: str | None = ETAG,
+    content_length: str | None = None,
+    content_encoding: str | None = None,
+) -> dict[str, str]:
+    """The headers of a 206 for bytes first-last; a header given as None is left out."""
+    values = {
+        "Content-Range": f"bytes {first}-{last}/{total}",
+        "ETag": etag,
+        "Content-Length": content_length or str(last - first + 1),
+        "Content-Encoding": content_encoding,
+    }
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def test_206_exactly_the_rest_is_appended():
     assert decide(held(), 206, rest()) == Decision(Verdict.APPEND, "the rest from byte 400", 1000)
-    assert decide(held(total=None), 206, rest()).verdict is Verdict.APPEND
+    assert decided(held(total=None), 206, rest()).verdict is Verdict.APPEND
     lower = {k.lower(): v for k, v in rest().items()}
-    assert decide(held(), 206, lower).verdict is Verdict.APPEND
+    assert decided(held(), 206, lower).verdict is Verdict.APPEND
 
 
 def test_206_under_the_date_is_appended_when_the_date_agrees():
     by_date = held(etag=None)
-    assert decide(by_date, 206, rest(ETag=None) | {"Last-Modified": DATE}).verdict == "append"
+    assert decided(by_date, 206, rest(etag=None) | {"Last-Modified": DATE}).verdict == "append"
     headers = {"Content-Range": "bytes 400-999/1000"}
-    assert decide(by_date, 206, headers).verdict is Verdict.APPEND
-    assert decide(by_date, 206, headers | {"Last-Modified": LATER}).verdict is Verdict.REFETCH
+    assert decided(by_date, 206, headers).verdict is Verdict.APPEND
+    assert decided(by_date, 206, headers | {"Last-Modified": LATER}).verdict is Verdict.REFETCH
 
 
 @pytest.mark.parametrize(
@@ -263,9 +292,9 @@ def test_206_under_the_date_is_appended_when_the_date_agrees():
         (rest(400, 799), "206 that does not run to the end of the body"),
         (rest(total="*"), "206 that does not run to the end of the body"),
         (rest(400, 1099, 1100), "206 of a 1100-byte body, not 1000"),
-        (rest(**{"Content-Length": "599"}), "206 whose Content-Length and Content-Range differ"),
-        (rest(ETag='"other"'), "206 under another ETag"),
-        (rest(**{"Content-Encoding": "gzip"}), "206 in another Content-Encoding"),
+        (rest(content_length="599"), "206 whose Content-Length and Content-Range differ"),
+        (rest(etag='"other"'), "206 under another ETag"),
+        (rest(content_encoding="gzip"), "206 in another Content-Encoding"),
         (
             {"Content-Type": "multipart/byteranges; boundary=x"},
             "206 without a usable Content-Range",
@@ -275,19 +304,19 @@ def test_206_under_the_date_is_appended_when_the_date_agrees():
     ],
 )
 def test_any_other_206_asks_again_from_byte_0(headers, reason):
-    decision = decide(held(), 206, {k: v for k, v in headers.items() if v is not None})
+    decision = decide(held(), 206, headers)
     assert decision is not None
     assert (decision.verdict, decision.reason) == (Verdict.REFETCH, reason)
 
 
 def test_an_encoded_body_continues_only_in_the_same_encoding():
     gz = held(content_encoding="gzip")
-    assert decide(gz, 206, rest(**{"Content-Encoding": "gzip"})).verdict is Verdict.APPEND
-    assert decide(gz, 206, rest(**{"Content-Encoding": "GZip"})).verdict is Verdict.APPEND
-    assert decide(gz, 206, rest()).verdict is Verdict.REFETCH
-    assert decide(gz, 206, rest(**{"Content-Encoding": "br"})).verdict is Verdict.REFETCH
+    assert decided(gz, 206, rest(content_encoding="gzip")).verdict is Verdict.APPEND
+    assert decided(gz, 206, rest(content_encoding="GZip")).verdict is Verdict.APPEND
+    assert decided(gz, 206, rest()).verdict is Verdict.REFETCH
+    assert decided(gz, 206, rest(content_encoding="br")).verdict is Verdict.REFETCH
     plain = held()
-    assert decide(plain, 206, rest(**{"Content-Encoding": "identity"})).verdict == "append"
+    assert decided(plain, 206, rest(content_encoding="identity")).verdict == "append"
 
 
 def test_200_replaces_saying_why():
@@ -302,8 +331,8 @@ def test_416_for_exactly_what_is_held_is_complete():
     assert decide(done, 416, {"Content-Range": "bytes */1000"}) == Decision(
         Verdict.COMPLETE, "everything is held already", 1000
     )
-    assert decide(done, 416, {"content-range": "bytes */1000", "etag": ETAG}).verdict == "complete"
-    assert decide(held(1000, total=None), 416, {"Content-Range": "bytes */1000"}).verdict == (
+    assert decided(done, 416, {"content-range": "bytes */1000", "etag": ETAG}).verdict == "complete"
+    assert decided(held(1000, total=None), 416, {"Content-Range": "bytes */1000"}).verdict == (
         "complete"
     )
 
@@ -492,6 +521,22 @@ def test_hash_prefix_hashes_exactly_the_first_bytes(tmp_path):
 
 
 # --- --update -----------------------------------------------------------------------------
+
+
+def test_hash_file_hashes_a_regular_file_and_refuses_anything_else(tmp_path):
+    data = os.urandom(2 * 1024 * 1024 + 3)
+    (tmp_path / "f").write_bytes(data)
+    assert hash_file(tmp_path / "f") == (len(data), hashlib.sha256(data).hexdigest())
+    directory = os.open(tmp_path, os.O_RDONLY)
+    try:
+        assert hash_file("f", dir_fd=directory) == hash_file(tmp_path / "f")
+    finally:
+        os.close(directory)
+    (tmp_path / "link").symlink_to(tmp_path / "f")
+    os.mkfifo(tmp_path / "fifo")  # refused at once, not waited on for a writer
+    for name in ("link", "fifo", "missing", "."):
+        with pytest.raises(OSError):
+            hash_file(tmp_path / name)
 
 
 def test_update_headers_from_the_records_etag_and_the_file_mtime():

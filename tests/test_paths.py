@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fetchcli.fingerprints import url_key
 from fetchcli.paths import MAX_NAME_BYTES, MAX_PATH_BYTES, flat_path, relative_path, row_path
-from fetchcli.sources import url_key
 from fetchcli.tree import TEMP_SUFFIX
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fetchcli.config import Settings
-from fetchcli.runner import engine_count
+from fetchcli.launch import engine_count
 from tests.helpers import CLOCK_SLACK, cli
 from tests.servers import body_for
 
@@ -147,6 +147,31 @@ def test_a_lost_engine_does_not_lose_its_urls(server, unique):
     lost = [r for r in records if r["error_kind"] == "internal"]
     assert lost and all(r["error"].startswith("engine process died") for r in lost)
     assert time.monotonic() - started < 15
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="uses /proc")
+def test_when_every_engine_is_lost_the_run_stops_with_one_line(server, unique):
+    hung = [server.url(f"/hang/{unique}/{i}") for i in range(60)]  # more than the engines hold
+
+    def kill_every_engine() -> None:
+        assert server.wait_in_flight(8, timeout=20)
+        for pid in children_of(os.getpid()):
+            os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_every_engine)
+    killer.start()
+    result = cli(
+        "get", "--no-save", "-P", "2", "-c", "8", "-t", "30", "-r", "0", "--jsonl", "-",
+        stdin="\n".join(hung).encode(),
+    )  # fmt: skip
+    killer.join()
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        "fetchcli: error: every engine process has stopped: the rest of the input has no records"
+    )
+    assert "Traceback" not in result.stderr and "--debug" not in result.stderr
+    lost = result.records()
+    assert lost and all(r["error_kind"] == "internal" for r in lost)  # those the engines held
 
 
 @pytest.mark.parametrize(

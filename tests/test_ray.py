@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import fetchcli
+from fetchcli.errors import IncompleteRun, OutputError
 from fetchcli.parallel.shard_task import Counters
 from fetchcli.shard import Shard
 from tests.helpers import cli, job, write_list
@@ -28,9 +29,12 @@ if os.environ.get("CI"):
 else:
     ray = pytest.importorskip("ray", reason="pip install -e '.[test,ray]' for the Ray tests")
 
-from fetchcli.parallel.ray_shards import Funnel  # after the check: it needs Ray
+from ray.exceptions import RayTaskError
 
-pytestmark = pytest.mark.timeout(240)
+from fetchcli.parallel.ray_shards import Funnel, _cause  # after the check: it needs Ray
+
+# One worker of pytest-xdist runs them all: one cluster, started once.
+pytestmark = [pytest.mark.timeout(240), pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture(scope="session")
@@ -57,12 +61,15 @@ def ray_cluster() -> Iterator[None]:
 
 
 def test_2000_urls_in_8_shards_one_record_each_exact_bytes(ray_cluster, server, unique, tmp_path):
-    targets = [f"/ok/{unique}/{i}.txt?size={100 + i % 7}" for i in range(2000)]
+    # Flat names: URL i and i + 1000 share a name but not a shard (likely): the shards name
+    # every line as one run would, so the second gets a hashed name and nothing is overwritten.
+    sizes = [100 + i % 7 for i in range(1000)]
+    targets = [f"/ok/{unique}/{d}/{i}.txt?size={sizes[i]}" for d in "ab" for i in range(1000)]
     listing = write_list(tmp_path / "urls.txt", ["# ray", *map(server.url, targets)])
     records = tmp_path / "records.jsonl"
     result = cli(
         "get", str(listing), "--ray", "local", "--shards", "8", "--shard-by", "url",
-        "-o", str(tmp_path / "out"), "--jsonl", str(records), "-c", "32",
+        "-o", str(tmp_path / "out"), "--jsonl", str(records), "-c", "32", "--layout", "flat",
     )  # fmt: skip
 
     assert result.exit_code == 0, result.stderr
@@ -70,9 +77,11 @@ def test_2000_urls_in_8_shards_one_record_each_exact_bytes(ray_cluster, server, 
     lines = [json.loads(line) for line in records.read_text().splitlines()]
     assert sorted(record["line"] for record in lines) == list(range(2, 2002))
     assert all(record["ok"] and record["attempts"] == 1 for record in lines)
+    assert len({record["path"] for record in lines}) == 2000
     for record in lines:
         target = record["url"].removeprefix(server.base_url)
-        assert Path(record["path"]).read_bytes() == body_for(target, 100 + (record["line"] - 2) % 7)
+        size = sizes[(record["line"] - 2) % 1000]
+        assert Path(record["path"]).read_bytes() == body_for(target, size)
     assert [server.hits(target) for target in targets] == [1] * 2000
     # The shards' own records hold the same lines, byte for byte, each in one ledger.
     ledgers = sorted((tmp_path / "records.jsonl.shards").glob("shard-*-of-8.jsonl"))
@@ -135,16 +144,19 @@ def test_a_shard_killed_mid_run_is_retried_and_continues(ray_cluster, server, un
         assert Path(record.path or "").read_bytes() == body_for(target)
 
 
-def test_a_repeat_in_a_shard_carries_its_firsts_outcome(ray_cluster, server, unique, tmp_path):
+def test_a_repeat_in_a_shard_carries_its_firsts_outcome_and_update_sends_etags(
+    ray_cluster, server, unique, tmp_path
+):
     saved, missing = f"/ok/{unique}/page.txt", f"/status/404/{unique}"
+    tagged = f"/range/{unique}/tagged.bin?size=2000"  # an ETag, and 304 to If-None-Match
     lines = [server.url(saved), server.url(missing), server.url(saved), server.url(missing) + "#x"]
-    listing = write_list(tmp_path / "urls.txt", lines)
-    result = cli(
-        "get", str(listing), "--ray", "local", "--shards", "2", "-o", str(tmp_path / "out"),
-        "--jsonl", "-",
-    )  # fmt: skip
-    records = sorted(result.records(), key=lambda r: r["line"])
-    assert [r["line"] for r in records] == [1, 2, 3, 4]
+    listing = write_list(tmp_path / "urls.txt", [*lines, server.url(tagged)])
+    jsonl = tmp_path / "records.jsonl"
+    run = ("get", str(listing), "--ray", "local", "--shards", "2", "-o", str(tmp_path / "out"),
+           "--jsonl", str(jsonl))  # fmt: skip
+    assert cli(*run).exit_code == 1  # the 404
+    records = sorted(map(json.loads, jsonl.read_text().splitlines()), key=lambda r: r["line"])
+    assert [r["line"] for r in records] == [1, 2, 3, 4, 5]
     for first, repeat in ((records[0], records[2]), (records[1], records[3])):
         assert repeat["skipped"] == "duplicate" and repeat["attempts"] == 0
         keep = ("ok", "status", "path", "bytes", "sha256", "error", "error_kind")
@@ -152,8 +164,24 @@ def test_a_repeat_in_a_shard_carries_its_firsts_outcome(ray_cluster, server, uni
     assert records[2]["path"] and not records[3]["ok"]
     assert server.hits(saved) == server.hits(missing) == 1
 
+    # --update: the driver's records give the tasks their ETags.
+    assert cli(*run, "--update").exit_code == 1
+    assert server.last_headers(tagged)["if-none-match"] == records[4]["etag"]
+    (updated,) = [r for r in map(json.loads, jsonl.read_text().splitlines()) if r["line"] == 5]
+    assert (updated["status"], updated["skipped"], updated["path"]) == (
+        304, "not_modified", records[4]["path"],
+    )  # fmt: skip
 
-# The Funnel's bookkeeping, without Ray: it is a plain class the driver makes an actor of.
+
+# The Funnel's bookkeeping and the tasks' errors, without Ray's cluster.
+
+
+def test_a_task_that_raised_ends_the_run_with_one_of_our_errors():
+    group = ExceptionGroup("unhandled errors in a TaskGroup", [OutputError("disk full")])
+    assert str(_cause("1/4", RayTaskError("run_shard", "...", group))) == "disk full"
+    error = _cause("2/4", RayTaskError("run_shard", "...", KeyError("x")))
+    assert isinstance(error, IncompleteRun)  # exit 1, one line: the CLI prints it as it is
+    assert str(error) == "shard 2/4 failed: KeyError: 'x'"
 
 
 def test_the_funnel_drops_what_a_retry_replays():
@@ -187,7 +215,7 @@ def test_the_funnel_starts_a_resumed_run_after_what_the_driver_has():
         await funnel.push(2, 5, ["f", "g", "h"], Counters())
         taken = await funnel.take()
         assert taken is not None and taken[0] == ["f", "g", "h"]
-        with pytest.raises(RuntimeError, match="never pushed"):
+        with pytest.raises(IncompleteRun, match="never pushed"):
             await funnel.push(2, 10, ["z"], Counters())
 
     asyncio.run(scenario())

@@ -13,7 +13,7 @@ import pytest
 from fetchcli.errors import OutputError
 from fetchcli.kinds import Skipped
 from fetchcli.models import Record
-from fetchcli.records import MAX_BACKLOG, RecordLog, load_done
+from fetchcli.records import MAX_BACKLOG, RecordLog, is_done, load_done, read_lines
 
 
 def record(url: str, ok: bool = True, skipped: str | None = None) -> Record:
@@ -150,3 +150,62 @@ async def test_adding_waits_when_the_writing_falls_far_behind():
         await asyncio.sleep(0)
     assert not blocked.done()  # back-pressure: memory stays flat
     blocked.cancel()
+
+
+@pytest.mark.parametrize(
+    ("ok", "skipped", "done"),
+    [
+        (True, None, True),
+        (True, "exists", True),
+        (True, "duplicate", True),
+        (True, "not_modified", True),  # a 304 kept the file: --resume and --ray agree
+        (False, None, False),
+        (False, "duplicate", False),
+    ],
+)
+def test_what_counts_as_done_for_resume(tmp_path: Path, ok, skipped, done):
+    raw = record("http://a.test/x", ok=ok, skipped=skipped).to_json()
+    assert is_done(json.loads(raw)) is done
+    path = tmp_path / "r.jsonl"
+    path.write_text(raw + "\n")
+    assert (b"http://a.test/x" in load_done(str(path))) is done
+
+
+def test_read_lines_passes_over_a_torn_last_line_and_repairs_only_when_asked(tmp_path: Path):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b'{"a":1}\n{"b":2}\n{"c":')
+    seen: list[bytes] = []
+    assert read_lines(str(path), seen.append) == 2
+    assert seen == [b'{"a":1}\n', b'{"b":2}\n'] and path.read_bytes().endswith(b'{"c":')
+    assert read_lines(str(path), seen.append, repair=True) == 2
+    assert path.read_bytes() == b'{"a":1}\n{"b":2}\n'
+    assert read_lines(str(tmp_path / "missing.jsonl"), seen.append, repair=True) == 0
+
+
+@pytest.mark.anyio
+async def test_after_write_hears_each_batch_once_it_is_in_the_file(tmp_path: Path):
+    path = tmp_path / "r.jsonl"
+    heard: list[tuple[list[str], int]] = []
+
+    def after_write(lines: list[str]) -> None:
+        heard.append((lines, len(path.read_text().splitlines())))  # already written
+
+    log = await asyncio.to_thread(RecordLog.open, str(path), append=False, after_write=after_write)
+    async with log:
+        for i in range(3):
+            await log.add(record(f"http://a.test/{i}"))
+    lines = path.read_text().splitlines()
+    assert [line for batch, _ in heard for line in batch] == lines and len(lines) == 3
+    assert all(written >= len(batch) for batch, written in heard)
+
+
+@pytest.mark.anyio
+async def test_a_failing_after_write_stops_the_run_with_its_error(tmp_path: Path):
+    def after_write(lines: list[str]) -> None:
+        raise OutputError("the driver is gone")
+
+    log = RecordLog.open(str(tmp_path / "r.jsonl"), append=False, after_write=after_write)
+    with pytest.raises(OutputError, match="the driver is gone"):
+        async with log:
+            await log.add(record("http://a.test/1"))
+    assert (tmp_path / "r.jsonl").read_text().count("\n") == 1  # in the file: a retry replays it

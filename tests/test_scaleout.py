@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from fetchcli.config import Settings
-from fetchcli.runner import engine_count
-from tests.helpers import FETCHCLI, cli, write_list
+from fetchcli.launch import engine_count
+from fetchcli.shard import Shard
+from tests.helpers import FETCHCLI, cli, job, write_list
 from tests.servers import body_for
 
 N = 3
@@ -167,6 +168,46 @@ def test_merge_exits_0_when_every_line_is_ok(server, unique, tmp_path):
     done = merge(*map(str, ledgers), "--input", str(listing))
     assert done.returncode == 0, done.stderr
     assert "complete: every line ok" in done.stderr
+
+
+@pytest.mark.parametrize("naming", ["flat", "rows"])
+def test_shards_into_one_directory_give_the_names_one_run_would(server, unique, tmp_path, naming):
+    # Names that meet (--layout flat, or a manifest's paths) of URLs fetched by different
+    # instances: each instance names every line of the list, so all agree, as one run would.
+    split = Shard(0, 2, "url")
+    urls = [server.url(f"/ok/{unique}/{i}/data.bin") for i in range(40)]
+    picked = [[url for url in urls if split.share(job(url)) == k][:3] for k in range(2)]
+    targets = [
+        url.removeprefix(server.base_url) for k in range(3) for url in (picked[0][k], picked[1][k])
+    ]
+    flags: tuple[str, ...] = ()
+    if naming == "flat":
+        listing, flags = (
+            write_list(tmp_path / "urls.txt", [*map(server.url, targets)]),
+            ("--layout", "flat"),
+        )
+    else:
+        rows = ["url,path", *(f"{server.url(target)},data.bin" for target in targets)]
+        listing = write_list(tmp_path / "rows.csv", rows)
+
+    def fetch(out: Path, jsonl: Path, *more: str) -> dict[int, Path]:
+        result = cli(
+            "get", str(listing), "-q", "-o", str(out), "--jsonl", str(jsonl), *flags, *more
+        )
+        assert result.exit_code == 0, result.stderr
+        records = map(json.loads, jsonl.read_text().splitlines())
+        return {r["line"]: Path(r["path"]).relative_to(out) for r in records}
+
+    one = fetch(tmp_path / "one", tmp_path / "one.jsonl")
+    out = tmp_path / "out"
+    shards = {
+        **fetch(out, tmp_path / "0.jsonl", "--shard", "0/2", "--shard-by", "url"),
+        **fetch(out, tmp_path / "1.jsonl", "--shard", "1/2", "--shard-by", "url"),
+    }
+    assert shards == one and len(set(one.values())) == len(targets)
+    first = 2 if naming == "rows" else 1  # the line of targets[0]
+    for line, name in shards.items():
+        assert (out / name).read_bytes() == body_for(targets[line - first])
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ from contextlib import closing
 
 import pytest
 
-from fetchcli.partial import Held, Verdict, continue_headers, decide, update_headers
+from fetchcli.partial import Held, Verdict, continue_headers, update_headers
+from tests.helpers import decided
 from tests.servers import FaultServer, body_for
 
 SIZE = 200_000
@@ -42,9 +43,9 @@ def cut_with_headers(
         except ConnectionResetError:
             pass
     head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
+    status_line, *received = head.decode("latin-1").split("\r\n")
     assert status_line.startswith("HTTP/1.1 "), head
-    fields = (line.partition(":") for line in lines)
+    fields = (line.partition(":") for line in received)
     return {name.strip().lower(): value.strip() for name, _, value in fields}, body
 
 
@@ -201,7 +202,7 @@ def test_norange_ignores_range_so_the_client_starts_over(server, unique):
     held = Held.from_response(server.url(target), 200, headers, len(first))
     status, headers, body = get(server, target, continue_headers(held))
     assert (status, body) == (200, version(target))
-    assert decide(held, status, headers).verdict is Verdict.REPLACE
+    assert decided(held, status, headers).verdict is Verdict.REPLACE
 
 
 def test_changing_fails_if_range_with_a_full_200_of_the_new_version(server, unique):
@@ -211,12 +212,12 @@ def test_changing_fails_if_range_with_a_full_200_of_the_new_version(server, uniq
     held = Held(url=target, size=len(first), etag='"v1"', total=SIZE)
     status, headers, body = get(server, target, continue_headers(held))
     assert (status, headers["etag"], body) == (200, '"v2"', version(target, 2))
-    decision = decide(held, status, headers)
+    decision = decided(held, status, headers)
     assert (decision.verdict, decision.reason) == (Verdict.REPLACE, "the body changed")
     # Without If-Range the Range is honoured, on bytes of another version: why If-Range matters.
     status, headers, body = get(server, target, {"Range": f"bytes={len(first)}-"})
     assert (status, body) == (206, version(target, 3)[len(first) :])
-    assert decide(held, status, headers).verdict is Verdict.REFETCH  # its ETag gives it away
+    assert decided(held, status, headers).verdict is Verdict.REFETCH  # its ETag gives it away
 
 
 def test_wrong_range_starts_every_206_at_zero_and_is_refused(server, unique):
@@ -226,7 +227,7 @@ def test_wrong_range_starts_every_206_at_zero_and_is_refused(server, unique):
     status, headers, body = get(server, target, continue_headers(held))
     assert status == 206 and headers["content-range"] == f"bytes 0-{SIZE - 1}/{SIZE}"
     assert body == version(target)
-    decision = decide(held, status, headers)
+    decision = decided(held, status, headers)
     assert (decision.verdict, decision.reason) == (Verdict.REFETCH, "206 from byte 0, not 5000")
 
 
@@ -236,7 +237,7 @@ def test_a_416_for_a_complete_body_is_done(server, unique):
     held = Held.from_response(server.url(target), status, headers, SIZE)
     status, headers, _ = get(server, target, continue_headers(held))
     assert status == 416
-    assert decide(held, status, headers).verdict is Verdict.COMPLETE
+    assert decided(held, status, headers).verdict is Verdict.COMPLETE
     assert server.bytes_sent(target) == SIZE
 
 
@@ -247,7 +248,7 @@ def test_the_within_run_story_sends_at_most_1_1x_the_size(server, unique):
     held = Held.from_response(server.url(target), 200, headers, len(first))
     assert held.etag is not None and held.total == SIZE
     status, headers, body = get(server, target, continue_headers(held))
-    assert decide(held, status, headers).verdict is Verdict.APPEND
+    assert decided(held, status, headers).verdict is Verdict.APPEND
     assert first + body == version(target)
     assert server.bytes_sent(target) <= 1.1 * SIZE
 
@@ -260,6 +261,6 @@ def test_bytes_sent_is_reset_with_the_stats(server, unique):
     assert server.bytes_sent(target) == 0
 
 
-@pytest.mark.parametrize("query", ["validators=all", "encoding=br", "size=x", "rate=-1"])
+@pytest.mark.parametrize("query", ["validators=all", "encoding=br", "size=x", "rate=-1", "end=x"])
 def test_bad_parameters_are_400(server, unique, query):
     assert get(server, f"/range/{unique}/f.bin?{query}")[0] == 400

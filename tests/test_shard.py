@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fetchcli.errors import UsageError
-from fetchcli.models import Job
+from fetchcli.models import BadLine, Job
 from fetchcli.shard import Shard, host_key, parse_shard, share_of
-from fetchcli.sources import BadLine, parse_line
+from fetchcli.sources import parse_line
 
 
 @pytest.mark.parametrize(
@@ -184,7 +184,7 @@ def test_shards_are_disjoint_cover_every_line_and_keep_hosts_whole(lines, count)
 
 @given(st.lists(LINES, max_size=60), st.integers(min_value=1, max_value=12))
 def test_repeated_urls_land_in_one_shard_so_dedupe_still_works(lines, count):
-    from fetchcli.sources import url_key
+    from fetchcli.fingerprints import url_key
 
     for by in ("host", "url"):
         shard = Shard(0, count, by)

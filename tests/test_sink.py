@@ -188,8 +188,31 @@ async def test_existing_files_are_not_looked_for_through_a_symlink(tmp_path: Pat
     (out / "g/a").symlink_to(elsewhere / "a")
     (out / "g/b").write_bytes(b"123")
     async with Saver(out, save=True) as saver:
-        sizes = [await saver.existing_size(PurePosixPath(p)) for p in ("h/a", "g/a", "g/b")]
-    assert sizes == [None, None, 3]
+        looks = [await saver.look(PurePosixPath(p)) for p in ("h/a", "g/a", "g/b")]
+        found = [await saver.existing(PurePosixPath(p)) for p in ("h/a", "g/a", "g/b")]
+        hinted = [await saver.existing(PurePosixPath(p), 3) for p in ("h/a", "g/a")]
+    assert [look.size for look in looks] == [None, None, 3]
+    assert found[:2] == [None, None] and hinted == [None, None]  # not read through it either
+    assert found[2] == (str(out / "g/b"), 3, hashlib.sha256(b"123").hexdigest())
+
+
+async def test_existing_hashes_what_the_file_holds_whatever_the_hint_says(tmp_path: Path):
+    # The hint only picks the thread hop: a file that grew (or shrank) since its look is still
+    # hashed whole, and a FIFO in a file's place is refused without hanging the open.
+    import os
+
+    data = os.urandom(3 * SPILL_BYTES + 5)
+    (tmp_path / "h").mkdir()
+    (tmp_path / "h/big").write_bytes(data)
+    (tmp_path / "h/small").write_bytes(b"abc")
+    os.mkfifo(tmp_path / "h/fifo")
+    async with Saver(tmp_path, save=True) as saver:
+        small_hint = await saver.existing(PurePosixPath("h/big"), 10)
+        big_hint = await saver.existing(PurePosixPath("h/small"), 10 * SPILL_BYTES)
+        fifo = await asyncio.wait_for(saver.existing(PurePosixPath("h/fifo"), 10), 10)
+    assert small_hint == (str(tmp_path / "h/big"), len(data), hashlib.sha256(data).hexdigest())
+    assert big_hint == (str(tmp_path / "h/small"), 3, hashlib.sha256(b"abc").hexdigest())
+    assert fifo is None
 
 
 # --- Temporary files of dead runs: swept where a run writes ---------------------------------
@@ -239,13 +262,13 @@ async def test_a_live_runs_temporary_files_are_left_alone(tmp_path: Path):
         assert second[0] == str(tmp_path / "h/small")
         assert leftovers(tmp_path) == [live]
         path, _ = await body.finish()
-    assert Path(path).read_bytes() == b"z" * (2 * SPILL_BYTES)
+    assert path is not None and Path(path).read_bytes() == b"z" * (2 * SPILL_BYTES)
     assert leftovers(tmp_path) == [] and run_locks(tmp_path) == []
 
 
 async def test_a_run_that_writes_nothing_leaves_no_lock_file(tmp_path: Path):
     async with Saver(tmp_path, save=True) as saver:
-        assert await saver.existing_size(PurePosixPath("h/a")) is None
+        assert await saver.existing(PurePosixPath("h/a")) is None
     async with Saver(tmp_path, save=False) as saver:
         await saver.body(None).finish()
     assert list(tmp_path.iterdir()) == []

@@ -9,18 +9,16 @@ import os
 import pytest
 
 from fetchcli.errors import UsageError
+from fetchcli.fingerprints import FingerprintSet, url_key
 from fetchcli.manifests import items_of
-from fetchcli.models import Job, Record
+from fetchcli.models import BadLine, Job, Record
 from fetchcli.sources import (
     MAX_LINE_BYTES,
-    BadLine,
-    FingerprintSet,
     LongLine,
     Source,
     close_sources,
     open_sources,
     parse_line,
-    url_key,
 )
 
 pytestmark = pytest.mark.anyio

@@ -10,7 +10,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import aiohttp
 import httpx
@@ -23,7 +23,14 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from fetchcli.client import AiohttpTransport, Client, HttpxTransport
 from fetchcli.errors import FetchError, PermanentError, TransientError
 from fetchcli.kinds import ErrorKind
-from fetchcli.transport_errors import Exchange, from_aiohttp, from_httpx, from_os_error
+from fetchcli.transport_errors import (
+    SOCKS_ERRORS,
+    Exchange,
+    SocksError,
+    from_aiohttp,
+    from_httpx,
+    from_os_error,
+)
 from tests.helpers import refused_port, unanswered_port
 from tests.servers import FaultServer
 
@@ -666,3 +673,7 @@ async def test_an_unknown_host(transport):
         "no such host: no-such-host.invalid",
         "cannot resolve no-such-host.invalid now: try again",
     )
+
+
+def test_the_socks_errors_caught_are_the_socks_errors_mapped():
+    assert get_args(SocksError) == SOCKS_ERRORS

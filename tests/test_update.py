@@ -9,13 +9,15 @@ import json
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 
 import fetchcli
 from fetchcli.config import Settings
+from fetchcli.models import Record
 from fetchcli.partial import parse_http_date
 from fetchcli.records import load_done, load_etags
-from tests.helpers import cli, write_list
+from tests.helpers import cli, fetch_rig, job, write_list
 from tests.nginx import Nginx
 from tests.servers import FaultServer, body_for
 
@@ -183,6 +185,26 @@ async def test_the_library_updates_by_mtime(nginx, unique, tmp_path):
     assert snapshot(tmp_path) == before
     assert {r.sha256 for r in second} == {r.sha256 for r in first}
     assert os.path.exists(second[0].path or "")
+
+
+@pytest.mark.anyio
+async def test_a_304_whose_file_went_meanwhile_fails_with_an_io_error(respx_mock, tmp_path):
+    # The file is looked at before the request and hashed after the 304: gone by then, the
+    # record says so instead of describing a file that is not there.
+    url = "https://example.com/f.bin"
+    route = respx_mock.get(url).mock(return_value=httpx.Response(304, headers={"ETag": '"a"'}))
+    saved = tmp_path / "example.com" / "f.bin"
+    saved.parent.mkdir()
+    saved.write_bytes(b"old")
+    async with fetch_rig(respx_mock, tmp_path, update=True, retries=0) as rig:
+        pending = await rig.fetcher.prepare(job(url))
+        assert not isinstance(pending, Record)
+        saved.unlink()
+        record = await rig.fetcher.attempt(pending)
+    assert isinstance(record, Record) and route.call_count == 1
+    assert "if-modified-since" in route.calls.last.request.headers
+    assert (record.ok, record.status, record.error_kind) == (False, 304, "io")
+    assert record.error == f"cannot read {saved}: it is gone or not a file"
 
 
 # --- The pieces: options, the records' ETags --------------------------------------------------

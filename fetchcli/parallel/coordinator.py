@@ -30,6 +30,7 @@ import sys
 
 from fetchcli.bandwidth import split_rate
 from fetchcli.config import Limits, Settings
+from fetchcli.errors import IncompleteRun
 from fetchcli.executor import Emit, Produce
 from fetchcli.frontier import DEFAULT_PARK
 from fetchcli.models import Job, Record
@@ -173,9 +174,7 @@ class _Pool:
             self._flush_all()
             self._room.clear()
             await self._room.wait()
-        engine.buffer.append(
-            WireJob(job.source, job.line, job.url, job.expect, job.relpath, job.etag)
-        )
+        engine.buffer.append(WireJob.of(job))
         engine.outstanding.setdefault((job.source, job.line), []).append(job.url)
         # A hungry engine gets the job at once (a slow pipe's first URL); a busy one in bulk.
         if len(engine.buffer) >= JOBS_PER_MESSAGE or engine.pending < engine.hungry:
@@ -185,8 +184,8 @@ class _Pool:
     def _engine_for(self, job: Job) -> _Engine:
         live = [engine for engine in self._engines if not engine.finished]
         if not live:
-            msg = "every engine process has stopped"
-            raise RuntimeError(msg)
+            msg = "every engine process has stopped: the rest of the input has no records"
+            raise IncompleteRun(msg)
         if not self._by_host:
             return min(live, key=lambda e: e.pending + len(e.buffer))
         key = host_key(job.parsed)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import random
 import signal
@@ -21,7 +20,7 @@ from fetchcli import loop
 from fetchcli.bandwidth import Bandwidth
 from fetchcli.errors import primary_error
 from fetchcli.executor import Handoff
-from fetchcli.models import Job, Record
+from fetchcli.models import Record
 from fetchcli.parallel.wire import (
     Done,
     End,
@@ -40,7 +39,6 @@ from fetchcli.parallel.wire import (
     read_message,
 )
 from fetchcli.pipeline import InProcess
-from fetchcli.sources import parse_line
 from fetchcli.stats import RunStats
 
 __all__ = ["REPORT_SECONDS", "main"]
@@ -97,17 +95,13 @@ class _Engine:
 
     async def _produce(self, handoff: Handoff) -> None:
         while (jobs := await self._incoming.get()) is not None:
-            for job in jobs:
-                parsed = parse_line(job.source, job.line, job.url.encode())
-                if isinstance(parsed, Job):
-                    await handoff(
-                        dataclasses.replace(
-                            parsed, expect=job.expect, relpath=job.relpath, etag=job.etag
-                        )
-                    )
-                else:  # the coordinator validated it: this cannot happen, but must not hang
-                    reason = "engine could not parse a validated URL"
-                    await self._emit(Record.lost(job.source, job.line, job.url, reason))
+            for wire in jobs:
+                try:
+                    job = wire.to_job()
+                except WireError as exc:  # the coordinator validated it: must not hang
+                    await self._emit(Record.lost(wire.source, wire.line, wire.url, str(exc)))
+                else:
+                    await handoff(job)
 
     async def _emit(self, record: Record) -> None:
         self._outbox.append(record)

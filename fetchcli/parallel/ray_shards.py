@@ -21,10 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +31,15 @@ import ray.exceptions
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from fetchcli.config import RayOptions, Settings
-from fetchcli.errors import FetchcliError, IncompleteRun, UsageError
-from fetchcli.executor import Emit, Produce
-from fetchcli.kinds import ErrorKind, Skipped
-from fetchcli.models import Job, Record
+from fetchcli.errors import FetchcliError, IncompleteRun, UsageError, primary_error
+from fetchcli.executor import Emit, Produce, to_wall
+from fetchcli.kinds import ErrorKind
+from fetchcli.models import BadLine, Job, Record
 from fetchcli.parallel.shard_task import Counters, ShardResult, ShardSpec, run_shard
 from fetchcli.parallel.wire import WireJob
+from fetchcli.records import Etags, read_lines
 from fetchcli.shard import Shard
-from fetchcli.sources import BadLine, parse_line
+from fetchcli.sources import parse_line
 from fetchcli.stats import RunStats
 
 __all__ = ["Funnel", "RayShards"]
@@ -85,7 +84,7 @@ class Funnel:
         cursor = self._cursor.get(shard, 0)
         if first > cursor:
             msg = f"shard {shard}: records {cursor} to {first - 1} were never pushed"
-            raise RuntimeError(msg)
+            raise IncompleteRun(msg)
         self._queue.extend(lines[cursor - first :])
         self._cursor[shard] = max(cursor, first + len(lines))
         await self.report(shard, counters)
@@ -116,12 +115,18 @@ class Funnel:
 class RayShards:
     """Fetches on a Ray cluster, `--shards` tasks; the records come to `emit` here."""
 
-    def __init__(self, settings: Settings, stats: RunStats, *, deadline_at: float | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        stats: RunStats,
+        *,
+        deadline_at: float | None,
+        etags: Etags | None = None,
+    ) -> None:
         self._settings = settings
         self._stats = stats
-        # The nodes' clocks are not this one's monotonic clock: the wall clock it is.
-        now = time.time() - time.monotonic()
-        self._deadline = None if deadline_at is None else now + deadline_at
+        self._deadline = to_wall(deadline_at)  # the nodes' monotonic clocks are not this one's
+        self._etags = etags  # --update: the ETags of this process's records, for every task
         # List files are read by the tasks; the library's URLs (no files) are shipped to them.
         self._ship = "-" in settings.input.sources
 
@@ -158,8 +163,10 @@ class RayShards:
             .remote(cursors)
         )
         task: Any = ray.remote(run_shard).options(num_cpus=1, max_retries=TASK_RETRIES)
+        # Put once, read by every task (each looks up its own URLs in it).
+        etags = None if self._etags is None else await asyncio.to_thread(ray.put, self._etags)
         refs = [
-            task.remote(self._spec(k, count), None if jobs is None else jobs[k], funnel)
+            task.remote(self._spec(k, count), None if jobs is None else jobs[k], etags, funnel)
             for k in range(count)
         ]
         lost: list[str] = []
@@ -191,7 +198,7 @@ class RayShards:
         try:
             result: ShardResult = await ref
         except ray.exceptions.RayTaskError as exc:  # the task raised: a retry would too
-            raise _cause(name, exc) from None
+            raise _cause(name, exc) from exc
         except ray.exceptions.RayError as exc:  # its worker or node died more than retried
             lost.append(f"shard {name}: {_first_line(exc)}")
             return None
@@ -203,7 +210,7 @@ class RayShards:
         while (taken := await funnel.take.remote()) is not None:
             lines, reports = taken
             for line in lines:
-                await emit(_record(line))
+                await emit(Record.from_json(line))
             for index, counters in reports.items():
                 shards[index] = counters
             stats.in_flight = sum(shard.in_flight for shard in shards)
@@ -269,9 +276,7 @@ async def _collect(produce: Produce, split: Shard) -> list[list[WireJob]]:
     jobs: list[list[WireJob]] = [[] for _ in range(split.count)]
 
     async def handoff(job: Job) -> None:
-        jobs[split.share(job)].append(
-            WireJob(job.source, job.line, job.url, job.expect, job.relpath)
-        )
+        jobs[split.share(job)].append(WireJob.of(job))
 
     await produce(handoff)
     return jobs
@@ -282,43 +287,32 @@ def _delivered(path: str, count: int, options: RayOptions) -> dict[int, int]:
     first records of that shard's ledger, in order, as the funnel delivered them."""
     split = Shard(0, count, options.shard_by)
     cursors: dict[int, int] = {}
-    try:
-        stream = open(path, "rb")  # noqa: SIM115
-    except FileNotFoundError:
-        return cursors
-    with stream:
-        for raw in stream:
-            try:
-                record = _record(raw.decode("utf-8", "surrogateescape"))
-            except (ValueError, TypeError):  # not a record: none of ours
-                continue
-            item: Job | BadLine | None = BadLine(record.source, record.line, "", "")
-            if record.error_kind != ErrorKind.INVALID_URL:
-                item = parse_line(record.source, record.line, record.url.encode()) or item
-            assert item is not None
-            index = split.share(item)
-            cursors[index] = cursors.get(index, 0) + 1
+
+    def visit(raw: bytes) -> None:
+        try:
+            record = Record.from_json(raw)
+        except ValueError:  # not a record: none of ours
+            return
+        item: Job | BadLine | None = BadLine(record.source, record.line, "", "")
+        if record.error_kind != ErrorKind.INVALID_URL:
+            item = parse_line(record.source, record.line, record.url.encode()) or item
+        assert item is not None
+        index = split.share(item)
+        cursors[index] = cursors.get(index, 0) + 1
+
+    read_lines(path, visit)
     return cursors
 
 
-_FIELDS = frozenset(field.name for field in dataclasses.fields(Record))
-
-
-def _record(line: str) -> Record:
-    """A ledger's JSON line as the Record it was written from."""
-    fields = {name: value for name, value in json.loads(line).items() if name in _FIELDS}
-    if fields.get("error_kind") is not None:
-        fields["error_kind"] = ErrorKind(fields["error_kind"])
-    if fields.get("skipped") is not None:
-        fields["skipped"] = Skipped(fields["skipped"])
-    return Record(**fields)
-
-
-def _cause(name: str, error: ray.exceptions.RayTaskError) -> Exception:
+def _cause(name: str, error: ray.exceptions.RayTaskError) -> FetchcliError:
+    """The error a task raised, as the run's: ours as it is, any other as an IncompleteRun
+    that says which shard (with --debug, the task's traceback follows)."""
     cause = error.cause
+    if isinstance(cause, BaseExceptionGroup):
+        cause = primary_error(cause)
     if isinstance(cause, FetchcliError):
         return cause
-    return RuntimeError(f"shard {name} failed: {type(cause).__name__}: {cause}")
+    return IncompleteRun(f"shard {name} failed: {type(cause).__name__}: {cause}")
 
 
 def _first_line(error: BaseException) -> str:

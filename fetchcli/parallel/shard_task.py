@@ -1,48 +1,48 @@
-"""One shard of a `--ray` run, on a Ray worker: fetchcli's own in-process executor, with a ledger.
+"""One shard of a `--ray` run, on a Ray worker: the CLI's own run, with a ledger for records.
 
-    begin ─▶ scan the ledger ─▶ replay what the funnel lacks ─▶ produce ─▶ InProcess ─▶ record
+    begin ─▶ scan the ledger ─▶ replay what the funnel lacks ─▶ runner.drive(InProcess) ─▶ record
                                                                                          │
-                 ledger (the shard's records file, written first) ◀──────────────────────┤
-                 funnel.push(shard, seq, lines)  (then: to the driver) ◀─────────────────┘
+         RecordLog: the ledger (the shard's records file) ◀──────────────────────────────┤
+         its after-write hook: funnel.push(shard, seq, lines) (then: to the driver) ◀────┘
 
-The ledger is the shard's memory across tries. Ray runs a task again when its worker or
+A shard is `runner.drive` on an `InProcess`, as a run of the CLI is, with its ledger as the
+records file: the same producer (names, repeats, --resume, --update's ETags), errors and
+stats. The ledger is the shard's memory across tries. Ray runs a task again when its worker or
 node dies; the new try scans the ledger and goes on from it: a line recorded in this run is
-not fetched again (whatever its outcome), a URL recorded ok in an earlier run neither (as
-`--resume`). A repeat of a URL recorded by an earlier try is fetched once more: its record
-carries an outcome, which no try keeps for the next. Every record is in the ledger before it
-is pushed, and the funnel keeps a
-cursor per shard (how many ledger records it has), so a try first replays the records the
-funnel lacks and every record reaches the driver once. This module does not import Ray: it
-only awaits the funnel's methods, which the driver hands it.
+not fetched again (whatever its outcome), a URL recorded done in an earlier run neither (as
+`--resume`: `records.is_done`). A repeat of a URL recorded by an earlier try is fetched once
+more: its record carries an outcome, which no try keeps for the next. Every record is in the
+ledger before it is pushed, and the funnel keeps a cursor per shard (how many ledger records
+it has), so a try first replays the records the funnel lacks and every record reaches the
+driver once. This module does not import Ray: it only awaits the funnel's methods, which
+the driver hands it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import functools
 import itertools
 import json
 import os
 import random
-import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from fetchcli.batching import Batcher
 from fetchcli.config import Settings
-from fetchcli.dedupe import Dedupe
 from fetchcli.errors import OutputError, UsageError
-from fetchcli.kinds import Skipped
+from fetchcli.executor import from_wall
+from fetchcli.fingerprints import FingerprintSet
 from fetchcli.manifests import Format, Items, format_for, items_of
-from fetchcli.models import Job, Record
-from fetchcli.names import Namer, Naming
+from fetchcli.models import Record
+from fetchcli.names import Namer
 from fetchcli.parallel.wire import WireJob
 from fetchcli.pipeline import InProcess
-from fetchcli.producer import produce
-from fetchcli.sources import FingerprintSet, Source, parse_line
+from fetchcli.producer import line_key
+from fetchcli.records import Etags, RecordLog, is_done, read_lines
+from fetchcli.runner import drive, namer_for
+from fetchcli.sources import Source, close_sources
 from fetchcli.stats import RunStats
 
 __all__ = ["Counters", "ShardResult", "ShardSpec", "run_shard"]
@@ -79,7 +79,7 @@ class ShardSpec:
     sources: tuple[tuple[str, str], ...]  # (name as given, absolute path); () with shipped jobs
     ledger: str  # the shard's records file, absolute
     fresh: bool  # a new run (no --resume): the first try starts the ledger afresh
-    deadline: float | None  # time.time() when the run ends: the nodes' clocks, not monotonic
+    deadline: float | None  # time.time() (executor.to_wall): the nodes' clocks differ
 
 
 class Method(Protocol):
@@ -95,68 +95,98 @@ class Funnel(Protocol):
     report: Method
 
 
-def run_shard(spec: ShardSpec, jobs: Sequence[WireJob] | None, funnel: Funnel) -> ShardResult:
-    """The Ray task: fetch the shard, from its ledger on; blocking (its own event loop)."""
-    return asyncio.run(_run(spec, jobs, funnel))
+def run_shard(
+    spec: ShardSpec, jobs: Sequence[WireJob] | None, etags: Etags | None, funnel: Funnel
+) -> ShardResult:
+    """The Ray task: fetch the shard, from its ledger on; blocking (its own event loop).
+
+    `jobs` are the shard's share of the library's URLs (None: the task reads the lists);
+    `etags` the ETags of the driver's records (--update)."""
+    return asyncio.run(_run(spec, jobs, etags, funnel))
 
 
-async def _run(spec: ShardSpec, jobs: Sequence[WireJob] | None, funnel: Funnel) -> ShardResult:
-    shard = spec.settings.input.shard
+async def _run(
+    spec: ShardSpec, jobs: Sequence[WireJob] | None, etags: Etags | None, funnel: Funnel
+) -> ShardResult:
+    settings = spec.settings
+    shard = settings.input.shard
     assert shard is not None
-    cursor, start = await funnel.begin.remote(shard.index)
+    scan = await _begin(spec, funnel, shard.index)
+    stats = RunStats()
+    deadline_at = from_wall(spec.deadline)
+    sources = [] if jobs is not None else await asyncio.to_thread(_open, spec.sources)
+    items = _shipped(jobs) if jobs is not None else items_of(sources, settings.input.format)
+    try:
+        # The ledger is this shard's records file: each batch in it, then pushed to the funnel.
+        ledger = await asyncio.to_thread(
+            RecordLog.open,
+            spec.ledger,
+            append=True,
+            after_write=_Push(funnel, shard.index, scan.count, stats),
+            max_backlog=MAX_BACKLOG,
+        )
+        async with ledger:
+
+            async def emit(record: Record) -> None:
+                stats.add(record)
+                await ledger.add(record)
+
+            executor = InProcess(
+                settings, stats, random=random.Random().random, deadline_at=deadline_at
+            )
+            async with _reporting(funnel, shard.index, stats):
+                await drive(
+                    executor,
+                    items,
+                    emit,
+                    stats,
+                    deadline_at=deadline_at,
+                    dedupe=settings.input.dedupe,  # the shard's repeats: all are in it
+                    namer=None if jobs is not None else _namer(spec),  # shipped jobs are named
+                    shard=shard,
+                    done=scan.done,
+                    recorded=scan.recorded if len(scan.recorded) else None,
+                    etags=etags,
+                )
+    finally:
+        await asyncio.to_thread(close_sources, sources)
+    return ShardResult(stats.done, stats.ok, stats.failed, stats.resumed)
+
+
+async def _begin(spec: ShardSpec, funnel: Funnel, index: int) -> _Scan:
+    """Make the ledger ready (afresh on the run's first try), read it, and push the records
+    an earlier try wrote and the funnel lacks."""
+    cursor, start = await funnel.begin.remote(index)
     if start is None:  # this run's first try of the shard (or one that died before this)
         count = await asyncio.to_thread(_first_count, spec.ledger, spec.fresh)
-        start = await funnel.started.remote(shard.index, count)
+        start = await funnel.started.remote(index, count)
     scan = await asyncio.to_thread(_Scan.read, spec.ledger, start)
     if scan.count < cursor:
         msg = (
             f"{spec.ledger} holds {scan.count} records, but the driver's records file already "
-            f"has {cursor} of shard {shard}: was it removed? Run again without --resume"
+            f"has {cursor} of shard {spec.settings.input.shard}: was it removed? Run again "
+            "without --resume"
         )
         raise OutputError(msg)
-    await _replay(spec.ledger, cursor, scan.count, funnel, shard.index)
-    stats = RunStats()
-    deadline_at = None if spec.deadline is None else time.monotonic() + spec.deadline - time.time()
-    with _open_ledger(spec.ledger) as stream:
-        async with _Shipper(stream, spec.ledger, funnel, shard.index, scan.count, stats) as ship:
-
-            async def emit(record: Record) -> None:
-                stats.add(record)
-                await ship.add(record)
-
-            items = _shipped(jobs) if jobs is not None else _read(spec)
-            if len(scan.recorded):
-                items = _unrecorded(items, scan.recorded)
-            # This shard's repeats, recorded with their first's outcome (all are in it).
-            dedupe = Dedupe(emit) if spec.settings.input.dedupe else None
-            producer = functools.partial(
-                produce,
-                items,
-                emit=emit,
-                stats=stats,
-                dedupe=dedupe,
-                done=scan.done,
-                deadline_at=deadline_at,
-                namer=None if jobs is not None else _namer(spec),  # shipped jobs are named
-                shard=shard,
-            )
-            executor = InProcess(
-                spec.settings, stats, random=random.Random().random, deadline_at=deadline_at
-            )
-            try:
-                async with asyncio.TaskGroup() as group:
-                    reporter = group.create_task(_report(funnel, shard.index, stats))
-                    await executor.run(producer, emit if dedupe is None else dedupe.emit)
-                    reporter.cancel()
-            finally:
-                if dedupe is not None:
-                    await dedupe.aclose()
-    return ShardResult(stats.done, stats.ok, stats.failed, stats.resumed)
+    await _replay(spec.ledger, cursor, scan.count, funnel, index)
+    return scan
 
 
 def counters(stats: RunStats) -> Counters:
     """The counters of a shard's stats, for its pushes and reports."""
     return Counters(stats.in_flight, stats.retrying, stats.retries, stats.resumed, stats.received)
+
+
+@contextlib.asynccontextmanager
+async def _reporting(funnel: Funnel, index: int, stats: RunStats) -> AsyncIterator[None]:
+    """The shard's counters to the driver now and then, while the body runs."""
+    reporter = asyncio.create_task(_report(funnel, index, stats))
+    try:
+        yield
+    finally:
+        reporter.cancel()
+        # Only the display's counters: a funnel that is gone stops the pushes, and the run.
+        await asyncio.gather(reporter, return_exceptions=True)
 
 
 async def _report(funnel: Funnel, index: int, stats: RunStats) -> None:
@@ -165,63 +195,20 @@ async def _report(funnel: Funnel, index: int, stats: RunStats) -> None:
         await funnel.report.remote(index, counters(stats))
 
 
-class _Shipper:
-    """Records to the ledger, then to the funnel: in order, a batch per thread hop."""
+class _Push:
+    """The ledger's after-write hook: each batch, once in the ledger, to the funnel (in the
+    ledger's writer thread, so records reach the driver in ledger order)."""
 
-    def __init__(
-        self,
-        stream: BinaryIO,
-        name: str,
-        funnel: Funnel,
-        index: int,
-        seq: int,
-        stats: RunStats,
-    ) -> None:
-        self._stream = stream
-        self._name = name
+    def __init__(self, funnel: Funnel, index: int, seq: int, stats: RunStats) -> None:
         self._funnel = funnel
         self._index = index
         self._seq = seq  # ledger records so far: the next batch's first number
         self._stats = stats
-        self._writer: Batcher[Record, None] = Batcher(self._ship)
 
-    async def __aenter__(self) -> _Shipper:
-        await self._writer.__aenter__()
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self._writer.__aexit__(*exc_info)
-
-    async def add(self, record: Record) -> None:
-        if self._writer.backlog < MAX_BACKLOG:
-            self._writer.submit_nowait(record)
-        else:  # the driver or the disk is behind: the workers wait, memory stays flat
-            await self._writer.submit(record)
-
-    def _ship(self, records: Sequence[Record]) -> list[Exception | None]:
-        """In a thread: append the batch to the ledger, flushed; then hand it to the funnel."""
-        lines = [record.to_json() for record in records]
-        try:
-            self._stream.write("".join(line + "\n" for line in lines).encode())
-            self._stream.flush()
-        except OSError as exc:
-            msg = f"cannot write records to {self._name}: {exc.strerror or exc}"
-            return [OutputError(msg)] * len(records)
+    def __call__(self, lines: list[str]) -> None:
         pushed = self._funnel.push.remote(self._index, self._seq, lines, counters(self._stats))
         pushed.future().result()  # the funnel waits while the driver is behind: so do we
         self._seq += len(lines)
-        return [None] * len(records)
-
-
-@contextlib.contextmanager
-def _open_ledger(path: str) -> Any:
-    try:
-        stream = open(path, "ab", buffering=0)  # noqa: SIM115 - closed below
-    except OSError as exc:
-        msg = f"cannot write records to {path}: {exc.strerror or exc}"
-        raise OutputError(msg) from exc
-    with stream:
-        yield stream
 
 
 def _first_count(path: str, fresh: bool) -> int:
@@ -234,12 +221,16 @@ def _first_count(path: str, fresh: bool) -> int:
     except OSError as exc:
         msg = f"cannot write records to {path}: {exc.strerror or exc}"
         raise OutputError(msg) from exc
-    return _Scan.read(path, None).count
+    return read_lines(path, _nothing, repair=True)
+
+
+def _nothing(_line: bytes) -> None:
+    pass
 
 
 @dataclass(slots=True)
 class _Scan:
-    """What a ledger says: its whole records, the URLs done ok in earlier runs (as --resume
+    """What a ledger says: its whole records, the URLs done in earlier runs (as --resume
     reads them) and the lines recorded in this run (from record number `since` on)."""
 
     count: int
@@ -250,22 +241,12 @@ class _Scan:
     def read(cls, path: str, since: int | None) -> _Scan:
         """Read `path`; a last line cut short by a crash is cut off. Blocking."""
         scan = cls(0, FingerprintSet(), FingerprintSet())
-        try:
-            stream = open(path, "r+b")  # noqa: SIM115
-        except FileNotFoundError:
-            return scan
-        except OSError as exc:
-            msg = f"cannot read records from {path}: {exc.strerror or exc}"
-            raise OutputError(msg) from exc
-        with stream:
-            good_end = 0
-            for raw in stream:
-                if not raw.endswith(b"\n"):
-                    break
-                good_end += len(raw)
-                scan._note(raw, this_run=since is not None and scan.count >= since)
-                scan.count += 1
-            stream.truncate(good_end)
+
+        def visit(raw: bytes) -> None:
+            scan._note(raw, this_run=since is not None and scan.count >= since)
+            scan.count += 1
+
+        read_lines(path, visit, repair=True)
         return scan
 
     def _note(self, raw: bytes, *, this_run: bool) -> None:
@@ -276,17 +257,12 @@ class _Scan:
         if not isinstance(record, dict):
             return
         url, source, line = record.get("url"), record.get("source"), record.get("line")
-        if this_run and isinstance(source, str) and isinstance(line, int):
-            self.recorded.add(_line_key(source, line))
-        skipped = record.get("skipped")
-        ok = record.get("ok") is True and skipped in (None, Skipped.EXISTS, Skipped.DUPLICATE)
-        # This run's lines are left out by line; by URL, a repeat of one would get no record.
-        if ok and isinstance(url, str) and not this_run:
+        if this_run:
+            # This run's lines are left out by line; by URL, a repeat of one would get no record.
+            if isinstance(source, str) and isinstance(line, int):
+                self.recorded.add(line_key(source, line))
+        elif is_done(record) and isinstance(url, str):
             self.done.add(url.encode())
-
-
-def _line_key(source: str, line: int) -> bytes:
-    return b"%s\0%d" % (source.encode("utf-8", "surrogateescape"), line)
 
 
 async def _replay(path: str, first: int, end: int, funnel: Funnel, index: int) -> None:
@@ -300,58 +276,39 @@ async def _replay(path: str, first: int, end: int, funnel: Funnel, index: int) -
 
 def _read_records(path: str, first: int, end: int) -> list[tuple[int, list[str]]]:
     batches: list[tuple[int, list[str]]] = []
-    with open(path, "rb") as stream:
-        for number, raw in enumerate(stream):
-            if number >= end:
-                break
-            if number < first:
-                continue
+    numbers = itertools.count()
+
+    def visit(raw: bytes) -> None:
+        number = next(numbers)
+        if first <= number < end:
             if not batches or len(batches[-1][1]) >= REPLAY_BATCH:
                 batches.append((number, []))
             batches[-1][1].append(raw.decode("utf-8", "surrogateescape").rstrip("\n"))
+
+    read_lines(path, visit)
     return batches
-
-
-async def _unrecorded(items: Items, recorded: FingerprintSet) -> Items:
-    """A retry's rows: those recorded in this run are left out. A later repeat of one of
-    their URLs is not: its record needs an outcome, and the first's is in no memory now,
-    so the first the producer sees is fetched again."""
-    async for source, batch in items:
-        yield source, [item for item in batch if _line_key(item.source, item.line) not in recorded]
 
 
 async def _shipped(jobs: Sequence[WireJob]) -> Items:
     """The jobs the driver shipped (validated and named there), as items of their sources."""
     for start in range(0, len(jobs), REPLAY_BATCH):
         for source, group in itertools.groupby(jobs[start : start + REPLAY_BATCH], _source):
-            yield source, [_job(wire) for wire in group]
-
-
-def _job(wire: WireJob) -> Job:
-    job = parse_line(wire.source, wire.line, wire.url.encode("utf-8", "surrogateescape"))
-    assert isinstance(job, Job), wire  # the driver validated it
-    return dataclasses.replace(job, expect=wire.expect, relpath=wire.relpath)
+            yield source, [wire.to_job() for wire in group]
 
 
 def _source(job: WireJob) -> str:
     return job.source
 
 
-def _read(spec: ShardSpec) -> Items:
-    return items_of(_open(spec.sources), spec.settings.input.format)
-
-
 def _namer(spec: ShardSpec) -> Namer | None:
-    """The shard's names, given as the runner gives them (a host's names are all in its shard)."""
-    output = spec.settings.output
-    if not (output.save or output.skip_existing):
-        return None
+    """The shard's names, given as the CLI's run gives them (`runner.namer_for`)."""
     fmt = spec.settings.input.format
     rows = any(format_for(name, fmt) is not Format.LINES for name, _ in spec.sources)
-    return Namer(Naming(layout=output.layout, cut_dirs=output.cut_dirs), rows=rows)
+    return namer_for(spec.settings.output, rows=rows)
 
 
 def _open(paths: tuple[tuple[str, str], ...]) -> list[Source]:
+    """Open the lists on this node; blocking."""
     sources: list[Source] = []
     for name, path in paths:
         try:

@@ -10,6 +10,7 @@ same program; nothing else writes to the socket).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import pickle
 import struct
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from pathlib import PurePosixPath
 from typing import NamedTuple
 
 from fetchcli.config import Settings
-from fetchcli.models import Expectation, Record
+from fetchcli.models import Expectation, Job, Record
+from fetchcli.sources import parse_line
 
 __all__ = [
     "Done",
@@ -57,6 +59,20 @@ class WireJob(NamedTuple):
     relpath: PurePosixPath | None = None
     etag: str | None = None  # --update: the ETag the records give for it
 
+    @classmethod
+    def of(cls, job: Job) -> WireJob:
+        """`job` for the wire: all of it but its parsed URL."""
+        return cls(job.source, job.line, job.url, job.expect, job.relpath, job.etag)
+
+    def to_job(self) -> Job:
+        """The job again, its URL parsed on this side; WireError if it does not parse (the
+        sender validated it: that cannot happen, but must not go unsaid)."""
+        parsed = parse_line(self.source, self.line, self.url.encode("utf-8", "surrogateescape"))
+        if not isinstance(parsed, Job) or parsed.url != self.url:
+            msg = "a validated URL did not parse on this side"
+            raise WireError(msg)
+        return dataclasses.replace(parsed, expect=self.expect, relpath=self.relpath, etag=self.etag)
+
 
 class TransferReport(NamedTuple):
     """How far one large body has come, in an engine."""
@@ -72,7 +88,7 @@ class Start:
     """The engine's settings (its share of the limits) and the run's deadline, if any."""
 
     settings: Settings
-    deadline_at: float | None  # time.monotonic(): one clock for every process
+    deadline_at: float | None  # time.monotonic(): one clock for the processes of this machine
 
 
 @dataclass(frozen=True, slots=True)
