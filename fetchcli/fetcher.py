@@ -30,6 +30,7 @@ import httpx
 
 from fetchcli.bandwidth import Bandwidth, Flow
 from fetchcli.carry import Carry
+from fetchcli.client import new_request
 from fetchcli.config import HOST_PAUSE_STATUSES, HttpOptions, RetryPolicy, Settings, Timeouts
 from fetchcli.cookies import HostJar
 from fetchcli.decoding import decoder_for
@@ -190,7 +191,11 @@ class Fetcher:
         if not any(name.lower() == "user-agent" for name, _ in headers):
             # As with curl, -H "User-Agent: ..." replaces the default instead of adding one.
             headers.insert(0, ("User-Agent", settings.http.user_agent))
-        self._headers = httpx.Headers(headers)
+        # The client's own headers merged in once, as `build_request()` would for each request:
+        # requests are made here, with the client's timeouts, at a fraction of its cost.
+        self._headers = httpx.Headers(client.headers)
+        self._headers.update(headers)
+        self._timeout = client.timeout.as_dict()
         # Logins and cookies go on at each hop; none of it for a run that has none.
         http = settings.http
         self._jar = HostJar() if http.keep_cookies else None
@@ -497,7 +502,7 @@ class Fetcher:
         seen = {url_key(url)}
         for hop in itertools.count():
             sent = self._with_credentials(headers, url, listed) if self._credentials else headers
-            request = self._client.build_request(self._http.method, url, headers=sent)
+            request = new_request(self._http.method, url, sent, self._timeout)
             if hop:
                 progress.url = str(url)  # a failure from here on is about the redirect's target
             response = await self._client.send(request, stream=True)

@@ -25,6 +25,7 @@ import contextlib
 import datetime
 import email.utils
 import errno
+import functools
 import hashlib
 import json
 import math
@@ -102,6 +103,8 @@ def is_strong_etag(etag: str | None) -> bool:
     return etag is not None and not etag.startswith("W/") and _ETAG.fullmatch(etag) is not None
 
 
+# A run sees the same few dates (Date, Last-Modified) again and again; email.utils is slow.
+@functools.lru_cache(maxsize=1024)
 def parse_http_date(value: str | None) -> float | None:
     """POSIX seconds of an HTTP-date (any of the three RFC 9110 forms), or None."""
     if not value:
