@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fetchcli.config import OutputOptions
+from fetchcli.kinds import Skipped
 from fetchcli.models import Record
 from fetchcli.progress import transferred
 from fetchcli.stats import RunStats, Transfer
@@ -115,8 +116,10 @@ def test_more_failures_points_at_records_only_when_there_are_some(options, line)
 
 def test_not_modified_urls_are_ok_in_the_style_of_files_already_there():
     stats = RunStats()
-    stats.add(Record(url="http://a.test/1", ok=True, status=304, bytes=7, skipped="not_modified"))
-    stats.add(Record(url="http://a.test/2", ok=True, bytes=5, skipped="exists"))
-    stats.add(Record(url="http://a.test/3", ok=True, status=200, skipped="duplicate"))
+    stats.add(
+        Record(url="http://a.test/1", ok=True, status=304, bytes=7, skipped=Skipped.NOT_MODIFIED)
+    )
+    stats.add(Record(url="http://a.test/2", ok=True, bytes=5, skipped=Skipped.EXISTS))
+    stats.add(Record(url="http://a.test/3", ok=True, status=200, skipped=Skipped.DUPLICATE))
     assert (stats.ok, stats.not_modified, stats.skipped) == (2, 1, 1)
     assert "2 ok (1 already there, 1 not modified), 0 failed, 1 skipped, " in summary_line(stats)
