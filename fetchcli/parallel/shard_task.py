@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from fetchcli import loop
 from fetchcli.config import Settings
 from fetchcli.errors import OutputError, UsageError
 from fetchcli.executor import from_wall
@@ -98,11 +99,12 @@ class Funnel(Protocol):
 def run_shard(
     spec: ShardSpec, jobs: Sequence[WireJob] | None, etags: Etags | None, funnel: Funnel
 ) -> ShardResult:
-    """The Ray task: fetch the shard, from its ledger on; blocking (its own event loop).
+    """The Ray task: fetch the shard, from its ledger on; blocking (its own event loop, uvloop
+    as in the CLI and the engines).
 
     `jobs` are the shard's share of the library's URLs (None: the task reads the lists);
     `etags` the ETags of the driver's records (--update)."""
-    return asyncio.run(_run(spec, jobs, etags, funnel))
+    return loop.run(_run(spec, jobs, etags, funnel), os.environ)
 
 
 async def _run(
