@@ -437,7 +437,13 @@ async def _drip(ex: _Exchange) -> None:
     if ex.is_head:
         return
     for piece in _pieces(iter_body(ex.target, length), 1):
-        await asyncio.sleep(interval)
+        # Wait out the interval, or until the client goes away: a long drip must not stay "in
+        # flight" (max_in_flight, wait_idle) for seconds after its test has ended.
+        try:
+            if not await asyncio.wait_for(ex.reader.read(1), interval):
+                return  # the client closed its end
+        except TimeoutError:
+            pass
         ex.writer.write(piece)
         await ex.writer.drain()
 

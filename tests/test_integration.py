@@ -189,6 +189,7 @@ def test_the_deadline_stops_the_run_and_records_what_was_unfinished(server, uniq
 
 
 def test_concurrency_bounds_requests_in_flight(server, unique):
+    server.wait_idle()  # an earlier test's slow request would count here
     server.reset_stats()
     stdin = "".join(server.url(f"/slow/{unique}/{i}?delay=0.2") + "\n" for i in range(24)).encode()
     result = cli("get", "--no-save", "-c", "4", stdin=stdin)
@@ -197,7 +198,9 @@ def test_concurrency_bounds_requests_in_flight(server, unique):
 
 
 def test_per_host_bounds_each_host(server, other_server, unique):
+    server.wait_idle()  # an earlier test's slow request would count here
     server.reset_stats()
+    other_server.wait_idle()  # an earlier test's slow request would count here
     other_server.reset_stats()
     urls = []
     for i in range(12):

@@ -77,6 +77,7 @@ def test_several_engines_give_the_same_records_as_one(server, unique, tmp_path):
 
 
 def test_concurrency_holds_across_engines(server, unique):
+    server.wait_idle()  # an earlier test's slow request would count here
     server.reset_stats()
     stdin = "\n".join(server.url(f"/slow/{unique}/{i}?delay=0.2") for i in range(40)).encode()
     result = cli("get", "--no-save", "-P", "2", "-c", "8", stdin=stdin)
