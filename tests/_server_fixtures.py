@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import itertools
 import re
+import ssl
 from collections.abc import Iterator
 
 import pytest
+import trustme
 
 from tests import nginx as nginx_server
 from tests.servers import FaultServer
@@ -40,6 +42,21 @@ def server() -> Iterator[FaultServer]:
 def other_server() -> Iterator[FaultServer]:
     """A second FaultServer: another origin, for cross-origin redirects."""
     yield from _serve()
+
+
+@pytest.fixture(scope="module")
+def authority() -> trustme.CA:
+    """A certificate authority of the tests' own (trustme): what `tls_server` is signed by."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def tls_server(authority: trustme.CA) -> Iterator[FaultServer]:
+    """A FaultServer over TLS for 127.0.0.1, its certificate signed by `authority`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    with FaultServer(ssl_context=context) as tls:
+        yield tls
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import ssl
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -178,19 +176,6 @@ def test_file_cookies_never_follow_a_redirect_to_another_origin_and_a_users_cook
     mine = f"/headers/{unique}/mine"
     get("--cookies", str(cookies), "-H", "Cookie: mine=1", stdin=server.url(mine))
     assert server.last_headers(mine)["cookie"] == "mine=1"
-
-
-@pytest.fixture(scope="module")
-def authority() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def tls_server(authority: trustme.CA) -> Iterator[FaultServer]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1").configure_cert(context)
-    with FaultServer(ssl_context=context) as tls:
-        yield tls
 
 
 @pytest.fixture

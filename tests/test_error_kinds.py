@@ -4,13 +4,9 @@ each with its one line in fetchcli's own words."""
 from __future__ import annotations
 
 import re
-import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-
-import pytest
-import trustme
 
 from fetchcli.kinds import ErrorKind
 from tests.helpers import cli, refused_port, unanswered_port
@@ -43,14 +39,6 @@ def run(url: str, *args: str) -> dict[str, Any]:
 def failure(url: str, *args: str) -> tuple[str, str]:
     record = run(url, "--no-save", *args)
     return record["error_kind"], record["error"]
-
-
-@pytest.fixture(scope="module")
-def tls_server() -> Iterator[FaultServer]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    trustme.CA().issue_cert("127.0.0.1").configure_cert(context)
-    with FaultServer(ssl_context=context) as server:
-        yield server
 
 
 @covers(ErrorKind.HTTP)

@@ -4,20 +4,17 @@ a login, TLS through the tunnel with --cacert, and every failure in fetchcli's w
 from __future__ import annotations
 
 import ipaddress
-import ssl
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp_socks
 import pytest
 import python_socks
-import trustme
 
 from fetchcli.errors import PermanentError, TransientError
 from fetchcli.kinds import ErrorKind
 from fetchcli.transport_errors import SOCKS_ERRORS, Exchange, from_socks
 from tests.helpers import CliResult, cli, refused_port
-from tests.servers import FaultServer, body_for
+from tests.servers import body_for
 from tests.socks5 import socks5_in_thread
 
 
@@ -71,19 +68,6 @@ def test_a_proxy_that_cannot_reach_the_origin_and_one_that_is_not_there(server):
     )
     assert absent["error_kind"] == "proxy" and absent["attempts"] == 2  # retried
     assert absent["error"] == "cannot connect to the SOCKS proxy: connection refused"
-
-
-@pytest.fixture(scope="module")
-def authority() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def tls_server(authority: trustme.CA) -> Iterator[FaultServer]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1").configure_cert(context)
-    with FaultServer(ssl_context=context) as tls:
-        yield tls
 
 
 @pytest.mark.parametrize("http2", [False, True])  # aiohttp's pool, or httpcore's (socksio)

@@ -5,29 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trustme
 
 from tests.helpers import FETCHCLI, cli
-from tests.servers import FaultServer
-
-
-@pytest.fixture(scope="module")
-def authority() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def tls_server(authority: trustme.CA) -> Iterator[FaultServer]:
-    import ssl
-
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1").configure_cert(context)
-    with FaultServer(ssl_context=context) as server:
-        yield server
 
 
 def test_an_untrusted_certificate_fails_without_retries(tls_server, unique):
