@@ -172,7 +172,7 @@ PANELS: dict[str, tuple[Flag, ...]] = {
             "limit_rate",
             "--limit-rate",
             help="Cap body bytes per second over the whole run, all transfers together "
-            "(k/M/G suffixes: 500k, 2M).",
+            "(k/M/G suffixes: 500k, 2M; 0: no limit).",
             metavar="RATE",
             type=str | None,
             show_default=False,
