@@ -197,7 +197,9 @@ def run_cli(argv: Sequence[str], env: Environment) -> int:
 
 def main() -> NoReturn:
     """The `fetchcli` console script."""
-    sys.exit(run_cli(sys.argv[1:], Environment()))
+    status = run_cli(sys.argv[1:], Environment(own_process=True))
+    loop.spare_collector()  # everything is written and closed: no collection at exit
+    sys.exit(status)
 
 
 def _say(env: Environment, *lines: str) -> None:

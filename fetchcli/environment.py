@@ -42,3 +42,6 @@ class Environment:
     cpu_count: int = field(default_factory=lambda: os.cpu_count() or 1)  # cores, for -P
     # Asks for a password (-u USER without one); None where nobody can answer.
     prompt: Callable[[str], str] | None = field(default_factory=terminal_prompt)
+    # The `fetchcli` command, whose process ends with the run: its imports may be frozen
+    # out of the garbage collector's way (loop.spare_collector). Not in tests, nor a library.
+    own_process: bool = False

@@ -38,13 +38,15 @@ async def execute(
     input_bytes: int | None = None,
     rows: bool = False,
     etags: Etags | None = None,
+    on_loaded: Callable[[], None] | None = None,
 ) -> None:
     """Fetch every row, handing each record to `emit`, on the executor the settings ask for.
 
     `done` holds the URLs an earlier run recorded done (--resume); `input_bytes` is the size
     of the input when known ahead, for the automatic choice of engine processes; `rows` says
     the input may hold manifest rows, whose paths may meet any other name; `etags` the ETags
-    an earlier run recorded (--update).
+    an earlier run recorded (--update); `on_loaded` is called once the executor's modules
+    are imported, before the first job.
     """
     deadline_at = deadline_after(settings.timeouts.deadline)
     ray = settings.ray.address is not None
@@ -52,6 +54,8 @@ async def execute(
         executor = _ray(settings, stats, deadline_at, etags)
     else:
         executor = _choose(settings, stats, random, input_bytes, deadline_at)
+    if on_loaded is not None:
+        on_loaded()
     await drive(
         executor,
         items,

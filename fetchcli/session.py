@@ -20,6 +20,7 @@ from fetchcli.display import make_display
 from fetchcli.environment import Environment
 from fetchcli.errors import Interrupted, ReaderGone, UsageError
 from fetchcli.launch import execute
+from fetchcli.loop import spare_collector
 from fetchcli.manifests import Format, format_for, items_of
 from fetchcli.models import Record
 from fetchcli.records import RecordLog, load_done, load_etags
@@ -93,6 +94,7 @@ async def run(settings: Settings, env: Environment) -> RunStats:
                         input_bytes=size,
                         rows=rows,  # row paths may meet any name: every name is booked
                         etags=etags,
+                        on_loaded=spare_collector if env.own_process else None,
                     )
                 except ReaderGone:
                     summary = False  # as `yes | head`: the reader has what it wanted, quietly

@@ -7,12 +7,16 @@ The time these save is measured in benchmarks/, not here.
 
 from __future__ import annotations
 
+import gc
+import io
 import subprocess
 import sys
 
 import pytest
 
 from fetchcli import __version__
+from fetchcli.cli import run_cli
+from fetchcli.environment import Environment
 
 HTTP_STACK = ("aiohttp", "httpx", "httpcore", "yarl")
 EXECUTORS = ("fetchcli.pipeline", "fetchcli.client", "fetchcli.parallel.coordinator")
@@ -62,3 +66,44 @@ def test_a_coordinator_of_engines_does_not_import_aiohttp():
     modules, _ = imported(code=code)
     assert "fetchcli.parallel.coordinator" in modules
     assert loaded(modules, ("aiohttp", "fetchcli.pipeline", "fetchcli.client")) == []
+
+
+# Prints how many objects the garbage collector was told to skip, as the process exits.
+FREEZE_COUNT_AT_EXIT = """
+import atexit, gc, sys
+atexit.register(lambda: sys.stderr.write(f"frozen {gc.get_freeze_count()}\\n"))
+from fetchcli.__main__ import main
+sys.argv = ["fetchcli", *sys.argv[1:]]
+main()
+"""
+
+
+def test_the_command_exits_without_a_collection_of_everything():
+    argv = [sys.executable, "-c", FREEZE_COUNT_AT_EXIT, "get", "-q", "--no-save", "-"]
+    done = subprocess.run(argv, input=b"", capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stderr.decode().splitlines()
+    assert int(line.removeprefix("frozen ")) > 20_000  # every module's objects, at least
+
+
+@pytest.mark.parametrize("own_process", [True, False])
+def test_only_a_run_that_owns_its_process_freezes_the_imports(server, unique, own_process):
+    # The command's process ends with the run; a test's or a library caller's goes on, and
+    # what it froze would never be freed.
+    url = server.url(f"/ok/{unique}")
+    env = Environment(
+        stdin=io.BytesIO(f"{url}\n".encode()),
+        stdout=io.BytesIO(),
+        stderr=io.StringIO(),
+        stdin_isatty=False,
+        stderr_isatty=False,
+        environ={},
+        own_process=own_process,
+    )
+    before = gc.get_freeze_count()
+    try:
+        assert run_cli(["get", "-q", "--no-save", "-"], env) == 0
+        frozen = gc.get_freeze_count() - before
+    finally:
+        gc.unfreeze()
+    assert (frozen > 20_000) if own_process else (frozen == 0)

@@ -170,8 +170,10 @@ async def _serve(fd: int) -> None:
 def main() -> None:
     """Entry point of an engine process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when to stop
+    loop.spare_collector()  # the modules are loaded (at the top of this one)
     try:
         loop.run(_serve(int(sys.argv[1])), os.environ)
+        loop.spare_collector()
     except Exception as exc:  # one line for the user; the coordinator records what was lost
         error = primary_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
         sys.stderr.write(f"fetchcli: engine process failed: {type(error).__name__}: {error}\n")
