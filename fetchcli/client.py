@@ -22,7 +22,6 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
-import aiohttp_socks
 import httpx
 import yarl
 from aiohttp.abc import AbstractResolver
@@ -33,12 +32,12 @@ from fetchcli.config import Settings
 from fetchcli.decoding import ACCEPT_ENCODING
 from fetchcli.resolver import resolver_for
 from fetchcli.transport_errors import (
-    SOCKS_ERRORS,
     Exchange,
     from_aiohttp,
     from_httpx,
     from_os_error,
     from_socks,
+    socks_errors,
 )
 
 __all__ = [
@@ -55,13 +54,14 @@ SOCKS_SCHEMES = ("socks5", "socks5h")
 
 
 @contextmanager
-def _translated(ex: Exchange) -> Iterator[None]:
-    """aiohttp's errors (and a socket's) as fetchcli's, raised from the original."""
+def _translated(ex: Exchange, socks: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """aiohttp's errors (and a socket's) as fetchcli's, raised from the original; `socks`:
+    a SOCKS proxy's errors (`socks_errors()`), when one is used."""
     try:
         yield
     except aiohttp.ClientError as exc:
         raise from_aiohttp(exc, ex) from exc
-    except SOCKS_ERRORS as exc:  # before OSError: some of them are one
+    except socks as exc:  # before OSError: some of them are one
         raise from_socks(exc, ex) from exc
     except OSError as exc:
         raise from_os_error(exc, ex) from exc
@@ -209,6 +209,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         socks = proxy is not None and httpx.URL(proxy).scheme in SOCKS_SCHEMES
         self._socks = httpx.URL(proxy) if socks and proxy is not None else None
         self._proxy = None if socks else proxy  # a SOCKS proxy is the connector's, not a request's
+        self._socks_errors = socks_errors() if socks else ()
         # Read the proxy variables once: aiohttp's trust_env reads them, and ~/.netrc, in a
         # thread for every request, which cost more than the request itself.
         self._env_proxies = _env_proxies(environ) if proxy is None else {}
@@ -239,6 +240,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if socks is None:
             connector = aiohttp.TCPConnector(**options)
         else:
+            import aiohttp_socks  # loaded by socks_errors() already
+
             connector = aiohttp_socks.ProxyConnector(
                 proxy_type=aiohttp_socks.ProxyType.SOCKS5,
                 host=socks.host,
@@ -266,7 +269,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if url.raw_user is not None or url.raw_password is not None:
             # httpx made them an Authorization header; aiohttp refuses to get them twice.
             url = url.with_user(None)
-        with _translated(ex):
+        with _translated(ex, self._socks_errors):
             response = await self._session.request(
                 request.method,
                 url,

@@ -13,6 +13,7 @@ limits, and how much of the body arrived, which is what a good message needs.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket
 import ssl
@@ -20,9 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import aiohttp
-import aiohttp_socks
 import httpx
-import python_socks
 from aiohttp.http_exceptions import ContentLengthError, TransferEncodingError
 
 from fetchcli.credentials import DEFAULT_PORTS
@@ -30,9 +29,7 @@ from fetchcli.errors import FetchError, PermanentError, TransientError
 from fetchcli.kinds import ErrorKind
 
 __all__ = [
-    "SOCKS_ERRORS",
     "Exchange",
-    "SocksError",
     "body_cut_short",
     "from_aiohttp",
     "from_httpx",
@@ -40,27 +37,30 @@ __all__ = [
     "from_socks",
     "received",
     "seconds",
+    "socks_errors",
 ]
 
-# What a SOCKS proxy's failures come as: aiohttp-socks' own errors (0.10 on), which wrap
-# python-socks' (raised bare by older releases, and by httpcore's SOCKS support: not here).
-SocksError = (
-    aiohttp_socks.ProxyError
-    | aiohttp_socks.ProxyConnectionError
-    | aiohttp_socks.ProxyTimeoutError
-    | python_socks.ProxyError
-    | python_socks.ProxyConnectionError
-    | python_socks.ProxyTimeoutError
-)
-# The same, as `except` takes them (mypy narrows by this tuple, not by get_args of the union).
-SOCKS_ERRORS = (
-    aiohttp_socks.ProxyError,
-    aiohttp_socks.ProxyConnectionError,
-    aiohttp_socks.ProxyTimeoutError,
-    python_socks.ProxyError,
-    python_socks.ProxyConnectionError,
-    python_socks.ProxyTimeoutError,
-)
+
+@functools.cache
+def socks_errors() -> tuple[type[Exception], ...]:
+    """What a SOCKS proxy's failures come as, as `except` takes them: aiohttp-socks' own
+    errors (0.10 on), which wrap python-socks' (raised bare by older releases).
+
+    Loaded when a SOCKS proxy is used, not before: the two packages are 13 ms of a start.
+    """
+    import aiohttp_socks
+    import python_socks
+
+    return (
+        aiohttp_socks.ProxyError,
+        aiohttp_socks.ProxyConnectionError,
+        aiohttp_socks.ProxyTimeoutError,
+        python_socks.ProxyError,
+        python_socks.ProxyConnectionError,
+        python_socks.ProxyTimeoutError,
+    )
+
+
 # SOCKS5 reply codes (RFC 1928, 6) that another attempt will not change.
 _SOCKS_FINAL = {
     2: "not allowed by its rules",
@@ -156,13 +156,16 @@ def from_os_error(exc: OSError, ex: Exchange) -> FetchError:
     return ex.failed(_from_os_error(exc, ex))
 
 
-def from_socks(exc: SocksError, ex: Exchange) -> FetchError:
-    """The fetchcli error for a SOCKS proxy's (aiohttp-socks raises python-socks' errors,
-    not aiohttp's)."""
+def from_socks(exc: Exception, ex: Exchange) -> FetchError:
+    """The fetchcli error for one of `socks_errors()` (aiohttp-socks raises python-socks'
+    errors, not aiohttp's)."""
     return ex.failed(_from_socks(exc, ex))
 
 
-def _from_socks(exc: SocksError, ex: Exchange) -> FetchError:
+def _from_socks(exc: Exception, ex: Exchange) -> FetchError:
+    import aiohttp_socks  # loaded already: `exc` is one of theirs
+    import python_socks
+
     match exc:
         case aiohttp_socks.ProxyTimeoutError() | python_socks.ProxyTimeoutError():
             return TransientError(ErrorKind.PROXY, "connect to the SOCKS proxy timed out")

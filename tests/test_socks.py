@@ -12,7 +12,7 @@ import python_socks
 
 from fetchcli.errors import PermanentError, TransientError
 from fetchcli.kinds import ErrorKind
-from fetchcli.transport_errors import SOCKS_ERRORS, Exchange, from_socks
+from fetchcli.transport_errors import Exchange, from_socks, socks_errors
 from tests.helpers import CliResult, cli, refused_port
 from tests.servers import body_for
 from tests.socks5 import socks5_in_thread
@@ -155,7 +155,7 @@ SOCKS_CASES = [
 @pytest.mark.parametrize(("error", "message", "permanent"), SOCKS_CASES)
 def test_socks_errors_in_fetchcli_words(as_raised, error, message, permanent):
     raised = as_raised(error())
-    assert isinstance(raised, SOCKS_ERRORS)
+    assert isinstance(raised, socks_errors())
     translated = from_socks(raised, exchange())
     assert (translated.kind, str(translated)) == (ErrorKind.PROXY, message)
     assert isinstance(translated, PermanentError if permanent else TransientError)
@@ -168,4 +168,4 @@ def test_every_socks_error_class_is_mapped():
             for name in module.__all__
             if name.startswith("Proxy") and name.endswith("Error")
         }
-        assert len(raised) == 3 and raised <= set(SOCKS_ERRORS)
+        assert len(raised) == 3 and raised <= set(socks_errors())

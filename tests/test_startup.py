@@ -61,6 +61,14 @@ def test_help_does_not_import_the_http_stack(args):
     assert loaded(modules, (*HTTP_STACK, *EXECUTORS)) == []
 
 
+def test_socks_support_loads_only_with_a_socks_proxy():
+    modules, _ = imported(code="import fetchcli.pipeline")
+    assert loaded(modules, ("aiohttp_socks", "python_socks")) == []
+    code = "from fetchcli.client import AiohttpTransport; AiohttpTransport(proxy='socks5://p:1')"
+    modules, _ = imported(code=code)
+    assert "aiohttp_socks" in modules and "python_socks" in modules
+
+
 def test_a_coordinator_of_engines_does_not_import_aiohttp():
     code = "import fetchcli.cli, fetchcli.session, fetchcli.parallel.coordinator"
     modules, _ = imported(code=code)

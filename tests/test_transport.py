@@ -10,7 +10,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import Any
 
 import aiohttp
 import httpx
@@ -24,9 +24,7 @@ from fetchcli.client import AiohttpTransport, Client, HttpxTransport
 from fetchcli.errors import FetchError, PermanentError, TransientError
 from fetchcli.kinds import ErrorKind
 from fetchcli.transport_errors import (
-    SOCKS_ERRORS,
     Exchange,
-    SocksError,
     from_aiohttp,
     from_httpx,
     from_os_error,
@@ -673,7 +671,3 @@ async def test_an_unknown_host(transport):
         "no such host: no-such-host.invalid",
         "cannot resolve no-such-host.invalid now: try again",
     )
-
-
-def test_the_socks_errors_caught_are_the_socks_errors_mapped():
-    assert get_args(SocksError) == SOCKS_ERRORS
