@@ -278,6 +278,21 @@ class Frontier(Generic[T]):
         self._file(lane, now)
         self._dispatch(now)
 
+    def done_and_next(self, slot: Slot[T]) -> Slot[T] | None:
+        """`done(slot)`, and the next job that may start now for the same worker, ahead of
+        the workers waiting in `get()`: a waiting worker would start it a turn of the event
+        loop later. None when no job may start now, or when jobs handed to waiting workers
+        have not started yet (they go first: each host's requests leave in lane order)."""
+        lane = self._release(slot)
+        now = self._clock()
+        self._file(lane, now)
+        taken = None
+        if not self._unclaimed:
+            self._wake_timed(now)
+            taken = self._take(now)
+        self._dispatch(now)
+        return taken
+
     def retry(self, slot: Slot[T], item: T, delay: float) -> None:
         """Give back the slot and put `item` back in its lane, to start no sooner than `delay`
         seconds from now (ahead of the lane's first attempts once due). Never waits: a retry
@@ -499,9 +514,13 @@ async def work(
     """One worker: attempt jobs from `frontier` until none is left.
 
     `attempt(item)` makes one request and returns a result for `finish`, or `Again(item,
-    delay)` to go back into the item's lane; its slot is given back before `finish` runs.
+    delay)` to go back into the item's lane. A result's slot is given back after `finish`,
+    for the worker's next job when one may start at once: its request then leaves in the
+    same turn of the event loop (about a millisecond sooner at every turnaround on a busy
+    loop, measured at the server), not in the turn of a worker that was waiting.
     """
-    while (slot := await frontier.get()) is not None:
+    slot = await frontier.get()
+    while slot is not None:
         try:
             outcome = await attempt(slot.item)
         except BaseException:
@@ -509,6 +528,11 @@ async def work(
             raise
         if isinstance(outcome, Again):
             frontier.retry(slot, outcome.item, outcome.delay)
-        else:
-            frontier.done(slot)
+            slot = await frontier.get()
+            continue
+        try:
             await finish(outcome)
+        except BaseException:
+            frontier.done(slot)
+            raise
+        slot = frontier.done_and_next(slot) or await frontier.get()

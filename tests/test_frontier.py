@@ -525,3 +525,65 @@ def test_the_rate_carries_no_debt_over_a_quiet_spell():
         return starts
 
     assert run(main()) == pytest.approx([0.0, 0.1, 0.2, 5.2, 5.3])
+
+
+# --- a worker's next job -----------------------------------------------------------------------
+
+
+def test_done_and_next_hands_the_next_job_to_its_worker_before_one_waiting():
+    async def main() -> None:
+        frontier: Frontier[str] = Frontier(concurrency=2, per_host=1)
+        for item in ("a1", "a2", "b1"):
+            await frontier.put(item[0], item)
+        first = await frontier.get()
+        second = await frontier.get()
+        assert first is not None and second is not None
+        assert (first.item, second.item) == ("a1", "b1")
+        waiting = asyncio.ensure_future(frontier.get())
+        await asyncio.sleep(0)  # a third worker waits: both slots are taken
+        following = frontier.done_and_next(first)
+        assert following is not None and following.item == "a2"  # this worker's, at once
+        assert not waiting.done() and frontier.in_flight == 2
+        frontier.done(following)
+        frontier.done(second)
+        frontier.close()
+        assert await waiting is None
+
+    run(main())
+
+
+def test_done_and_next_leaves_a_job_handed_to_a_waiting_worker_first():
+    # A waiting worker was handed "h1" and has not run yet: "h2" must not leave before it.
+    async def main() -> None:
+        frontier: Frontier[str] = Frontier(concurrency=3)
+        await frontier.put("x", "x1")
+        held = await frontier.get()
+        assert held is not None
+        waiting = asyncio.ensure_future(frontier.get())
+        await asyncio.sleep(0)
+        for item in ("h1", "h2"):
+            await frontier.put("h", item)  # "h1" goes to `waiting` as it is put
+        assert frontier.done_and_next(held) is None
+        slot = await waiting
+        assert slot is not None and slot.item == "h1"
+        rest = await frontier.get()
+        assert rest is not None and rest.item == "h2"
+
+    run(main())
+
+
+def test_done_and_next_gives_nothing_when_no_job_may_start():
+    async def main() -> None:
+        frontier: Frontier[str] = Frontier(concurrency=2, per_host=1)
+        await frontier.put("h", "h1")
+        await frontier.put("h", "h2")
+        slot = await frontier.get()
+        assert slot is not None
+        frontier.pause_host("h", 5)
+        assert frontier.done_and_next(slot) is None  # its host is paused: "h2" waits
+        assert (frontier.in_flight, frontier.parked) == (0, 1)
+        later = await frontier.get()
+        assert later is not None and later.item == "h2"
+        assert asyncio.get_running_loop().time() == 5.0
+
+    run(main())
