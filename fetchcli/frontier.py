@@ -139,6 +139,7 @@ class Frontier(Generic[T]):
         self._pending = 0  # jobs waiting in lanes, retries included
         self._retrying = 0
         self._next_start = 0.0  # --rate: no start before this
+        self._pauses_end = 0.0  # when the last pause heard of ends
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = _NEVER
@@ -159,6 +160,21 @@ class Frontier(Generic[T]):
     def retrying(self) -> int:
         """Retries waiting in lanes."""
         return self._retrying
+
+    @property
+    def held(self) -> int:
+        """Jobs waiting for a time rather than for a slot: the retries not due yet, and every
+        job of a paused host. (A walk over the lanes, only while there are any such jobs.)"""
+        now = self._clock()
+        if not self._retrying and self._pauses_end <= now:
+            return 0
+        held = 0
+        for lane in self._lanes.values():
+            if lane.paused_until > now:
+                held += len(lane.fresh) + len(lane.retries)
+            elif lane.retries:
+                held += sum(1 for due, _, _ in lane.retries if due > now)
+        return held
 
     @property
     def hosts(self) -> int:
@@ -312,6 +328,7 @@ class Frontier(Generic[T]):
         now = self._clock()
         lane = self._lane(host)
         lane.paused_until = max(lane.paused_until, now + seconds)
+        self._pauses_end = max(self._pauses_end, lane.paused_until)
         self._file(lane, now)  # an idle lane is remembered until the pause ends
 
     # --- the machinery ------------------------------------------------------------------------

@@ -65,6 +65,11 @@ class InProcess:
         self._frontier: Frontier[Pending] | None = None
         self._early_pauses: list[tuple[str, float]] = []
 
+    @property
+    def held(self) -> int:
+        """Jobs here that wait for a time, not for a slot (`Frontier.held`)."""
+        return 0 if self._frontier is None else self._frontier.held
+
     def pause_host(self, host: str, seconds: float) -> None:
         """Start no request to `host` for `seconds`: a pause another engine heard of."""
         if self._frontier is None:

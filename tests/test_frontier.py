@@ -587,3 +587,22 @@ def test_done_and_next_gives_nothing_when_no_job_may_start():
         assert asyncio.get_running_loop().time() == 5.0
 
     run(main())
+
+
+def test_held_counts_the_jobs_that_wait_for_a_time_not_for_a_slot():
+    async def main() -> None:
+        frontier: Frontier[str] = Frontier(concurrency=1)
+        for item in ("a1", "a2", "b1", "b2"):
+            await frontier.put(item[0], item)
+        slot = await frontier.get()
+        assert slot is not None and slot.item == "a1"
+        assert frontier.held == 0  # the rest wait for the one slot
+        frontier.retry(slot, "a1 again", 2)
+        frontier.pause_host("b", 4)
+        assert frontier.held == 3  # the retry, and b's two while b is paused
+        await asyncio.sleep(2.5)
+        assert frontier.held == 2  # a retry that is due waits for a slot, like a2
+        await asyncio.sleep(2)
+        assert frontier.held == 0
+
+    run(main())

@@ -124,3 +124,22 @@ def test_the_deadline_records_the_jobs_waiting_for_their_host(hosts, unique, pro
     attempts = {url: by_url[url]["attempts"] for url in urls}
     assert attempts == {hung: 1, **dict.fromkeys(behind, 0), asked: 1, **dict.fromkeys(quiet, 0)}
     assert paused.timeline(f"/ok/{unique}/") == []  # nothing was sent to the paused host
+
+
+@PROCESSES
+def test_without_per_host_limits_a_paused_host_holds_up_no_other(hosts, unique, processes):
+    # No --per-host: jobs are dealt to engines in small windows, not by host. The paused
+    # host's URLs come first and outnumber the windows (-c 2: one worker, 4 jobs an engine);
+    # waiting out the pause in the engines, they must not keep the other hosts' URLs out.
+    paused, *others = hosts
+    asked_target = f"/retry-after/{unique}?fail=1&after=3&status=503"
+    mine = [paused.url(asked_target)] + [paused.url(f"/ok/{unique}/mine{i}") for i in range(20)]
+    theirs = [h.url(f"/slow/{unique}/{i}?delay=0.05") for h in others for i in range(4)]
+    run(hosts, processes, mine + theirs, "-c", "2")
+    (_, _, asked), *_ = paused.timeline("/retry-after/")
+    mine_began = [began for _, began, _ in paused.timeline(f"/ok/{unique}/mine")]
+    theirs_ended = [ended for h in others for *_, ended in h.timeline(f"/slow/{unique}/")]
+    assert len(mine_began) == 20 and len(theirs_ended) == 12
+    # The other hosts were all done while the pause lasted (that the pause holds is
+    # test_a_paused_host_delays_only_its_own_urls's), and the paused host's URLs after it.
+    assert max(theirs_ended) < asked + 3 < max(mine_began) + CLOCK_SLACK

@@ -11,7 +11,10 @@ the one `emit`. Every engine runs the in-process executor with its share of `-c`
 stats come in (every 0.1 s), so transfers share it alike whichever engine runs them. The
 messages are in `wire.py`.
 
-Without per-host limits a job goes to the engine with the least work. With `--per-host` or
+Without per-host limits a job goes to the engine with the least work, in a small window per
+engine (late binding keeps the engines even); the jobs that wait there for a time, a paused
+host's or a retry's, do not count in it, or a paused host's URLs would fill every engine's
+window and hold up every other host until the pause ended. With `--per-host` or
 `--per-host-rate`, every job of a host goes to the same engine, chosen by a stable hash of
 the host (as `--shard` deals hosts to instances): that engine's frontier then holds the
 host's limits exactly, each engine with the full per-host limits for its hosts, and it may
@@ -94,7 +97,7 @@ class _Engine:
     process: asyncio.subprocess.Process
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    window: int  # jobs it may hold
+    window: int  # jobs it may hold that could start (`_Pool._has_room`)
     hungry: int  # below this many, a job is sent at once, not batched
     outstanding: dict[tuple[str, int], list[str]] = dataclasses.field(default_factory=dict)
     pending: int = 0
@@ -106,6 +109,11 @@ class _Engine:
     received: int = 0
     transfers: dict[int, Transfer] = dataclasses.field(default_factory=dict)
     rate: float | None = None  # its share of --limit-rate
+    held: int = 0  # of `pending`, those waiting for a time: a paused host's, retries
+
+    @property
+    def queued(self) -> int:
+        return self.pending + len(self.buffer)
 
     def send(self, message: ToEngine) -> None:
         if not self.writer.is_closing():
@@ -169,7 +177,7 @@ class _Pool:
         that engine is full."""
         while True:
             engine = self._engine_for(job)
-            if engine.pending + len(engine.buffer) < engine.window:
+            if self._has_room(engine):
                 break
             self._flush_all()
             self._room.clear()
@@ -187,11 +195,20 @@ class _Pool:
             msg = "every engine process has stopped: the rest of the input has no records"
             raise IncompleteRun(msg)
         if not self._by_host:
-            return min(live, key=lambda e: e.pending + len(e.buffer))
+            return min(live, key=lambda e: e.queued - e.held)
         key = host_key(job.parsed)
         engine = self._engines[share_of(key, len(self._engines))]
         # A lost engine's hosts move, together, to one of those left.
         return live[share_of(key, len(live))] if engine.finished else engine
+
+    def _has_room(self, engine: _Engine) -> bool:
+        """Whether `engine` may take one more job. Without per-host limits its window leaves
+        out the jobs that wait there for a time (a paused host's, retries): they would fill
+        every engine's window and hold up every host, up to what its frontier parks."""
+        if self._by_host:
+            return engine.queued < engine.window  # that is its frontier's park already
+        runnable = engine.queued - engine.held
+        return runnable < engine.window and engine.queued < engine.window + DEFAULT_PARK
 
     async def finish(self) -> None:
         """No more jobs: let every engine finish its work and hand in its records."""
@@ -309,6 +326,9 @@ class _Pool:
     def _take_stats(self, engine: _Engine, report: EngineStats) -> None:
         engine.in_flight, engine.retrying = report.in_flight, report.retrying
         engine.retries, engine.received = report.retries, report.received
+        if report.held != engine.held:
+            engine.held = report.held
+            self._room.set()  # a handoff may wait for this engine's window
         engine.transfers = {
             t.key: Transfer(t.url, t.expected, _Received(t.size)) for t in report.transfers
         }

@@ -56,6 +56,7 @@ class _Engine:
         self._incoming: asyncio.Queue[list[WireJob] | None] = asyncio.Queue()
         self._stats = RunStats()
         self._bandwidth: Bandwidth | None = None
+        self._executor: InProcess | None = None
 
     async def serve(self) -> None:
         start = await read_message(self._reader)
@@ -73,6 +74,7 @@ class _Engine:
             on_pause=lambda host, seconds: self._send(Pause(host, seconds)),
             bandwidth=self._bandwidth,
         )
+        self._executor = executor
         finished = False
         try:
             async with asyncio.TaskGroup() as group:
@@ -157,8 +159,9 @@ class _Engine:
             TransferReport(key, transfer.url, transfer.expected, transfer.progress.size)
             for key, transfer in list(stats.transfers.items())
         ]
+        held = 0 if self._executor is None else self._executor.held
         return EngineStats(
-            stats.in_flight, stats.retrying, stats.retries, stats.received, transfers
+            stats.in_flight, stats.retrying, stats.retries, stats.received, transfers, held
         )
 
 

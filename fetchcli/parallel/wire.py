@@ -141,6 +141,7 @@ class EngineStats:
     retries: int
     received: int  # body bytes that arrived, finished or not
     transfers: list[TransferReport]
+    held: int = 0  # jobs waiting for a time (a host's pause, a backoff), not for a slot
 
 
 @dataclass(frozen=True, slots=True)
