@@ -390,6 +390,9 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 def main() -> int:
     args = parse_args()
     signal.signal(signal.SIGTERM, _terminate)
+    # Python tools are measured as installed, with their bytecode cached (pip compiles it):
+    # under this variable an editable install would compile its modules at every start.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     found = discover(args.fetchcli, args.python, lambda text: say(f"note: {text}"))
     found.update({name: extra_fetchcli(name, path) for name, path in args.extra.items()})
     order = ["fetchcli", *args.extra, *ALL_TOOLS[1:]]

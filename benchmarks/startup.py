@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import http.server
+import os
 import shutil
 import statistics
 import subprocess
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--baseline", help="another fetchcli executable, for comparison")
     args = parser.parse_args()
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: bytecode cached (run.py)
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Heard)
     threading.Thread(target=server.serve_forever, daemon=True).start()
