@@ -73,7 +73,8 @@ def receive_buffer(rate: float) -> int:
 
 
 def split_rate(total: float, active: Sequence[int]) -> list[float]:
-    """Shares of a cap of `total` for engines running `active[i]` transfers each.
+    """Shares of a cap of `total` for engines running `active[i]` transfers each (or, for
+    --rate, holding `active[i]` jobs that could start).
 
     A small part (`IDLE_SHARE`) is split evenly, so an engine whose first transfer starts
     before the next rebalance is not stalled; the rest goes by transfer count, so transfers

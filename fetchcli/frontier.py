@@ -321,6 +321,12 @@ class Frontier(Generic[T]):
         self._file(lane, now)
         self._dispatch(now)
 
+    def set_rate(self, rate: float) -> None:
+        """Start at most `rate` requests a second from now on (0: no limit): an engine's
+        share of --rate, which the coordinator moves as the work moves."""
+        self._interval = 1.0 / rate if rate else 0.0
+        self._dispatch()
+
     def pause_host(self, host: str, seconds: float, *, announce: bool = True) -> None:
         """Start no new request to `host` for `seconds` (a Retry-After on 429/503)."""
         if announce and self._on_pause is not None:

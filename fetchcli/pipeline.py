@@ -64,11 +64,18 @@ class InProcess:
         self._on_pause = on_pause
         self._frontier: Frontier[Pending] | None = None
         self._early_pauses: list[tuple[str, float]] = []
+        self._rate = settings.limits.rate  # --rate, or an engine's share of it (set_rate)
 
     @property
     def held(self) -> int:
         """Jobs here that wait for a time, not for a slot (`Frontier.held`)."""
         return 0 if self._frontier is None else self._frontier.held
+
+    def set_rate(self, rate: float) -> None:
+        """Start at most `rate` requests a second from now on (an engine's share of --rate)."""
+        self._rate = rate
+        if self._frontier is not None:
+            self._frontier.set_rate(rate)
 
     def pause_host(self, host: str, seconds: float) -> None:
         """Start no request to `host` for `seconds`: a pause another engine heard of."""
@@ -85,7 +92,7 @@ class InProcess:
         frontier: Frontier[Pending] = Frontier(
             concurrency=limits.concurrency,
             per_host=limits.per_host,
-            rate=limits.rate,
+            rate=self._rate,
             per_host_rate=limits.per_host_rate,
             on_pause=self._on_pause,
         )

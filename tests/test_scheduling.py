@@ -143,3 +143,18 @@ def test_without_per_host_limits_a_paused_host_holds_up_no_other(hosts, unique, 
     # The other hosts were all done while the pause lasted (that the pause holds is
     # test_a_paused_host_delays_only_its_own_urls's), and the paused host's URLs after it.
     assert max(theirs_ended) < asked + 3 < max(mine_began) + CLOCK_SLACK
+
+
+def test_with_engines_a_host_alone_in_one_gets_the_whole_rate(hosts, unique):
+    # --per-host puts all of a host's jobs in one engine: that engine is given the whole
+    # --rate as soon as the coordinator sees where the work is (less a small share kept for
+    # the idle engine), not the even half it starts with.
+    host = hosts[0]
+    urls = [host.url(f"/ok/{unique}/r{i}") for i in range(25)]
+    run(hosts, "2", urls, "-c", "4", "--per-host", "2", "--rate", "10")
+    began = sorted(began for _, began, _ in host.timeline(f"/ok/{unique}/r"))
+    assert len(began) == 25
+    # At 10 a second the last 20 starts take about 2 s; at an engine's half, 4 s.
+    assert began[-1] - began[4] < 3.0
+    # And never faster than asked (a head may arrive late, after its connect: generous).
+    assert min(b - a for a, b in itertools.pairwise(began)) >= 0.05

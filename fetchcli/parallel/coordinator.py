@@ -7,8 +7,9 @@ process is the coordinator: the producer (reading, validating, deduplicating) ru
 its jobs are dealt out to N engine processes (`engine.py`), and their records come back to
 the one `emit`. Every engine runs the in-process executor with its share of `-c`, `-w` and
 `--rate`. A host paused by a Retry-After in one engine is paused in all of them. The
-`--limit-rate` cap is split by the requests each engine has in flight, rebalanced as their
-stats come in (every 0.1 s), so transfers share it alike whichever engine runs them. The
+`--limit-rate` cap is split by the requests each engine has in flight, and `--rate` by the
+jobs each could start, rebalanced as their stats come in (every 0.1 s): transfers share the
+cap alike whichever engine runs them, and a host alone in one engine gets the whole rate. The
 messages are in `wire.py`.
 
 Without per-host limits a job goes to the engine with the least work, in a small window per
@@ -46,6 +47,7 @@ from fetchcli.parallel.wire import (
     Records,
     Share,
     Start,
+    Starts,
     Stop,
     ToEngine,
     WireError,
@@ -109,6 +111,7 @@ class _Engine:
     received: int = 0
     transfers: dict[int, Transfer] = dataclasses.field(default_factory=dict)
     rate: float | None = None  # its share of --limit-rate
+    start_rate: float = 0.0  # its share of --rate
     held: int = 0  # of `pending`, those waiting for a time: a paused host's, retries
 
     @property
@@ -167,6 +170,7 @@ class _Pool:
             hungry = WINDOW_PER_WORKER * share.workers // 4
             engine = _Engine(index, process, reader, writer, window, hungry)
             engine.rate = share.limit_rate
+            engine.start_rate = share.rate
             engine.send(Start(self._engine_settings(share), deadline_at))
             self._engines.append(engine)
             group.create_task(self._listen(engine))
@@ -336,16 +340,24 @@ class _Pool:
         self._rebalance()
 
     def _rebalance(self) -> None:
-        """Split --limit-rate by the requests each live engine has in flight."""
-        total = self._settings.limits.limit_rate
-        if total is None:
-            return
+        """Split --limit-rate by the requests each live engine has in flight, and --rate by
+        the jobs each could start: a host's jobs all in one engine (--per-host) get the
+        whole rate, not that engine's even share of it."""
         live = [engine for engine in self._engines if not engine.finished]
-        shares = split_rate(total, [engine.in_flight for engine in live])
-        for engine, share in zip(live, shares, strict=True):
-            if engine.rate is None or abs(share - engine.rate) > REBALANCE_SHARE * total:
-                engine.rate = share
-                engine.send(Share(share))
+        total = self._settings.limits.limit_rate
+        if total is not None:
+            shares = split_rate(total, [engine.in_flight for engine in live])
+            for engine, share in zip(live, shares, strict=True):
+                if engine.rate is None or abs(share - engine.rate) > REBALANCE_SHARE * total:
+                    engine.rate = share
+                    engine.send(Share(share))
+        starts = self._settings.limits.rate
+        if starts:  # split_rate's shares are never 0 (no limit) while `starts` is not
+            shares = split_rate(starts, [max(0, e.queued - e.held) for e in live])
+            for engine, share in zip(live, shares, strict=True):
+                if abs(share - engine.start_rate) > REBALANCE_SHARE * starts:
+                    engine.start_rate = share
+                    engine.send(Starts(share))
 
     def _merge_stats(self) -> None:
         stats = self._stats

@@ -31,6 +31,7 @@ from fetchcli.parallel.wire import (
     Records,
     Share,
     Start,
+    Starts,
     Stop,
     TransferReport,
     WireError,
@@ -120,6 +121,8 @@ class _Engine:
                     case Share(rate):
                         if self._bandwidth is not None:
                             self._bandwidth.set_rate(rate)
+                    case Starts(rate):
+                        executor.set_rate(rate)
                     case End():
                         self._incoming.put_nowait(None)
                     case Stop():

@@ -3,7 +3,7 @@
 Over a socket pair, each message is its length and then its pickle (both ends are this
 same program; nothing else writes to the socket).
 
-    to an engine:    Start  Jobs  Pause  Share  End  Stop
+    to an engine:    Start  Jobs  Pause  Share  Starts  End  Stop
     from an engine:  Records  EngineStats  Pause  Done
 """
 
@@ -31,6 +31,7 @@ __all__ = [
     "Records",
     "Share",
     "Start",
+    "Starts",
     "Stop",
     "ToEngine",
     "TransferReport",
@@ -116,6 +117,14 @@ class Share:
 
 
 @dataclass(frozen=True, slots=True)
+class Starts:
+    """The engine's share of --rate from now on, in requests started per second (never 0,
+    which would mean no limit)."""
+
+    rate: float
+
+
+@dataclass(frozen=True, slots=True)
 class End:
     """No more jobs: finish those held, then say Done."""
 
@@ -149,9 +158,9 @@ class Done:
     """The engine ends cleanly: its records are all sent, and a job without one was stopped."""
 
 
-ToEngine = Start | Jobs | Pause | Share | End | Stop
+ToEngine = Start | Jobs | Pause | Share | Starts | End | Stop
 FromEngine = Records | EngineStats | Pause | Done
-_MESSAGES = (Start, Jobs, Pause, Share, End, Stop, Records, EngineStats, Done)
+_MESSAGES = (Start, Jobs, Pause, Share, Starts, End, Stop, Records, EngineStats, Done)
 
 
 def frame(message: ToEngine | FromEngine) -> bytes:
