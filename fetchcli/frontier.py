@@ -177,6 +177,18 @@ class Frontier(Generic[T]):
         return held
 
     @property
+    def paused(self) -> int:
+        """Jobs waiting in the lanes of paused hosts, retries included."""
+        now = self._clock()
+        if self._pauses_end <= now:
+            return 0
+        return sum(
+            len(lane.fresh) + len(lane.retries)
+            for lane in self._lanes.values()
+            if lane.paused_until > now
+        )
+
+    @property
     def hosts(self) -> int:
         """Hosts remembered: with jobs waiting or in flight, or paused, or inside a rate gap."""
         self._forget_expired(self._clock())

@@ -304,6 +304,8 @@ class LiveDisplay(_Terminal):
         )
         if stats.skipped or stats.resumed:
             counts.append(f" · skipped {stats.skipped + stats.resumed:,}")
+        if paused := stats.paused:  # a quiet spell would otherwise look like a hang
+            counts.append(f" · waiting for paused hosts {paused:,}", style="yellow")
         group = Group(top, rates, counts, *self._transfer_rows(now))
         return Constrain(group, width=max(self._console.width - ECHO_ROOM, 20))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -55,6 +56,13 @@ class RunStats:
     by_outcome: Counter[str] = field(default_factory=Counter)
     error_examples: dict[str, tuple[str, str]] = field(default_factory=dict)
     transfers: dict[int, Transfer] = field(default_factory=dict)
+    # How many jobs wait for a paused host now: the executor's frontier (or engines) tell.
+    count_paused: Callable[[], int] | None = None
+
+    @property
+    def paused(self) -> int:
+        """Jobs held back now by a host's Retry-After pause (0 when none is paused)."""
+        return 0 if self.count_paused is None else self.count_paused()
 
     def add(self, record: Record) -> None:
         """Count one finished record."""

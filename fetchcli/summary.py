@@ -69,6 +69,8 @@ def status_line(
     line += f" · ok {stats.ok:,} · failed {stats.failed:,} · in flight {stats.in_flight:,}"
     if stats.retrying:
         line += f" · retrying {stats.retrying:,}"
+    if paused := stats.paused:
+        line += f" · waiting for paused hosts {paused:,}"
     return line
 
 

@@ -600,9 +600,10 @@ def test_held_counts_the_jobs_that_wait_for_a_time_not_for_a_slot():
         frontier.retry(slot, "a1 again", 2)
         frontier.pause_host("b", 4)
         assert frontier.held == 3  # the retry, and b's two while b is paused
+        assert frontier.paused == 2
         await asyncio.sleep(2.5)
         assert frontier.held == 2  # a retry that is due waits for a slot, like a2
         await asyncio.sleep(2)
-        assert frontier.held == 0
+        assert frontier.held == frontier.paused == 0
 
     run(main())

@@ -370,3 +370,25 @@ def test_files_already_there_are_counted_as_ok():
     Console(file=screen, width=100, color_system=None).print(summary_table(stats))
     rows = [line.replace("│", " ").split() for line in screen.getvalue().splitlines()]
     assert ["ok", "1"] in rows and ["ok", "(already", "there)", "1"] in rows
+
+
+async def test_jobs_waiting_for_a_paused_host_are_shown_while_they_wait():
+    # A host's Retry-After can hold most of what is left: the counts say so, or a quiet
+    # spell with nothing in flight would look like a hang.
+    stats = RunStats(total=10)
+    waiting = [298]
+    stats.count_paused = lambda: waiting[0]
+    display, screen = live(stats)
+    display.start([])
+    await asyncio.sleep(0.05)
+    assert "waiting for paused hosts 298" in screen.getvalue()
+    waiting[0] = 0
+    screen.seek(0)
+    screen.truncate()
+    await asyncio.sleep(0.2)
+    await display.aclose(interrupted=False)
+    assert "paused" not in screen.getvalue()
+    line = status_line(stats, estimate(stats), 0, 0.0, 0.0)
+    assert "paused" not in line
+    waiting[0] = 3
+    assert status_line(stats, estimate(stats), 0, 0.0, 0.0).endswith("waiting for paused hosts 3")

@@ -89,6 +89,7 @@ class EngineProcesses:
             finally:
                 # Engines hand in what they finished before the records file is closed.
                 await pool.shutdown()
+                self._stats.count_paused = None
 
 
 @dataclasses.dataclass(eq=False)
@@ -113,6 +114,7 @@ class _Engine:
     rate: float | None = None  # its share of --limit-rate
     start_rate: float = 0.0  # its share of --rate
     held: int = 0  # of `pending`, those waiting for a time: a paused host's, retries
+    paused: int = 0  # of `held`, a paused host's
 
     @property
     def queued(self) -> int:
@@ -144,6 +146,8 @@ class _Pool:
 
     async def start(self, group: asyncio.TaskGroup, deadline_at: float | None) -> None:
         """Spawn the engines, give each its settings, and listen to them."""
+        engines = self._engines
+        self._stats.count_paused = lambda: sum(e.paused for e in engines if not e.finished)
         for index in range(self._count):
             ours, theirs = socket.socketpair()
             try:
@@ -330,6 +334,7 @@ class _Pool:
     def _take_stats(self, engine: _Engine, report: EngineStats) -> None:
         engine.in_flight, engine.retrying = report.in_flight, report.retrying
         engine.retries, engine.received = report.retries, report.received
+        engine.paused = report.paused
         if report.held != engine.held:
             engine.held = report.held
             self._room.set()  # a handoff may wait for this engine's window

@@ -164,7 +164,13 @@ class _Engine:
         ]
         held = 0 if self._executor is None else self._executor.held
         return EngineStats(
-            stats.in_flight, stats.retrying, stats.retries, stats.received, transfers, held
+            stats.in_flight,
+            stats.retrying,
+            stats.retries,
+            stats.received,
+            transfers,
+            held,
+            stats.paused,
         )
 
 

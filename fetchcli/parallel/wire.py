@@ -151,6 +151,7 @@ class EngineStats:
     received: int  # body bytes that arrived, finished or not
     transfers: list[TransferReport]
     held: int = 0  # jobs waiting for a time (a host's pause, a backoff), not for a slot
+    paused: int = 0  # of those, the jobs of paused hosts
 
 
 @dataclass(frozen=True, slots=True)
