@@ -60,6 +60,9 @@ __all__ = ["Fetcher", "Pending", "backoff_delay", "host_of", "parse_retry_after"
 SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 ERROR_BODY_DRAIN = 64 * 1024
+# uvloop's timers count whole milliseconds: the deadline's own timer, or one cutting an
+# attempt at it, may fire that much before the loop's clock reaches it.
+DEADLINE_SLACK = 0.002
 
 
 def backoff_delay(
@@ -293,7 +296,7 @@ class Fetcher:
     async def _attempt_once(
         self, pending: Pending, deadline: float | None
     ) -> Record | Again[Pending]:
-        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+        if deadline is not None and asyncio.get_running_loop().time() >= deadline - DEADLINE_SLACK:
             return self._unfinished(pending)  # handed out as the deadline passed: not sent
         stats = self._stats
         if pending.attempts:
