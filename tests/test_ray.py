@@ -137,7 +137,11 @@ def test_a_shard_killed_mid_run_is_retried_and_continues(ray_cluster, server, un
     assert hits[urls[first]] == (2 if refetched else 1)
     (repeat,) = [record for record in records if record.line == 601]
     assert repeat.ok and repeat.path and Path(repeat.path).read_bytes() == body_for(targets[first])
-    assert sum(hits.values()) - len(urls) < 40  # what was in flight or not yet recorded
+    # What was fetched again is what the killed try had not recorded (in flight, or waiting
+    # for its ledger's writer, which is how many depends on the machine's load): all of it
+    # from the killed shard.
+    again = {url for url, count in hits.items() if count > 1} - {urls[first]}
+    assert again <= {url for url in urls if split.share(job(url)) == crashed} - recorded_before
     assert all(count >= 1 for count in hits.values())
     for record in records:
         target = record.url.removeprefix(server.base_url)
