@@ -163,30 +163,15 @@ class Frontier(Generic[T]):
 
     @property
     def held(self) -> int:
-        """Jobs waiting for a time rather than for a slot: the retries not due yet, and every
-        job of a paused host. (A walk over the lanes, only while there are any such jobs.)"""
-        now = self._clock()
-        if not self._retrying and self._pauses_end <= now:
-            return 0
-        held = 0
-        for lane in self._lanes.values():
-            if lane.paused_until > now:
-                held += len(lane.fresh) + len(lane.retries)
-            elif lane.retries:
-                held += sum(1 for due, _, _ in lane.retries if due > now)
-        return held
+        """Jobs waiting for a time rather than for a slot: every job of a paused host, and
+        the other retries not due yet."""
+        paused, later = self._waiting_for_time()
+        return paused + later
 
     @property
     def paused(self) -> int:
         """Jobs waiting in the lanes of paused hosts, retries included."""
-        now = self._clock()
-        if self._pauses_end <= now:
-            return 0
-        return sum(
-            len(lane.fresh) + len(lane.retries)
-            for lane in self._lanes.values()
-            if lane.paused_until > now
-        )
+        return self._waiting_for_time()[0]
 
     @property
     def hosts(self) -> int:
@@ -356,6 +341,20 @@ class Frontier(Generic[T]):
         if lane is None:
             lane = self._lanes[host] = _Lane(host)
         return lane
+
+    def _waiting_for_time(self) -> tuple[int, int]:
+        """(jobs of paused hosts, other retries not due yet): a walk over the lanes, only
+        while there may be any."""
+        now = self._clock()
+        paused = later = 0
+        if not self._retrying and self._pauses_end <= now:
+            return paused, later
+        for lane in self._lanes.values():
+            if lane.paused_until > now:
+                paused += len(lane.fresh) + len(lane.retries)
+            elif lane.retries:
+                later += sum(1 for due, _, _ in lane.retries if due > now)
+        return paused, later
 
     def _due(self, lane: _Lane[T]) -> float:
         """When `lane` may start its next job; _NEVER when it has none, or waits for a slot of

@@ -70,20 +70,40 @@ def test_a_list_grouped_by_host_runs_its_hosts_together(hosts, unique, processes
     assert last_first_start < first_last_end
 
 
-@PROCESSES
-def test_a_paused_host_delays_only_its_own_urls(hosts, unique, processes):
+def run_with_a_pause(
+    hosts: list[FaultServer],
+    unique: str,
+    processes: str,
+    mine: int,
+    theirs: int,
+    *flags: str,
+    delay: float = 0.05,
+) -> tuple[float, list[float], list[float]]:
+    """Fetch the first host's URLs first (its first one answered 503 + Retry-After: 3), then
+    `theirs` URLs of each other host, answered after `delay`. Return when the 503 left, when
+    the paused host's other `mine` URLs began, and when the others' ended, as the servers
+    saw them."""
     paused, *others = hosts
     asked_target = f"/retry-after/{unique}?fail=1&after=3&status=503"
-    mine = [paused.url(asked_target)] + [paused.url(f"/ok/{unique}/mine{i}") for i in range(6)]
-    theirs = [h.url(f"/slow/{unique}/{i}?delay=0.1") for h in others for i in range(6)]
-    # The paused host's URLs come first, as in a grouped list, one at a time (--per-host 1:
-    # none is on the wire when the 503 comes); -c 4 would all be taken by them if they
-    # waited in workers.
-    run(hosts, processes, mine + theirs, "-c", "4", "--per-host", "1")
+    first = [paused.url(asked_target)] + [paused.url(f"/ok/{unique}/mine{i}") for i in range(mine)]
+    rest = [h.url(f"/slow/{unique}/{i}?delay={delay}") for h in others for i in range(theirs)]
+    run(hosts, processes, first + rest, *flags)
     (_, _, asked), *_ = paused.timeline("/retry-after/")
     mine_began = [began for _, began, _ in paused.timeline(f"/ok/{unique}/mine")]
     theirs_ended = [ended for h in others for *_, ended in h.timeline(f"/slow/{unique}/")]
-    assert len(mine_began) == 6 and len(theirs_ended) == 18
+    assert len(mine_began) == mine and len(theirs_ended) == theirs * len(others)
+    return asked, mine_began, theirs_ended
+
+
+@PROCESSES
+def test_a_paused_host_delays_only_its_own_urls(hosts, unique, processes):
+    # The paused host's URLs come first, as in a grouped list, one at a time (--per-host 1:
+    # none is on the wire when the 503 comes); -c 4 would all be taken by them if they
+    # waited in workers.
+    flags = ("-c", "4", "--per-host", "1")
+    asked, mine_began, theirs_ended = run_with_a_pause(
+        hosts, unique, processes, 6, 6, *flags, delay=0.1
+    )
     # The paused host started nothing until its pause was over, and the other hosts' URLs
     # were all done meanwhile, without waiting for it.
     assert min(mine_began) >= asked + 3 - CLOCK_SLACK
@@ -131,15 +151,7 @@ def test_without_per_host_limits_a_paused_host_holds_up_no_other(hosts, unique, 
     # No --per-host: jobs are dealt to engines in small windows, not by host. The paused
     # host's URLs come first and outnumber the windows (-c 2: one worker, 4 jobs an engine);
     # waiting out the pause in the engines, they must not keep the other hosts' URLs out.
-    paused, *others = hosts
-    asked_target = f"/retry-after/{unique}?fail=1&after=3&status=503"
-    mine = [paused.url(asked_target)] + [paused.url(f"/ok/{unique}/mine{i}") for i in range(20)]
-    theirs = [h.url(f"/slow/{unique}/{i}?delay=0.05") for h in others for i in range(4)]
-    run(hosts, processes, mine + theirs, "-c", "2")
-    (_, _, asked), *_ = paused.timeline("/retry-after/")
-    mine_began = [began for _, began, _ in paused.timeline(f"/ok/{unique}/mine")]
-    theirs_ended = [ended for h in others for *_, ended in h.timeline(f"/slow/{unique}/")]
-    assert len(mine_began) == 20 and len(theirs_ended) == 12
+    asked, mine_began, theirs_ended = run_with_a_pause(hosts, unique, processes, 20, 4, "-c", "2")
     # The other hosts were all done while the pause lasted (that the pause holds is
     # test_a_paused_host_delays_only_its_own_urls's), and the paused host's URLs after it.
     assert max(theirs_ended) < asked + 3 < max(mine_began) + CLOCK_SLACK
