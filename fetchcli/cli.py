@@ -18,7 +18,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from fetchcli import __version__, loop, merge_cli, options
+from fetchcli import __version__, loop, merge_cli, options, trust_store
 from fetchcli.config import Settings
 from fetchcli.environment import Environment
 from fetchcli.errors import (
@@ -197,6 +197,7 @@ def run_cli(argv: Sequence[str], env: Environment) -> int:
 
 def main() -> NoReturn:
     """The `fetchcli` console script."""
+    trust_store.defer()  # before the pipeline loads aiohttp: no CA store for plain http
     status = run_cli(sys.argv[1:], Environment(own_process=True))
     loop.spare_collector()  # everything is written and closed: no collection at exit
     sys.exit(status)

@@ -27,6 +27,7 @@ import yarl
 from aiohttp.abc import AbstractResolver
 from httpx import USE_CLIENT_DEFAULT
 
+from fetchcli import trust_store
 from fetchcli.bandwidth import read_size, receive_buffer
 from fetchcli.config import Settings
 from fetchcli.decoding import ACCEPT_ENCODING
@@ -74,6 +75,10 @@ def ca_context(cacert: str | None) -> ssl.SSLContext:
     if cacert is not None:
         context.load_verify_locations(cafile=cacert)
     return context
+
+
+def _is_https(proxy: str | None) -> bool:
+    return proxy is not None and proxy[:6].lower() == "https:"
 
 
 def _env_proxies(environ: Mapping[str, str] | None) -> dict[str, str]:
@@ -269,13 +274,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if url.raw_user is not None or url.raw_password is not None:
             # httpx made them an Authorization header; aiohttp refuses to get them twice.
             url = url.with_user(None)
+        proxy = self._proxy or self._env_proxy(request.url)
         with _translated(ex, self._socks_errors):
+            if self._verify is True and (url.scheme == "https" or _is_https(proxy)):
+                await trust_store.ready()  # aiohttp's own contexts verify this one
             response = await self._session.request(
                 request.method,
                 url,
                 headers=_header_items(request.headers),
                 allow_redirects=False,
-                proxy=self._proxy or self._env_proxy(request.url),
+                proxy=proxy,
                 timeout=self._timeout(ex.connect_timeout, ex.read_timeout),
             )
         ex.respond(response.status, response.content_length)

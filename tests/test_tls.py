@@ -31,13 +31,15 @@ def test_insecure_skips_verification(tls_server, unique):
     assert record["ok"] and record["status"] == 200 and tls_server.hits(target) == 1
 
 
-@pytest.mark.parametrize("http2", [False, True])
-def test_a_ca_named_in_ssl_cert_file_is_trusted(tls_server, unique, authority, tmp_path, http2):
+@pytest.mark.parametrize("flags", [[], ["--http2"], ["-P", "2"]])
+def test_a_ca_named_in_ssl_cert_file_is_trusted(tls_server, unique, authority, tmp_path, flags):
+    # In its own process fetchcli loads the store when the first https URL needs it
+    # (trust_store.py), and so does each engine (-P).
     ca_file = tmp_path / "ca.pem"
     authority.cert_pem.write_to_path(str(ca_file))
     target = f"/ok/{unique}/z"
     records = tmp_path / "r.jsonl"
-    args = ["get", "-", "--no-save", "-q", "--jsonl", str(records)] + (["--http2"] if http2 else [])
+    args = ["get", "-", "--no-save", "-q", "--jsonl", str(records), *flags]
     done = subprocess.run(
         [*FETCHCLI, *args],
         input=tls_server.url(target).encode(),

@@ -15,8 +15,9 @@ import random
 import signal
 import socket
 import sys
+from typing import TYPE_CHECKING
 
-from fetchcli import loop
+from fetchcli import loop, trust_store
 from fetchcli.bandwidth import Bandwidth
 from fetchcli.errors import primary_error
 from fetchcli.executor import Handoff
@@ -39,8 +40,10 @@ from fetchcli.parallel.wire import (
     frame,
     read_message,
 )
-from fetchcli.pipeline import InProcess
 from fetchcli.stats import RunStats
+
+if TYPE_CHECKING:
+    from fetchcli.pipeline import InProcess
 
 __all__ = ["REPORT_SECONDS", "main"]
 
@@ -50,13 +53,19 @@ REPORT_SECONDS = 0.02  # how often an engine sends its records (and, 5x slower, 
 class _Engine:
     """The engine's side of the socket: jobs in, records and stats out."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        executor_type: type[InProcess],
+    ) -> None:
         self._reader = reader
         self._writer = writer
         self._outbox: list[Record] = []
         self._incoming: asyncio.Queue[list[WireJob] | None] = asyncio.Queue()
         self._stats = RunStats()
         self._bandwidth: Bandwidth | None = None
+        self._executor_type = executor_type
         self._executor: InProcess | None = None
 
     async def serve(self) -> None:
@@ -67,7 +76,7 @@ class _Engine:
         rate = start.settings.limits.limit_rate
         clock = asyncio.get_running_loop().time
         self._bandwidth = None if rate is None else Bandwidth(rate, clock=clock)
-        executor = InProcess(
+        executor = self._executor_type(
             start.settings,
             self._stats,
             random=random.Random().random,
@@ -174,17 +183,20 @@ class _Engine:
         )
 
 
-async def _serve(fd: int) -> None:
+async def _serve(fd: int, executor_type: type[InProcess]) -> None:
     reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
-    await _Engine(reader, writer).serve()
+    await _Engine(reader, writer, executor_type).serve()
 
 
 def main() -> None:
     """Entry point of an engine process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when to stop
-    loop.spare_collector()  # the modules are loaded (at the top of this one)
+    trust_store.defer()  # before the pipeline loads aiohttp: no CA store for plain http
+    from fetchcli.pipeline import InProcess
+
+    loop.spare_collector()  # the modules are loaded
     try:
-        loop.run(_serve(int(sys.argv[1])), os.environ)
+        loop.run(_serve(int(sys.argv[1]), InProcess), os.environ)
         loop.spare_collector()
     except Exception as exc:  # one line for the user; the coordinator records what was lost
         error = primary_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
