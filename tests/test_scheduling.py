@@ -170,3 +170,26 @@ def test_with_engines_a_host_alone_in_one_gets_the_whole_rate(hosts, unique):
     assert began[-1] - began[4] < 3.0
     # And never faster than asked (a head may arrive late, after its connect: generous).
     assert min(b - a for a, b in itertools.pairwise(began)) >= 0.05
+
+
+@PROCESSES
+def test_when_a_pause_ends_its_host_takes_turns_with_the_others(hosts, unique, processes):
+    # No --per-host. While the first host is paused, its URLs wait (with -P 2, in the
+    # engines, out of their windows) and the others run. When the pause ends, its URLs must
+    # take turns with the others' still to come, not run first while every other host waits.
+    paused, *others = hosts
+    first = [paused.url(f"/retry-after/{unique}?fail=1&after=1&status=503")]
+    first += [paused.url(f"/slow/{unique}/mine{i}?delay=0.03") for i in range(120)]
+    rest = [h.url(f"/slow/{unique}/{i}?delay=0.03") for i in range(60) for h in others]
+    run(hosts, processes, first + rest, "-c", "4")
+    (_, _, asked), *_ = paused.timeline("/retry-after/")
+    mine = [began for _, began, _ in paused.timeline(f"/slow/{unique}/mine")]
+    theirs = [began for h in others for _, began, _ in h.timeline(f"/slow/{unique}/")]
+    # Those of its URLs on the wire before the 503 came back ran then; the rest waited.
+    assert sum(t >= asked + 1 - CLOCK_SLACK for t in mine) >= 100
+    # The others had work left when it ended (4 at a time, 180 x 0.03 s take 1.35 s), and
+    # from a little after it, while the paused host's URLs ran, theirs kept starting too:
+    # taking turns, 3 hosts of 4 get ~3/4 of the slots (~50 starts in 0.5 s), not none.
+    later = asked + 1.2
+    assert sum(later <= t < later + 0.5 for t in mine) > 5
+    assert sum(later <= t < later + 0.5 for t in theirs) > 15

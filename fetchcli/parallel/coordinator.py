@@ -15,7 +15,9 @@ messages are in `wire.py`.
 Without per-host limits a job goes to the engine with the least work, in a small window per
 engine (late binding keeps the engines even); the jobs that wait there for a time, a paused
 host's or a retry's, do not count in it, or a paused host's URLs would fill every engine's
-window and hold up every other host until the pause ended. With `--per-host` or
+window and hold up every other host until the pause ended. Nor do the jobs dealt while their
+host was paused, until they are done: once the pause is over they take turns with the other
+hosts' in the engine's frontier, and the others must keep coming meanwhile. With `--per-host` or
 `--per-host-rate`, every job of a host goes to the same engine, chosen by a stable hash of
 the host (as `--shard` deals hosts to instances): that engine's frontier then holds the
 host's limits exactly, each engine with the full per-host limits for its hosts, and it may
@@ -115,10 +117,18 @@ class _Engine:
     start_rate: float = 0.0  # its share of --rate
     held: int = 0  # of `pending`, those waiting for a time: a paused host's, retries
     paused: int = 0  # of `held`, a paused host's
+    parked: int = 0  # of `pending`, those dealt while their host was paused
+    parked_lines: dict[tuple[str, int], int] = dataclasses.field(default_factory=dict)
 
     @property
     def queued(self) -> int:
         return self.pending + len(self.buffer)
+
+    @property
+    def runnable(self) -> int:
+        """Of its jobs, about those that count in its window: not waiting for a time, nor
+        dealt while their host was paused (during the pause those are in `held` too)."""
+        return self.queued - max(self.held, self.parked)
 
     def send(self, message: ToEngine) -> None:
         if not self.writer.is_closing():
@@ -141,6 +151,7 @@ class _Pool:
         self._stats = stats
         self._engines: list[_Engine] = []
         self._room = asyncio.Event()
+        self._pauses: dict[str, float] = {}  # host -> until (loop time), as engines tell
         limits = settings.limits
         self._by_host = bool(limits.per_host or limits.per_host_rate)
 
@@ -191,7 +202,11 @@ class _Pool:
             self._room.clear()
             await self._room.wait()
         engine.buffer.append(WireJob.of(job))
-        engine.outstanding.setdefault((job.source, job.line), []).append(job.url)
+        line = (job.source, job.line)
+        engine.outstanding.setdefault(line, []).append(job.url)
+        if self._pauses and not self._by_host and self._is_paused(job):
+            engine.parked += 1
+            engine.parked_lines[line] = engine.parked_lines.get(line, 0) + 1
         # A hungry engine gets the job at once (a slow pipe's first URL); a busy one in bulk.
         if len(engine.buffer) >= JOBS_PER_MESSAGE or engine.pending < engine.hungry:
             self._flush(engine)
@@ -203,7 +218,7 @@ class _Pool:
             msg = "every engine process has stopped: the rest of the input has no records"
             raise IncompleteRun(msg)
         if not self._by_host:
-            return min(live, key=lambda e: e.queued - e.held)
+            return min(live, key=lambda e: e.runnable)
         key = host_key(job.parsed)
         engine = self._engines[share_of(key, len(self._engines))]
         # A lost engine's hosts move, together, to one of those left.
@@ -211,12 +226,22 @@ class _Pool:
 
     def _has_room(self, engine: _Engine) -> bool:
         """Whether `engine` may take one more job. Without per-host limits its window leaves
-        out the jobs that wait there for a time (a paused host's, retries): they would fill
-        every engine's window and hold up every host, up to what its frontier parks."""
+        out the jobs that wait there for a time (a paused host's, retries) and those dealt
+        during their host's pause: they would fill every engine's window and hold up every
+        host, during the pause and after it, up to what its frontier parks."""
         if self._by_host:
             return engine.queued < engine.window  # that is its frontier's park already
-        runnable = engine.queued - engine.held
-        return runnable < engine.window and engine.queued < engine.window + DEFAULT_PARK
+        return engine.runnable < engine.window and engine.queued < engine.window + DEFAULT_PARK
+
+    def _is_paused(self, job: Job) -> bool:
+        host = host_key(job.parsed).decode("ascii")  # as the engines' frontiers count hosts
+        until = self._pauses.get(host)
+        if until is None:
+            return False
+        if until <= asyncio.get_running_loop().time():
+            del self._pauses[host]
+            return False
+        return True
 
     async def finish(self) -> None:
         """No more jobs: let every engine finish its work and hand in its records."""
@@ -297,6 +322,8 @@ class _Pool:
                     case EngineStats() as report:
                         self._take_stats(engine, report)
                     case Pause() as pause:
+                        until = asyncio.get_running_loop().time() + pause.seconds
+                        self._pauses[pause.host] = max(until, self._pauses.get(pause.host, 0))
                         for other in self._engines:
                             if other is not engine:
                                 other.send(pause)
@@ -328,8 +355,20 @@ class _Pool:
                 if not urls:
                     del engine.outstanding[record.source, record.line]
             engine.pending -= 1
+            if engine.parked_lines:
+                self._unpark(engine, (record.source, record.line))
             await self._emit(record)
         self._room.set()
+
+    @staticmethod
+    def _unpark(engine: _Engine, line: tuple[str, int]) -> None:
+        count = engine.parked_lines.get(line, 0)
+        if count:
+            engine.parked -= 1
+            if count == 1:
+                del engine.parked_lines[line]
+            else:
+                engine.parked_lines[line] = count - 1
 
     def _take_stats(self, engine: _Engine, report: EngineStats) -> None:
         engine.in_flight, engine.retrying = report.in_flight, report.retrying
