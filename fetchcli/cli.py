@@ -146,6 +146,26 @@ def demo(
 app.command("merge", epilog=merge_cli.EXAMPLES)(merge_cli.merge_command)
 
 
+def _naming_source(exc: typer.TyperException, args: Sequence[str]) -> str:
+    """Typer's message, naming the env var only when the bad value came from it (Typer names
+    it whenever the option has one, even for a value typed as a flag), as `--x (from VAR)`.
+    Typer reads the variables from `os.environ`, not from the injected environment."""
+    message = exc.format_message()
+    param = getattr(exc, "param", None)
+    envvar = getattr(param, "envvar", None)
+    if not isinstance(envvar, str):
+        return message
+    opts: list[str] = getattr(param, "opts", [])
+    typed = any(
+        arg == opt or arg.startswith(opt + "=" if opt.startswith("--") else opt)
+        for arg in args
+        for opt in opts
+    )
+    named = " / ".join(f"'{opt}'" for opt in opts)
+    came_from = "" if typed or envvar not in os.environ else f" (from {envvar})"
+    return message.replace(f"{named} (env var: '{envvar}')", named + came_from)
+
+
 def _source(ctx: typer.Context, name: str) -> str | None:
     source = ctx.get_parameter_source(name)
     return None if source is None else source.name
@@ -167,7 +187,7 @@ def run_cli(argv: Sequence[str], env: Environment) -> int:
             args=args, prog_name="fetchcli", standalone_mode=False, obj=invocation
         )
     except typer.TyperException as exc:
-        _say(env, f"fetchcli: error: {exc.format_message()}")
+        _say(env, f"fetchcli: error: {_naming_source(exc, args)}")
         return exc.exit_code
     except UsageError as exc:
         _say(env, f"fetchcli: error: {exc}")

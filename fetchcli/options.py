@@ -70,13 +70,11 @@ PANELS: dict[str, tuple[Flag, ...]] = {
             "rate",
             "--rate",
             help="Requests started per second at most, over the run (0: no limit).",
-            show_default=False,
         ),
         flag(
             "per_host_rate",
             "--per-host-rate",
             help="Requests started per second to one host at most (0: no limit).",
-            show_default=False,
         ),
         flag(
             "processes",

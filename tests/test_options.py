@@ -119,6 +119,22 @@ def test_a_bad_value_from_the_environment_names_its_variable(monkeypatch: pytest
     assert result.exit_code == 2 and "FETCHCLI_LIMIT_RATE" not in result.stderr
 
 
+@pytest.mark.parametrize("flag", [["--rate", "abc"], ["--rate=abc"], ["-cabc"]])
+def test_a_value_typer_cannot_parse_names_the_variable_only_when_it_came_from_there(
+    monkeypatch: pytest.MonkeyPatch, flag: list[str]
+):
+    # Typer's own message names an option's env var whatever the value came from.
+    monkeypatch.setenv("FETCHCLI_RATE", "1")  # set, but the flag wins
+    monkeypatch.setenv("FETCHCLI_CONCURRENCY", "4")
+    result = cli("get", "-", *flag, stdin=b"http://127.0.0.1:1/x\n")
+    assert result.exit_code == 2 and "'abc' is not a valid" in result.stderr
+    assert "FETCHCLI_" not in result.stderr
+    monkeypatch.setenv("FETCHCLI_RATE", "abc")
+    result = cli("get", "-", stdin=b"http://127.0.0.1:1/x\n")
+    assert result.exit_code == 2
+    assert "Invalid value for '--rate' (from FETCHCLI_RATE): 'abc'" in result.stderr
+
+
 def test_only_the_options_from_the_environment_are_named(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("FETCHCLI_NO_SAVE", "1")
     result = cli("get", "-", "--update", stdin=b"http://127.0.0.1:1/x\n")
