@@ -51,7 +51,8 @@ async def run(settings: Settings, env: Environment) -> RunStats:
         if output.save:
             await asyncio.to_thread(check_output_dir, output.output_dir)
         done = etags = None
-        if output.skips_done and output.jsonl:
+        if output.skips_done and output.jsonl and settings.ray.address is None:
+            # (With --ray each shard task goes on from its own ledger instead.)
             done = await asyncio.to_thread(load_done, output.jsonl)
         if output.update and output.jsonl and output.jsonl != "-":
             # Read before the file is opened for writing (without --resume it starts afresh).

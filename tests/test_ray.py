@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import fetchcli
+from fetchcli import session
 from fetchcli.errors import IncompleteRun, OutputError
 from fetchcli.parallel.shard_task import Counters
 from fetchcli.shard import Shard
@@ -149,7 +150,7 @@ def test_a_shard_killed_mid_run_is_retried_and_continues(ray_cluster, server, un
 
 
 def test_a_repeat_in_a_shard_carries_its_firsts_outcome_and_update_sends_etags(
-    ray_cluster, server, unique, tmp_path
+    ray_cluster, server, unique, tmp_path, monkeypatch
 ):
     saved, missing = f"/ok/{unique}/page.txt", f"/status/404/{unique}"
     tagged = f"/range/{unique}/tagged.bin?size=2000"  # an ETag, and 304 to If-None-Match
@@ -175,6 +176,16 @@ def test_a_repeat_in_a_shard_carries_its_firsts_outcome_and_update_sends_etags(
     assert (updated["status"], updated["skipped"], updated["path"]) == (
         304, "not_modified", records[4]["path"],
     )  # fmt: skip
+
+    # --resume: the shards go on from their ledgers; the driver reads no done set of its own.
+    def unused(path: str) -> None:
+        msg = f"the driver read {path}'s done set"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(session, "load_done", unused)
+    hits = server.hits(saved), server.hits(missing)
+    assert cli(*run, "--resume").exit_code == 1  # the 404, tried again
+    assert (server.hits(saved), server.hits(missing)) == (hits[0], hits[1] + 1)
 
 
 # The Funnel's bookkeeping and the tasks' errors, without Ray's cluster.
