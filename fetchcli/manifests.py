@@ -41,6 +41,7 @@ __all__ = [
     "Items",
     "ManifestParser",
     "format_for",
+    "holds_rows",
     "items_from",
     "items_of",
     "read_manifest",
@@ -82,6 +83,11 @@ def format_for(name: str, given: Format | str | None = None) -> Format:
         if name.endswith(extension):
             return found
     return Format.LINES
+
+
+def holds_rows(names: Iterable[str], given: Format | str | None = None) -> bool:
+    """Whether any of the sources `names` is a manifest (rows that may name their files)."""
+    return any(format_for(name, given) is not Format.LINES for name in names)
 
 
 # A usable row (its expectation in `job.expect`) or a row that cannot be fetched.

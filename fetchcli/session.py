@@ -21,7 +21,7 @@ from fetchcli.environment import Environment
 from fetchcli.errors import Interrupted, ReaderGone, UsageError
 from fetchcli.launch import execute
 from fetchcli.loop import spare_collector
-from fetchcli.manifests import Format, format_for, items_of
+from fetchcli.manifests import holds_rows, items_of
 from fetchcli.models import Record
 from fetchcli.records import RecordLog, load_done, load_etags
 from fetchcli.sources import close_sources, input_size, open_sources
@@ -77,9 +77,7 @@ async def run(settings: Settings, env: Environment) -> RunStats:
                 try:
                     size = input_size(sources)  # None unless every source is a regular file
                     fmt = settings.input.format
-                    rows = any(
-                        format_for(source.name, fmt) is not Format.LINES for source in sources
-                    )
+                    rows = holds_rows((source.name for source in sources), fmt)
                     plain = not rows and not any(s.name.lower().endswith(".gz") for s in sources)
                     # A total only from plain lists: a header or gzip would make it wrong, and
                     # so would a --shard instance, which fetches a share of the lines.

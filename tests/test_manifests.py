@@ -19,6 +19,7 @@ from fetchcli.manifests import (
     ManifestParser,
     _Inflater,
     format_for,
+    holds_rows,
     read_manifest,
 )
 from fetchcli.models import BadLine, Job
@@ -369,3 +370,10 @@ def test_a_long_csv_streams_with_flat_memory():
     assert (small_rows, rows_seen) == (500, 5_000)
     assert peak < 1536 * 1024
     assert peak < 2 * small_peak + 256 * 1024
+
+
+def test_holds_rows_when_any_source_is_a_manifest():
+    assert not holds_rows(["urls.txt", "more.gz", "-"])
+    assert holds_rows(["urls.txt", "files.CSV.gz"])
+    assert holds_rows(["urls.txt"], "jsonl")  # --input-format names every source's format
+    assert not holds_rows([])

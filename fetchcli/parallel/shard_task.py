@@ -35,7 +35,7 @@ from fetchcli.config import Settings
 from fetchcli.errors import OutputError, UsageError
 from fetchcli.executor import from_wall
 from fetchcli.fingerprints import FingerprintSet
-from fetchcli.manifests import Format, Items, format_for, items_of
+from fetchcli.manifests import Items, holds_rows, items_of
 from fetchcli.models import Record
 from fetchcli.names import Namer
 from fetchcli.parallel.wire import WireJob
@@ -304,8 +304,7 @@ def _source(job: WireJob) -> str:
 
 def _namer(spec: ShardSpec) -> Namer | None:
     """The shard's names, given as the CLI's run gives them (`runner.namer_for`)."""
-    fmt = spec.settings.input.format
-    rows = any(format_for(name, fmt) is not Format.LINES for name, _ in spec.sources)
+    rows = holds_rows((name for name, _ in spec.sources), spec.settings.input.format)
     return namer_for(spec.settings.output, rows=rows)
 
 
