@@ -50,7 +50,7 @@ __all__ = ["REPORT_SECONDS", "main"]
 REPORT_SECONDS = 0.02  # how often an engine sends its records (and, 5x slower, its stats)
 
 
-class _Engine:
+class _EngineSide:
     """The engine's side of the socket: jobs in, records and stats out."""
 
     def __init__(
@@ -185,7 +185,7 @@ class _Engine:
 
 async def _serve(fd: int, executor_type: type[InProcess]) -> None:
     reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
-    await _Engine(reader, writer, executor_type).serve()
+    await _EngineSide(reader, writer, executor_type).serve()
 
 
 def main() -> None:

@@ -87,7 +87,7 @@ class Method(Protocol):
     def remote(self, *args: Any) -> Any: ...
 
 
-class Funnel(Protocol):
+class FunnelHandle(Protocol):
     """The driver's actor, as a task sees it (its methods are awaited through `.remote`)."""
 
     begin: Method
@@ -97,7 +97,7 @@ class Funnel(Protocol):
 
 
 def run_shard(
-    spec: ShardSpec, jobs: Sequence[WireJob] | None, etags: Etags | None, funnel: Funnel
+    spec: ShardSpec, jobs: Sequence[WireJob] | None, etags: Etags | None, funnel: FunnelHandle
 ) -> ShardResult:
     """The Ray task: fetch the shard, from its ledger on; blocking (its own event loop, uvloop
     as in the CLI and the engines).
@@ -108,7 +108,7 @@ def run_shard(
 
 
 async def _run(
-    spec: ShardSpec, jobs: Sequence[WireJob] | None, etags: Etags | None, funnel: Funnel
+    spec: ShardSpec, jobs: Sequence[WireJob] | None, etags: Etags | None, funnel: FunnelHandle
 ) -> ShardResult:
     settings = spec.settings
     shard = settings.input.shard
@@ -155,7 +155,7 @@ async def _run(
     return ShardResult(stats.done, stats.ok, stats.failed, stats.resumed)
 
 
-async def _begin(spec: ShardSpec, funnel: Funnel, index: int) -> _Scan:
+async def _begin(spec: ShardSpec, funnel: FunnelHandle, index: int) -> _Scan:
     """Make the ledger ready (afresh on the run's first try), read it, and push the records
     an earlier try wrote and the funnel lacks."""
     cursor, start = await funnel.begin.remote(index)
@@ -180,7 +180,7 @@ def counters(stats: RunStats) -> Counters:
 
 
 @contextlib.asynccontextmanager
-async def _reporting(funnel: Funnel, index: int, stats: RunStats) -> AsyncIterator[None]:
+async def _reporting(funnel: FunnelHandle, index: int, stats: RunStats) -> AsyncIterator[None]:
     """The shard's counters to the driver now and then, while the body runs."""
     reporter = asyncio.create_task(_report(funnel, index, stats))
     try:
@@ -191,7 +191,7 @@ async def _reporting(funnel: Funnel, index: int, stats: RunStats) -> AsyncIterat
         await asyncio.gather(reporter, return_exceptions=True)
 
 
-async def _report(funnel: Funnel, index: int, stats: RunStats) -> None:
+async def _report(funnel: FunnelHandle, index: int, stats: RunStats) -> None:
     while True:
         await asyncio.sleep(REPORT_SECONDS)
         await funnel.report.remote(index, counters(stats))
@@ -201,7 +201,7 @@ class _Push:
     """The ledger's after-write hook: each batch, once in the ledger, to the funnel (in the
     ledger's writer thread, so records reach the driver in ledger order)."""
 
-    def __init__(self, funnel: Funnel, index: int, seq: int, stats: RunStats) -> None:
+    def __init__(self, funnel: FunnelHandle, index: int, seq: int, stats: RunStats) -> None:
         self._funnel = funnel
         self._index = index
         self._seq = seq  # ledger records so far: the next batch's first number
@@ -267,7 +267,7 @@ class _Scan:
             self.done.add(url.encode())
 
 
-async def _replay(path: str, first: int, end: int, funnel: Funnel, index: int) -> None:
+async def _replay(path: str, first: int, end: int, funnel: FunnelHandle, index: int) -> None:
     """Push ledger records `first` to `end` (written by an earlier try, not yet delivered)."""
     if first >= end:
         return
