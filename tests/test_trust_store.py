@@ -50,7 +50,21 @@ def python(code: str, ca_file: Path, stdin: bytes = b"") -> subprocess.Completed
     return done
 
 
-def cas_at_exit(done: subprocess.CompletedProcess[str]) -> str:
+def cas_after_fetching(url: str, ca_file: Path, tmp_path: Path) -> str:
+    """Fetch `url` with the console script's `main` in a fresh interpreter (one process, so
+    the fetch is its own), check it went well, and return how many CAs aiohttp's verifying
+    context held at the exit."""
+    records = tmp_path / "r.jsonl"
+    done = python(
+        COUNT_AT_EXIT + "sys.argv = ['fetchcli', 'get', '-', '-P', '1', '--no-save', '-q', "
+        f"'--jsonl', {str(records)!r}]\n"
+        "from fetchcli.__main__ import main\n"
+        "main()\n",
+        ca_file,
+        stdin=url.encode(),
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(records.read_text())["ok"]
     (line,) = [line for line in done.stderr.splitlines() if line.startswith("CAS ")]
     return line.removeprefix("CAS ")
 
@@ -88,35 +102,13 @@ def test_without_defer_aiohttp_loads_its_store_on_import(ca_file):
 
 
 def test_a_plain_http_run_never_loads_the_store(ca_file, server, unique, tmp_path):
-    records = tmp_path / "r.jsonl"
-    done = python(
-        COUNT_AT_EXIT + "sys.argv = ['fetchcli', 'get', '-', '-P', '1', '--no-save', '-q', "
-        f"'--jsonl', {str(records)!r}]\n"
-        "from fetchcli.__main__ import main\n"
-        "main()\n",
-        ca_file,
-        stdin=server.url(f"/ok/{unique}/plain").encode(),
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(records.read_text())["ok"]
-    assert cas_at_exit(done) == "0"
+    assert cas_after_fetching(server.url(f"/ok/{unique}/plain"), ca_file, tmp_path) == "0"
 
 
 def test_an_https_run_loads_the_store_first(ca_file, tls_server, unique, tmp_path):
-    # The same harness, over TLS: the store was loaded before the request, or the handshake
-    # would have failed (test_tls checks the same with -P 2 and --http2).
-    records = tmp_path / "r.jsonl"
-    done = python(
-        COUNT_AT_EXIT + "sys.argv = ['fetchcli', 'get', '-', '-P', '1', '--no-save', '-q', "
-        f"'--jsonl', {str(records)!r}]\n"
-        "from fetchcli.__main__ import main\n"
-        "main()\n",
-        ca_file,
-        stdin=tls_server.url(f"/ok/{unique}/tls").encode(),
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(records.read_text())["ok"]
-    assert cas_at_exit(done) == "1"
+    # Loaded before the request, or the handshake would have failed (test_tls checks the
+    # same with -P 2 and --http2).
+    assert cas_after_fetching(tls_server.url(f"/ok/{unique}/tls"), ca_file, tmp_path) == "1"
 
 
 def test_while_deferring_another_threads_context_loads_at_once(ca_file, monkeypatch):
