@@ -130,6 +130,21 @@ class _Engine:
         dealt while their host was paused (during the pause those are in `held` too)."""
         return self.queued - max(self.held, self.parked)
 
+    def park(self, line: tuple[str, int]) -> None:
+        """A job of `line` dealt while its host was paused."""
+        self.parked += 1
+        self.parked_lines[line] = self.parked_lines.get(line, 0) + 1
+
+    def unpark(self, line: tuple[str, int]) -> None:
+        """A record of `line` came back: if it was a parked job's, one fewer is parked."""
+        count = self.parked_lines.get(line, 0)
+        if count:
+            self.parked -= 1
+            if count == 1:
+                del self.parked_lines[line]
+            else:
+                self.parked_lines[line] = count - 1
+
     def send(self, message: ToEngine) -> None:
         if not self.writer.is_closing():
             self.writer.write(frame(message))
@@ -205,8 +220,7 @@ class _Pool:
         line = (job.source, job.line)
         engine.outstanding.setdefault(line, []).append(job.url)
         if self._pauses and not self._by_host and self._is_paused(job):
-            engine.parked += 1
-            engine.parked_lines[line] = engine.parked_lines.get(line, 0) + 1
+            engine.park(line)
         # A hungry engine gets the job at once (a slow pipe's first URL); a busy one in bulk.
         if len(engine.buffer) >= JOBS_PER_MESSAGE or engine.pending < engine.hungry:
             self._flush(engine)
@@ -356,19 +370,9 @@ class _Pool:
                     del engine.outstanding[record.source, record.line]
             engine.pending -= 1
             if engine.parked_lines:
-                self._unpark(engine, (record.source, record.line))
+                engine.unpark((record.source, record.line))
             await self._emit(record)
         self._room.set()
-
-    @staticmethod
-    def _unpark(engine: _Engine, line: tuple[str, int]) -> None:
-        count = engine.parked_lines.get(line, 0)
-        if count:
-            engine.parked -= 1
-            if count == 1:
-                del engine.parked_lines[line]
-            else:
-                engine.parked_lines[line] = count - 1
 
     def _take_stats(self, engine: _Engine, report: EngineStats) -> None:
         engine.in_flight, engine.retrying = report.in_flight, report.retrying
