@@ -3,6 +3,7 @@ that reach all of them, and a lost engine that does not lose its URLs."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -18,6 +19,7 @@ from fetchcli.config import Settings
 from fetchcli.launch import engine_count, execute
 from fetchcli.manifests import items_from
 from fetchcli.models import Record
+from fetchcli.parallel.coordinator import _Pool
 from fetchcli.progress import transferred
 from fetchcli.stats import SHOWN_TRANSFER_BYTES, RunStats
 from tests.helpers import CLOCK_SLACK, cli
@@ -238,3 +240,18 @@ async def test_engines_count_each_body_once_while_their_records_come_back(nginx,
     assert stats.ok == len(urls) and stats.bytes == len(urls) * size
     assert max(seen) <= len(urls) * size
     assert transferred(stats) == len(urls) * size  # the engines' last count reaches us
+
+
+@pytest.mark.anyio
+async def test_the_coordinator_remembers_only_the_pauses_not_over():
+    pool = _Pool(Settings.create(processes=2), 2, emit=_no_emit, stats=RunStats())
+    pool._note_pause("a.test", 0)  # over at once
+    pool._note_pause("b.test", 60)
+    pool._note_pause("b.test", 1)  # a shorter one does not cut the longer
+    pool._note_pause("c.test", 60)
+    assert sorted(pool._pauses) == ["b.test", "c.test"]
+    assert pool._pauses["b.test"] - asyncio.get_running_loop().time() > 50
+
+
+async def _no_emit(record: object) -> None:
+    raise AssertionError("no record is emitted here")

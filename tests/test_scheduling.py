@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import statistics
 from collections.abc import Iterator
 
 import pytest
@@ -193,3 +194,29 @@ def test_when_a_pause_ends_its_host_takes_turns_with_the_others(hosts, unique, p
     later = asked + 1.2
     assert sum(later <= t < later + 0.5 for t in mine) > 5
     assert sum(later <= t < later + 0.5 for t in theirs) > 15
+
+
+def in_flight_over_time(spans: list[tuple[float, float]], step: float = 0.01) -> list[int]:
+    """How many of the (began, ended) spans were open, every `step` from the first start."""
+    first, last = min(b for b, _ in spans), max(e for _, e in spans)
+    moments = (first + step * k for k in range(int((last - first) / step)))
+    return [sum(b <= t < e for b, e in spans) for t in moments]
+
+
+@PROCESSES
+def test_after_a_pause_its_host_gets_every_worker_once_the_others_are_done(
+    hosts, unique, processes
+):
+    # No --per-host, -c 4. The other hosts' few URLs are all done during the pause; then only
+    # the paused host has work, and all 4 workers must fetch it: with -P 2, both engines' (its
+    # jobs dealt during the pause must not all have gone to one engine, with half of -c).
+    paused, *others = hosts
+    first = [paused.url(f"/retry-after/{unique}?fail=1&after=1&status=503")]
+    first += [paused.url(f"/slow/{unique}/mine{i}?delay=0.05") for i in range(200)]
+    rest = [h.url(f"/ok/{unique}/{i}") for i in range(3) for h in others]
+    run(hosts, processes, first + rest, "-c", "4")
+    (_, _, asked), *_ = paused.timeline("/retry-after/")
+    after = [(b, e) for _, b, e in paused.timeline(f"/slow/{unique}/mine") if b >= asked + 0.5]
+    assert len(after) >= 150
+    # Most of the time, 4 on the wire (one engine's alone: 2).
+    assert statistics.median(in_flight_over_time(after)) == 4

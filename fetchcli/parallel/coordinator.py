@@ -210,7 +210,8 @@ class _Pool:
         """Give `job` to its engine (its host's, or the one with the least work); wait while
         that engine is full."""
         while True:
-            engine = self._engine_for(job)
+            parks = bool(self._pauses) and not self._by_host and self._is_paused(job)
+            engine = self._engine_for(job, parks)
             if self._has_room(engine):
                 break
             self._flush_all()
@@ -219,18 +220,23 @@ class _Pool:
         engine.buffer.append(WireJob.of(job))
         line = (job.source, job.line)
         engine.outstanding.setdefault(line, []).append(job.url)
-        if self._pauses and not self._by_host and self._is_paused(job):
+        if parks:
             engine.park(line)
         # A hungry engine gets the job at once (a slow pipe's first URL); a busy one in bulk.
         if len(engine.buffer) >= JOBS_PER_MESSAGE or engine.pending < engine.hungry:
             self._flush(engine)
             await engine.writer.drain()
 
-    def _engine_for(self, job: Job) -> _Engine:
+    def _engine_for(self, job: Job, parks: bool) -> _Engine:
         live = [engine for engine in self._engines if not engine.finished]
         if not live:
             msg = "every engine process has stopped: the rest of the input has no records"
             raise IncompleteRun(msg)
+        if parks:
+            # A paused host's backlog is shared out evenly: parked jobs are not in `runnable`,
+            # so by that they would all go to one engine, and after the pause, once the other
+            # hosts are done, run with that engine's workers only.
+            return min(live, key=lambda e: (e.parked, e.runnable))
         if not self._by_host:
             return min(live, key=lambda e: e.runnable)
         key = host_key(job.parsed)
@@ -246,6 +252,12 @@ class _Pool:
         if self._by_host:
             return engine.queued < engine.window  # that is its frontier's park already
         return engine.runnable < engine.window and engine.queued < engine.window + DEFAULT_PARK
+
+    def _note_pause(self, host: str, seconds: float) -> None:
+        now = asyncio.get_running_loop().time()
+        # The pauses that are over go: the hosts paused now are all it holds, in a long run too.
+        self._pauses = {other: until for other, until in self._pauses.items() if until > now}
+        self._pauses[host] = max(now + seconds, self._pauses.get(host, 0))
 
     def _is_paused(self, job: Job) -> bool:
         host = host_key(job.parsed).decode("ascii")  # as the engines' frontiers count hosts
@@ -336,8 +348,7 @@ class _Pool:
                     case EngineStats() as report:
                         self._take_stats(engine, report)
                     case Pause() as pause:
-                        until = asyncio.get_running_loop().time() + pause.seconds
-                        self._pauses[pause.host] = max(until, self._pauses.get(pause.host, 0))
+                        self._note_pause(pause.host, pause.seconds)
                         for other in self._engines:
                             if other is not engine:
                                 other.send(pause)
