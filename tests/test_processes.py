@@ -13,13 +13,14 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from fetchcli.config import Settings
 from fetchcli.launch import engine_count, execute
 from fetchcli.manifests import items_from
-from fetchcli.models import Record
-from fetchcli.parallel.coordinator import _Pool
+from fetchcli.models import Job, Record
+from fetchcli.parallel.coordinator import _Engine, _Pool
 from fetchcli.progress import transferred
 from fetchcli.stats import SHOWN_TRANSFER_BYTES, RunStats
 from tests.helpers import CLOCK_SLACK, cli
@@ -251,6 +252,43 @@ async def test_the_coordinator_remembers_only_the_pauses_not_over():
     pool._note_pause("c.test", 60)
     assert sorted(pool._pauses) == ["b.test", "c.test"]
     assert pool._pauses["b.test"] - asyncio.get_running_loop().time() > 50
+
+
+class _Pipe:
+    """An engine's end of the socket as the coordinator writes to it: it takes everything."""
+
+    def __init__(self) -> None:
+        self.sent = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.sent += data
+
+    def is_closing(self) -> bool:
+        return False
+
+    async def drain(self) -> None:
+        pass
+
+
+@pytest.mark.anyio
+async def test_a_paused_hosts_backlog_is_shared_even_by_an_engine_with_a_full_window():
+    # The second engine is still starting: its window is full of jobs it was sent before the
+    # pause (to the coordinator they could all start). The paused host's next jobs wait
+    # anyway: dealing them must go on, half to each, not stop until that engine reports.
+    pool = _Pool(Settings.create(processes=2), 2, emit=_no_emit, stats=RunStats())
+    ready, starting = (
+        _Engine(i, None, None, _Pipe(), window=8, hungry=0)  # type: ignore[arg-type]
+        for i in range(2)
+    )
+    starting.pending = 8
+    pool._engines += [ready, starting]
+    pool._note_pause("a.test", 60)
+    jobs = [Job("-", n, f"http://a.test/{n}", httpx.URL(f"http://a.test/{n}")) for n in range(20)]
+    async with asyncio.timeout(10):  # a handoff waiting for the starting engine never returns
+        for job in jobs:
+            await pool.handoff(job)
+    assert (ready.parked, starting.parked) == (10, 10)
+    assert (ready.queued, starting.queued - 8) == (10, 10)
 
 
 async def _no_emit(record: object) -> None:

@@ -212,7 +212,7 @@ class _Pool:
         while True:
             parks = bool(self._pauses) and not self._by_host and self._is_paused(job)
             engine = self._engine_for(job, parks)
-            if self._has_room(engine):
+            if self._has_room(engine, parks):
                 break
             self._flush_all()
             self._room.clear()
@@ -244,14 +244,17 @@ class _Pool:
         # A lost engine's hosts move, together, to one of those left.
         return live[share_of(key, len(live))] if engine.finished else engine
 
-    def _has_room(self, engine: _Engine) -> bool:
-        """Whether `engine` may take one more job. Without per-host limits its window leaves
-        out the jobs that wait there for a time (a paused host's, retries) and those dealt
-        during their host's pause: they would fill every engine's window and hold up every
-        host, during the pause and after it, up to what its frontier parks."""
+    def _has_room(self, engine: _Engine, parks: bool) -> bool:
+        """Whether `engine` may take one more job (`parks`: one dealt during its host's pause).
+        Without per-host limits its window leaves out the jobs that wait there for a time (a
+        paused host's, retries) and those dealt during their host's pause: they would fill
+        every engine's window and hold up every host, during the pause and after it, up to
+        what its frontier parks. So a parked job needs no room in the window: an engine whose
+        window is full (still starting, say) takes its share of the backlog all the same."""
         if self._by_host:
             return engine.queued < engine.window  # that is its frontier's park already
-        return engine.runnable < engine.window and engine.queued < engine.window + DEFAULT_PARK
+        parking = engine.queued < engine.window + DEFAULT_PARK
+        return parking and (parks or engine.runnable < engine.window)
 
     def _note_pause(self, host: str, seconds: float) -> None:
         now = asyncio.get_running_loop().time()
