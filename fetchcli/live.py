@@ -37,7 +37,7 @@ from fetchcli.kinds import ErrorKind
 from fetchcli.models import Record
 from fetchcli.progress import Rates, estimate, eta, percent, transferred
 from fetchcli.stats import SHOWN_TRANSFER_BYTES, RunStats
-from fetchcli.summary import clock, more_failures, printable, resume_hint, status_line
+from fetchcli.summary import clock, more_failures, printable, resume_hint, retries, status_line
 from fetchcli.summary import size as _size
 
 __all__ = ["LiveDisplay", "StatusLines", "summary_table"]
@@ -376,7 +376,7 @@ def summary_table(
     byte_rate = moved / elapsed if elapsed > 0 else 0.0
     totals = Text(
         f"{stats.done:,} URL{_s(stats.done)} · {_size(moved)} · {elapsed:.1f}s · "
-        f"{rate:,.0f} req/s · {_size(byte_rate)}/s · {stats.retries:,} retries",
+        f"{rate:,.0f} req/s · {_size(byte_rate)}/s · {retries(stats.retries)}",
         style="bold",
     )
     parts: list[RenderableType] = [title_text]

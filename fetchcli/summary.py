@@ -13,6 +13,7 @@ __all__ = [
     "more_failures",
     "printable",
     "resume_hint",
+    "retries",
     "size",
     "status_line",
     "summary_line",
@@ -39,8 +40,13 @@ def summary_line(stats: RunStats) -> str:
     if stats.resumed:
         parts.append(f"{stats.resumed:,} already done")
     parts.append(size(transferred(stats)))
-    parts.append(f"{stats.retries:,} retries")
+    parts.append(retries(stats.retries))
     return ", ".join(parts)
+
+
+def retries(count: int) -> str:
+    """`1 retry`, `3 retries`."""
+    return f"{count:,} {'retry' if count == 1 else 'retries'}"
 
 
 def _ok_details(stats: RunStats) -> str:

@@ -9,7 +9,7 @@ from fetchcli.kinds import Skipped
 from fetchcli.models import Record
 from fetchcli.progress import transferred
 from fetchcli.stats import RunStats, Transfer
-from fetchcli.summary import more_failures, resume_hint, summary_line
+from fetchcli.summary import more_failures, resume_hint, retries, summary_line
 
 
 class Arrived:
@@ -123,3 +123,13 @@ def test_not_modified_urls_are_ok_in_the_style_of_files_already_there():
     stats.add(Record(url="http://a.test/3", ok=True, status=200, skipped=Skipped.DUPLICATE))
     assert (stats.ok, stats.not_modified, stats.skipped) == (2, 1, 1)
     assert "2 ok (1 already there, 1 not modified), 0 failed, 1 skipped, " in summary_line(stats)
+
+
+@pytest.mark.parametrize(
+    ("count", "said"), [(0, "0 retries"), (1, "1 retry"), (1200, "1,200 retries")]
+)
+def test_retries_are_counted_in_words_that_agree(count, said):
+    stats = RunStats()
+    stats.retries = count
+    assert summary_line(stats).endswith(", " + said)
+    assert retries(count) == said
