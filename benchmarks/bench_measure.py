@@ -10,6 +10,11 @@ waited for: for xargs + curl, the largest single process, not a sum. It is read 
 Linux counts in a child's ru_maxrss the memory of the process it was forked from (here this
 Python harness, tens of MiB) until it calls exec. Without GNU time, wait4's figure is used and
 has that floor, which `rss_floor()` measures with `true`.
+
+Summed RSS is the peak of the sum over the tool's processes (its engines, curl's many) of their
+resident memory, sampled from /proc every 0.1 s (a peak shorter than that can be missed). Pages
+shared between them (the interpreter, its libraries) count once per process: it overstates what
+they take together, never understates it. Linux only; 0 elsewhere.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class Measurement:
     wall: float  # seconds
     cpu: float  # user + system seconds, the process and its reaped descendants
     max_rss_mib: float
+    sum_rss_mib: float  # the peak of the sum over its processes, sampled (0: not on Linux)
     exit_code: int  # negative: killed by that signal
     timed_out: bool
 
@@ -87,6 +93,9 @@ def run_measured(inv: Invocation, timeout: float, log: Path) -> Measurement:
 
         timer = threading.Timer(timeout, expire)
         timer.start()
+        # The GNU time wrapper is the harness's, not the tool's: only its descendants count.
+        sampler = _TreeSampler(proc.pid, count_root=not GNU_TIME)
+        sampler.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - start
@@ -96,6 +105,7 @@ def run_measured(inv: Invocation, timeout: float, log: Path) -> Measurement:
             raise
         finally:
             timer.cancel()
+            sampler.stop()
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
         _kill_group(proc.pid)  # children left behind by the tool, if any
     max_rss_kib = usage.ru_maxrss  # KiB on Linux
@@ -106,9 +116,62 @@ def run_measured(inv: Invocation, timeout: float, log: Path) -> Measurement:
         wall=wall,
         cpu=usage.ru_utime + usage.ru_stime,
         max_rss_mib=max_rss_kib / 1024,
+        sum_rss_mib=sampler.peak_bytes / 2**20,
         exit_code=proc.returncode,
         timed_out=timed_out.is_set(),
     )
+
+
+class _TreeSampler(threading.Thread):
+    """Samples the summed RSS of a process and its descendants until stopped."""
+
+    INTERVAL = 0.1
+    PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def __init__(self, root: int, *, count_root: bool) -> None:
+        super().__init__(daemon=True)
+        self._root = root
+        self._count_root = count_root
+        self._stopped = threading.Event()
+        self.peak_bytes = 0
+
+    def run(self) -> None:
+        if not Path("/proc/self/statm").exists():
+            return
+        while not self._stopped.is_set():
+            tree = _descendants(self._root)
+            if not self._count_root:
+                tree.discard(self._root)
+            self.peak_bytes = max(self.peak_bytes, sum(_rss_pages(p) for p in tree) * self.PAGE)
+            self._stopped.wait(self.INTERVAL)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join()
+
+
+def _descendants(root: int) -> set[int]:
+    """`root` and every process below it, from each process's parent in /proc/PID/stat."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(entry.path, "stat").read_text()
+            parent = int(stat[stat.rindex(")") + 2 :].split()[1])  # after "(comm) state"
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        found.add(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _rss_pages(pid: int) -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    return 0  # gone meanwhile
 
 
 def _read_gnu_time(path: Path) -> int:
