@@ -19,10 +19,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from fetchcli.body import Body
 from fetchcli.decoding import IDENTITY, Decoder
 from fetchcli.digests import BodyCheck
 from fetchcli.partial import Decision, Held, continue_headers, decide, parse_etag, update_headers
-from fetchcli.sink import Body, OnDisk, Saved
+from fetchcli.sink import OnDisk, Saved
 
 __all__ = ["Carry"]
 

@@ -29,6 +29,7 @@ from pathlib import PurePosixPath
 import httpx
 
 from fetchcli.bandwidth import Bandwidth, Flow
+from fetchcli.body import Body
 from fetchcli.carry import Carry
 from fetchcli.client import new_request
 from fetchcli.config import HOST_PAUSE_STATUSES, HttpOptions, RetryPolicy, Settings, Timeouts
@@ -50,7 +51,7 @@ from fetchcli.partial import (
 )
 from fetchcli.paths import relative_path
 from fetchcli.shard import host_key
-from fetchcli.sink import Body, OnDisk, Saved, Saver
+from fetchcli.sink import OnDisk, Saved, Saver
 from fetchcli.stats import SHOWN_TRANSFER_BYTES, RunStats, Transfer
 from fetchcli.transport_errors import body_cut_short, received, seconds
 

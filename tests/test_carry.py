@@ -19,7 +19,7 @@ STRONG = Held(url=URL, size=0, etag='"abc"', total=1000)
 
 @dataclass
 class FakeBody:
-    """Stands in for sink.Body: a size, and what was done with it."""
+    """Stands in for body.Body: a size, and what was done with it."""
 
     size: int = 0
     done: list[Any] = field(default_factory=list)

@@ -13,11 +13,11 @@ import httpx
 import pytest
 import respx
 
+from fetchcli.body import SPILL_BYTES
 from fetchcli.config import RETRY_STATUSES, RetryPolicy
 from fetchcli.fetcher import backoff_delay, parse_retry_after
 from fetchcli.frontier import Again
 from fetchcli.models import Expectation, Record
-from fetchcli.sink import SPILL_BYTES
 from tests.helpers import fetch_rig, job
 
 pytestmark = pytest.mark.anyio

@@ -8,9 +8,10 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from fetchcli.body import SPILL_BYTES
 from fetchcli.errors import PermanentError
 from fetchcli.kinds import ErrorKind
-from fetchcli.sink import SPILL_BYTES, TEMP_SUFFIX, Saver
+from fetchcli.sink import TEMP_SUFFIX, Saver
 from tests.helpers import cli, saved_path
 
 pytestmark = pytest.mark.anyio

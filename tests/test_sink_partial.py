@@ -9,8 +9,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from fetchcli.body import SPILL_BYTES, Body
 from fetchcli.partial import Held, partial_path, read_sidecar, sidecar_path, write_sidecar
-from fetchcli.sink import SPILL_BYTES, Body, Saver
+from fetchcli.sink import Saver
 
 pytestmark = pytest.mark.anyio
 
@@ -188,17 +189,17 @@ async def test_a_cancel_while_a_spill_is_written_still_keeps_the_whole_prefix(
     import asyncio
     import threading
 
-    from fetchcli import sink
+    from fetchcli import body as body_module
 
     started, release = threading.Event(), threading.Event()
-    real_write_all = sink._write_all
+    real_write_all = body_module.write_all
 
     def slow_write_all(fd: int, chunks: list[bytes]) -> None:
         started.set()
         release.wait(5)  # the thread is still writing when the reader is cancelled
         real_write_all(fd, chunks)
 
-    monkeypatch.setattr(sink, "_write_all", slow_write_all)
+    monkeypatch.setattr(body_module, "write_all", slow_write_all)
     async with Saver(tmp_path, save=True) as saver:
         body = saver.body(REL, keep=validators())
 
