@@ -173,16 +173,21 @@ def test_with_engines_a_host_alone_in_one_gets_the_whole_rate(hosts, unique):
     assert min(b - a for a, b in itertools.pairwise(began)) >= 0.05
 
 
+def paused_first(paused: FaultServer, unique: str, mine: int, delay: float) -> list[str]:
+    """The paused host's URLs: the first answered 503 + Retry-After: 1, then `mine` answered
+    after `delay` (`/slow/UNIQUE/mineN`)."""
+    first = [paused.url(f"/retry-after/{unique}?fail=1&after=1&status=503")]
+    return first + [paused.url(f"/slow/{unique}/mine{i}?delay={delay}") for i in range(mine)]
+
+
 @PROCESSES
 def test_when_a_pause_ends_its_host_takes_turns_with_the_others(hosts, unique, processes):
     # No --per-host. While the first host is paused, its URLs wait (with -P 2, in the
     # engines, out of their windows) and the others run. When the pause ends, its URLs must
     # take turns with the others' still to come, not run first while every other host waits.
     paused, *others = hosts
-    first = [paused.url(f"/retry-after/{unique}?fail=1&after=1&status=503")]
-    first += [paused.url(f"/slow/{unique}/mine{i}?delay=0.03") for i in range(120)]
     rest = [h.url(f"/slow/{unique}/{i}?delay=0.03") for i in range(60) for h in others]
-    run(hosts, processes, first + rest, "-c", "4")
+    run(hosts, processes, paused_first(paused, unique, 120, 0.03) + rest, "-c", "4")
     (_, _, asked), *_ = paused.timeline("/retry-after/")
     mine = [began for _, began, _ in paused.timeline(f"/slow/{unique}/mine")]
     theirs = [began for h in others for _, began, _ in h.timeline(f"/slow/{unique}/")]
@@ -211,10 +216,8 @@ def test_after_a_pause_its_host_gets_every_worker_once_the_others_are_done(
     # the paused host has work, and all 4 workers must fetch it: with -P 2, both engines' (its
     # jobs dealt during the pause must not all have gone to one engine, with half of -c).
     paused, *others = hosts
-    first = [paused.url(f"/retry-after/{unique}?fail=1&after=1&status=503")]
-    first += [paused.url(f"/slow/{unique}/mine{i}?delay=0.05") for i in range(200)]
     rest = [h.url(f"/ok/{unique}/{i}") for i in range(3) for h in others]
-    run(hosts, processes, first + rest, "-c", "4")
+    run(hosts, processes, paused_first(paused, unique, 200, 0.05) + rest, "-c", "4")
     (_, _, asked), *_ = paused.timeline("/retry-after/")
     after = [(b, e) for _, b, e in paused.timeline(f"/slow/{unique}/mine") if b >= asked + 0.5]
     assert len(after) >= 150
