@@ -14,7 +14,9 @@ has that floor, which `rss_floor()` measures with `true`.
 Summed RSS is the peak of the sum over the tool's processes (its engines, curl's many) of their
 resident memory, sampled from /proc every 0.1 s (a peak shorter than that can be missed). Pages
 shared between them (the interpreter, its libraries) count once per process: it overstates what
-they take together, never understates it. Linux only; 0 elsewhere.
+they take together, never understates it. Summed PSS, from the same samples, counts a shared
+page in shares (/proc/PID/smaps_rollup): what the processes take together. Linux only; 0
+elsewhere.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Measurement:
     cpu: float  # user + system seconds, the process and its reaped descendants
     max_rss_mib: float
     sum_rss_mib: float  # the peak of the sum over its processes, sampled (0: not on Linux)
+    sum_pss_mib: float  # the same for PSS: shared pages in shares
     exit_code: int  # negative: killed by that signal
     timed_out: bool
 
@@ -116,7 +119,8 @@ def run_measured(inv: Invocation, timeout: float, log: Path) -> Measurement:
         wall=wall,
         cpu=usage.ru_utime + usage.ru_stime,
         max_rss_mib=max_rss_kib / 1024,
-        sum_rss_mib=sampler.peak_bytes / 2**20,
+        sum_rss_mib=sampler.peak_rss / 2**20,
+        sum_pss_mib=sampler.peak_pss / 2**20,
         exit_code=proc.returncode,
         timed_out=timed_out.is_set(),
     )
@@ -133,7 +137,7 @@ class _TreeSampler(threading.Thread):
         self._root = root
         self._count_root = count_root
         self._stopped = threading.Event()
-        self.peak_bytes = 0
+        self.peak_rss = self.peak_pss = 0  # bytes
 
     def run(self) -> None:
         if not Path("/proc/self/statm").exists():
@@ -142,7 +146,8 @@ class _TreeSampler(threading.Thread):
             tree = _descendants(self._root)
             if not self._count_root:
                 tree.discard(self._root)
-            self.peak_bytes = max(self.peak_bytes, sum(_rss_pages(p) for p in tree) * self.PAGE)
+            self.peak_rss = max(self.peak_rss, sum(_rss_pages(p) for p in tree) * self.PAGE)
+            self.peak_pss = max(self.peak_pss, sum(_pss_kib(p) for p in tree) * 1024)
             self._stopped.wait(self.INTERVAL)
 
     def stop(self) -> None:
@@ -166,6 +171,14 @@ def _descendants(root: int) -> set[int]:
         found.add(pid)
         todo.extend(children.get(pid, []))
     return found
+
+
+def _pss_kib(pid: int) -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0  # gone meanwhile, or not readable
 
 
 def _rss_pages(pid: int) -> int:

@@ -40,7 +40,8 @@ def table_rows(
     ratios to the median of `baseline`."""
     order = order or list(ALL_TOOLS)
     header = ["tool", f"{w.metric} (median)", "min-max", f"vs {baseline}", "wall s", "CPU s",
-              "peak RSS MiB", "RSS summed MiB", *w.extra_columns, "runs ok"]  # fmt: skip
+              "peak RSS MiB", "RSS summed MiB", "PSS summed MiB", *w.extra_columns,
+              "runs ok"]  # fmt: skip
     mine = [r for r in results if r.workload == w.id]
     baseline_ok = [r.figure for r in mine if r.tool == baseline and r.figure is not None]
     base = _median(baseline_ok) if baseline_ok else None
@@ -51,7 +52,7 @@ def table_rows(
         runs_ok = f"{len(ok)}/{len(runs)}"
         if not ok:
             what = "timeout" if any(r.status == "timeout" for r in runs) else "failed"
-            dashes = ["-"] * (6 + len(w.extra_columns))
+            dashes = ["-"] * (7 + len(w.extra_columns))
             rows.append([tool, what, *dashes, runs_ok])
             continue
         figures = [r.figure for r in ok if r.figure is not None]
@@ -66,6 +67,7 @@ def table_rows(
             f"{_median([m.cpu for m in measures]):.2f}",
             f"{max(m.max_rss_mib for m in measures):.0f}",
             f"{max(m.sum_rss_mib for m in measures):.0f}",
+            f"{max(m.sum_pss_mib for m in measures):.0f}",
             *(_extra(name, ok) for name in w.extra_columns),
             runs_ok,
         ])  # fmt: skip

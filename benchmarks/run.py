@@ -295,7 +295,8 @@ class Bench:
         figure = f"{r.figure:.2f}" if w.metric == "efficiency" else f"{r.figure:,.0f}"
         extras = "".join(f"  {name} {value:g}" for name, value in r.extras.items())
         say(f"{label} {m.wall:8.2f} s  {figure:>8} {w.metric:<10} CPU {m.cpu:6.2f} s  "
-            f"RSS {m.max_rss_mib:6.0f} MiB (summed {m.sum_rss_mib:.0f}){extras}")  # fmt: skip
+            f"RSS {m.max_rss_mib:6.0f} MiB (summed {m.sum_rss_mib:.0f}, PSS {m.sum_pss_mib:.0f})"
+            f"{extras}")  # fmt: skip
 
 
 def _tail(log: Path) -> str:
