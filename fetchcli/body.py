@@ -272,6 +272,7 @@ class Body:
 
 
 def write_error(path: Path, exc: OSError) -> PermanentError:
+    """A failed write of `path`, as the URL's record says it (a symlink in `-o`: its path)."""
     if isinstance(exc, SymlinkInTree):
         return PermanentError(ErrorKind.IO, f"cannot write {exc.path}: {exc.strerror}")
     reason = exc.strerror or str(exc)
@@ -279,6 +280,7 @@ def write_error(path: Path, exc: OSError) -> PermanentError:
 
 
 def write_all(fd: int, chunks: list[bytes]) -> None:
+    """Write every byte of `chunks` to `fd`, however short each `os.write` is."""
     for chunk in chunks:
         view = memoryview(chunk)
         while view:
