@@ -359,17 +359,23 @@ def summary_table(
     """
     title = "fetchcli: interrupted" if interrupted else "fetchcli: done"
     title_text = Text(title, style="italic")
-    table = Table(show_edge=False, expand=False)
-    table.add_column("outcome")
-    table.add_column("count", justify="right")
-    table.add_column("example", overflow="fold")
+    rows = []
     for outcome, count in stats.by_outcome.most_common():
         style = "green" if outcome.startswith("ok") else "dim" if "skipped" in outcome else "red"
         url, error = stats.error_examples.get(outcome, ("", ""))
         example = f"{escape(printable(url))} [dim]→ {escape(error)}[/]" if url else ""
-        table.add_row(f"[{style}]{escape(outcome)}[/]", f"{count:,}", example)
+        rows.append((f"[{style}]{escape(outcome)}[/]", f"{count:,}", example))
     if stats.resumed:
-        table.add_row("[dim]already done (--resume)[/]", f"{stats.resumed:,}", "")
+        rows.append(("[dim]already done (--resume)[/]", f"{stats.resumed:,}", ""))
+    # An example is a failure's: with none, no empty column.
+    examples = any(example for *_, example in rows)
+    table = Table(show_edge=False, expand=False)
+    table.add_column("outcome")
+    table.add_column("count", justify="right")
+    if examples:
+        table.add_column("example", overflow="fold")
+    for row in rows:
+        table.add_row(*(row if examples else row[:2]))
     elapsed = stats.elapsed
     moved = transferred(stats)  # unfinished bodies too, and not what an earlier run kept
     rate = stats.done / elapsed if elapsed > 0 else 0.0

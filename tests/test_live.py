@@ -372,6 +372,19 @@ def test_files_already_there_are_counted_as_ok():
     assert ["ok", "1"] in rows and ["ok", "(already", "there)", "1"] in rows
 
 
+def test_the_summary_has_an_example_column_only_when_there_is_a_failure_to_show():
+    def headers(stats: RunStats) -> list[str]:
+        screen = io.StringIO()
+        Console(file=screen, width=100, color_system=None).print(summary_table(stats))
+        return next(line for line in screen.getvalue().splitlines() if "outcome" in line).split()
+
+    stats = RunStats()
+    stats.add(Record(url="http://a.test/1", ok=True, status=200, bytes=10))
+    assert headers(stats) == ["outcome", "┃", "count"]
+    stats.add(Record(url="http://a.test/2", ok=False, status=404, error="HTTP 404"))
+    assert headers(stats) == ["outcome", "┃", "count", "┃", "example"]
+
+
 async def test_jobs_waiting_for_a_paused_host_are_shown_while_they_wait():
     # A host's Retry-After can hold most of what is left: the counts say so, or a quiet
     # spell with nothing in flight would look like a hang.
