@@ -7,12 +7,17 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import itertools
 import json
+import os
 import signal
 import subprocess
+import sys
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -158,7 +163,11 @@ def test_a_transfer_that_keeps_timing_out_is_completed_by_ranges(nginx: Nginx, u
     assert Path(record["path"]).read_bytes() == data
     entries = nginx.wait_for(uri, record["attempts"])
     assert entries[0].range == "" and all(e.range for e in entries[1:])
-    assert sum(e.body_bytes_sent for e in entries) <= 1.1 * len(data)
+    # Each attempt asks for what follows the bytes held: never again for any it kept. (Not a
+    # bound on the bytes nginx sent: what sat unread in the socket buffers at each cut, lost,
+    # grows with the machine's load.)
+    starts = [0] + [int(e.range.removeprefix("bytes=").removesuffix("-")) for e in entries[1:]]
+    assert all(earlier < later for earlier, later in itertools.pairwise(starts))
 
 
 # --- Across runs: --continue and --resume -----------------------------------------------------
@@ -256,17 +265,35 @@ def test_a_kept_body_is_left_alone_without_continue(nginx, unique, tmp_path):
     assert partial.exists() and nginx.wait_for(uri, 2)[-1].range == ""
 
 
-def start(args: list[str], url: str) -> subprocess.Popen[bytes]:
+REAPER = Path(__file__).with_name("reaper.py")
+
+
+@contextmanager
+def started(args: list[str], url: str, signum: int) -> Iterator[subprocess.Popen[bytes]]:
+    """fetchcli on `url` under the reaper, whose SIGUSR1 sends fetchcli `signum`."""
     process = subprocess.Popen(
-        [*FETCHCLI, "get", "-", "-q", *args],
+        [sys.executable, str(REAPER), str(signum), *FETCHCLI, "get", "-", "-q", *args],
         stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
-    assert process.stdin is not None
+    assert process.stdin is not None and process.stdout is not None
     process.stdin.write(url.encode() + b"\n")
     process.stdin.close()
-    return process
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+        process.stdout.close()
+
+
+def ended_as(reaper: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """How fetchcli and what it left behind ended, once the reaper has said it."""
+    reaper.wait(timeout=15)
+    assert reaper.stdout is not None
+    ended: dict[str, Any] = json.loads(reaper.stdout.read())
+    return ended
 
 
 def wait_for_partial(out: Path, at_least: int, timeout: float = 30) -> Path:
@@ -281,6 +308,7 @@ def wait_for_partial(out: Path, at_least: int, timeout: float = 30) -> Path:
     raise AssertionError(msg)
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="the reaper uses prctl")
 @pytest.mark.parametrize(
     ("signum", "exit_code", "flag"),
     [(signal.SIGINT, 130, "--resume"), (signal.SIGKILL, -9, "--continue")],
@@ -291,14 +319,20 @@ def test_a_stopped_download_is_continued_by_the_next_run(
     data = body_for(unique, 6_000_000)
     uri = f"/slow{nginx.put(f'{unique}/big.bin', data)}?rate=2m"
     out, records = tmp_path / "out", tmp_path / "r.jsonl"
-    args = ["-o", str(out), "--jsonl", str(records), "-t", "0", flag]
-    process = start(args, nginx.url(uri))
-    try:
+    args = ["-o", str(out), "--jsonl", str(records), "-t", "0", "-P", "2", flag]
+    with started(args, nginx.url(uri), signum) as process:
         partial = wait_for_partial(out, 1 << 20)
-        process.send_signal(signum)
-        assert process.wait(timeout=15) == exit_code
-    finally:
-        process.kill()
+        process.send_signal(signal.SIGUSR1)
+        ended = ended_as(process)
+    assert ended["status"] == exit_code
+    # Nothing is left running, so nothing still writes to the partial body: a Ctrl-C stops
+    # the engines in order, and a kill -9 takes the engine that holds the download with it
+    # (before, it went on to write what it held, while the next run may be continuing the
+    # file). The other engine, with no job, has ended on its own (0) or dies the same way.
+    if signum == signal.SIGINT or (os.cpu_count() or 1) < 2:  # -P is capped at the cores
+        assert ended["orphans"] == []
+    else:
+        assert -signal.SIGKILL in ended["orphans"] and set(ended["orphans"]) <= {0, -signal.SIGKILL}
     held = read_sidecar(sidecar_path(partial), nginx.url(uri))
     assert held is not None and held.etag and held.total == len(data)  # kill -9 too
     kept = partial.stat().st_size
@@ -331,19 +365,17 @@ def test_a_transfer_cut_by_the_deadline_is_kept_and_continued(nginx, unique, tmp
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="the reaper uses prctl")
 def test_ctrl_c_without_continue_keeps_no_partial_body(nginx, unique, tmp_path):
     uri = f"/slow{nginx.put(f'{unique}/big.bin', body_for(unique, 6_000_000))}?rate=2m"
     out = tmp_path / "out"
-    process = start(["-o", str(out), "-t", "0"], nginx.url(uri))
-    try:
+    with started(["-o", str(out), "-t", "0"], nginx.url(uri), signal.SIGINT) as process:
         deadline = time.monotonic() + 30
         while not leftovers(out) and time.monotonic() < deadline:
             time.sleep(0.05)  # until the body reached the disk, bounded
         assert leftovers(out) and not list(out.rglob("*" + PARTIAL_SUFFIX))
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=15) == 130
-    finally:
-        process.kill()
+        process.send_signal(signal.SIGUSR1)
+        assert ended_as(process) == {"status": 130, "orphans": []}
     assert leftovers(out) == []
 
 
