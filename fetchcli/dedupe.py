@@ -24,14 +24,16 @@ import asyncio
 import collections
 import concurrent.futures
 import dataclasses
-import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fetchcli.executor import Emit, Handoff
 from fetchcli.fingerprints import FingerprintSet, fingerprint
 from fetchcli.models import Job, Record, shown_url
 from fetchcli.names import dedupe_key
+
+if TYPE_CHECKING:
+    import sqlite3
 
 __all__ = ["MAX_HELD", "MEMORY_OUTCOMES", "Dedupe"]
 
@@ -244,6 +246,8 @@ class _Disk:
 
     def _open(self) -> sqlite3.Connection:
         if self._db is None:
+            import sqlite3  # here: most runs never spill, and the import is 3 ms of start-up
+
             # "": a private temporary database on disk, unlinked by sqlite as it is made.
             db = sqlite3.connect("", isolation_level="DEFERRED")
             db.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")

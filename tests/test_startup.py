@@ -69,6 +69,12 @@ def test_socks_support_loads_only_with_a_socks_proxy():
     assert "aiohttp_socks" in modules and "python_socks" in modules
 
 
+def test_a_run_loads_sqlite_only_when_repeats_spill_to_disk():
+    code = "import fetchcli.cli, fetchcli.session, fetchcli.pipeline"
+    modules, _ = imported(code=code)
+    assert "fetchcli.dedupe" in modules and loaded(modules, ("sqlite3",)) == []
+
+
 def test_a_coordinator_of_engines_does_not_import_aiohttp():
     code = "import fetchcli.cli, fetchcli.session, fetchcli.parallel.coordinator"
     modules, _ = imported(code=code)
