@@ -33,6 +33,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from fetchcli.stats import Pauses
+
 __all__ = ["DEFAULT_PARK", "Again", "Frontier", "Slot", "work"]
 
 T = TypeVar("T")
@@ -169,15 +171,26 @@ class Frontier(Generic[T]):
         return paused + later
 
     @property
-    def paused(self) -> int:
-        """Jobs waiting in the lanes of paused hosts, retries included."""
-        return self._waiting_for_time()[0]
-
-    @property
     def hosts(self) -> int:
         """Hosts remembered: with jobs waiting or in flight, or paused, or inside a rate gap."""
         self._forget_expired(self._clock())
         return len(self._lanes)
+
+    def pauses(self) -> Pauses | None:
+        """The hosts paused now and which comes back first, while they hold back a job
+        (else None)."""
+        now = self._clock()
+        if self._pauses_end <= now:
+            return None
+        waiting = hosts = 0
+        first, first_until = "", _NEVER
+        for lane in self._lanes.values():
+            if lane.paused_until > now:
+                waiting += len(lane.fresh) + len(lane.retries)
+                hosts += 1
+                if lane.paused_until < first_until:
+                    first, first_until = lane.name, lane.paused_until
+        return Pauses(waiting, hosts, first, first_until - now) if waiting else None
 
     def host_pause(self, host: str) -> float:
         """Seconds until `host` may be contacted again (0 when it is not paused)."""

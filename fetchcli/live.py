@@ -37,7 +37,15 @@ from fetchcli.kinds import ErrorKind
 from fetchcli.models import Record
 from fetchcli.progress import Rates, estimate, eta, percent, transferred
 from fetchcli.stats import SHOWN_TRANSFER_BYTES, RunStats
-from fetchcli.summary import clock, more_failures, printable, resume_hint, retries, status_line
+from fetchcli.summary import (
+    clock,
+    more_failures,
+    paused_note,
+    printable,
+    resume_hint,
+    retries,
+    status_line,
+)
 from fetchcli.summary import size as _size
 
 __all__ = ["LiveDisplay", "StatusLines", "summary_table"]
@@ -304,9 +312,10 @@ class LiveDisplay(_Terminal):
         )
         if stats.skipped or stats.resumed:
             counts.append(f" · skipped {stats.skipped + stats.resumed:,}")
-        if paused := stats.paused:  # a quiet spell would otherwise look like a hang
-            counts.append(f" · waiting for paused hosts {paused:,}", style="yellow")
-        group = Group(top, rates, counts, *self._transfer_rows(now))
+        rows: list[RenderableType] = [top, rates, counts]
+        if (pauses := stats.pauses) is not None:  # a quiet spell would otherwise look like a hang
+            rows.append(Text(paused_note(pauses), style="yellow"))  # its own line: 80 columns
+        group = Group(*rows, *self._transfer_rows(now))
         return Constrain(group, width=max(self._console.width - ECHO_ROOM, 20))
 
     def _transfer_rows(self, now: float) -> list[RenderableType]:

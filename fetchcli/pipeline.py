@@ -97,7 +97,7 @@ class InProcess:
             on_pause=self._on_pause,
         )
         self._frontier = frontier
-        self._stats.count_paused = lambda: frontier.paused
+        self._stats.read_pauses = frontier.pauses
         for host, seconds in self._early_pauses:
             frontier.pause_host(host, seconds, announce=False)
         deadline = loop_time(self._deadline_at)
@@ -121,7 +121,7 @@ class InProcess:
                 await _Run(frontier, fetcher, emit, deadline).run(produce, queue, limits.workers)
         finally:
             self._frontier = None
-            self._stats.count_paused = None
+            self._stats.read_pauses = None
 
 
 class _Run:

@@ -11,7 +11,7 @@ from typing import Protocol
 from fetchcli.kinds import ErrorKind, Skipped
 from fetchcli.models import Record
 
-__all__ = ["SHOWN_TRANSFER_BYTES", "Progress", "RunStats", "Transfer"]
+__all__ = ["SHOWN_TRANSFER_BYTES", "Pauses", "Progress", "RunStats", "Transfer"]
 
 SHOWN_TRANSFER_BYTES = 1024 * 1024  # transfers from this size get a row in the live display
 
@@ -30,6 +30,16 @@ class Transfer:
     url: str
     expected: int | None
     progress: Progress
+
+
+@dataclass(frozen=True, slots=True)
+class Pauses:
+    """The hosts a Retry-After pauses now, as the display shows them."""
+
+    waiting: int  # jobs they hold back, retries included
+    hosts: int  # paused now, whether or not a job waits for each
+    first: str  # the host whose pause ends first ("": not known yet)
+    first_ends_in: float  # seconds
 
 
 @dataclass(slots=True)
@@ -56,13 +66,19 @@ class RunStats:
     by_outcome: Counter[str] = field(default_factory=Counter)
     error_examples: dict[str, tuple[str, str]] = field(default_factory=dict)
     transfers: dict[int, Transfer] = field(default_factory=dict)
-    # How many jobs wait for a paused host now: the executor's frontier (or engines) tell.
-    count_paused: Callable[[], int] | None = None
+    # The hosts paused now, and the jobs they hold: the executor's frontier (or engines) tell.
+    read_pauses: Callable[[], Pauses | None] | None = None
+
+    @property
+    def pauses(self) -> Pauses | None:
+        """The hosts a Retry-After pauses now, while they hold back a job (else None)."""
+        return None if self.read_pauses is None else self.read_pauses()
 
     @property
     def paused(self) -> int:
         """Jobs held back now by a host's Retry-After pause (0 when none is paused)."""
-        return 0 if self.count_paused is None else self.count_paused()
+        pauses = self.pauses
+        return 0 if pauses is None else pauses.waiting
 
     def add(self, record: Record) -> None:
         """Count one finished record."""

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from fetchcli.config import OutputOptions
 from fetchcli.progress import Estimate, eta, percent, transferred
-from fetchcli.stats import RunStats
+from fetchcli.stats import Pauses, RunStats
 
 __all__ = [
     "clock",
     "more_failures",
+    "paused_note",
     "printable",
     "resume_hint",
     "retries",
@@ -20,6 +22,7 @@ __all__ = [
 ]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+HOST_SHOWN = 30  # characters of a paused host's name shown
 
 
 def summary_line(stats: RunStats) -> str:
@@ -75,9 +78,25 @@ def status_line(
     line += f" · ok {stats.ok:,} · failed {stats.failed:,} · in flight {stats.in_flight:,}"
     if stats.retrying:
         line += f" · retrying {stats.retrying:,}"
-    if paused := stats.paused:
-        line += f" · waiting for paused hosts {paused:,}"
+    if (pauses := stats.pauses) is not None:
+        line += f" · {paused_note(pauses)}"
     return line
+
+
+def paused_note(pauses: Pauses) -> str:
+    """The jobs paused hosts hold back, and which host comes back first, and when:
+    `waiting for paused hosts 298 (example.org back in 4s, +2 more)`."""
+    note = f"waiting for paused hosts {pauses.waiting:,}"
+    if pauses.first:
+        host = pauses.first if len(pauses.first) <= HOST_SHOWN else pauses.first[:HOST_SHOWN] + "…"
+        more = f", +{pauses.hosts - 1:,} more" if pauses.hosts > 1 else ""
+        note += f" ({host} back in {_wait(pauses.first_ends_in)}{more})"
+    return note
+
+
+def _wait(seconds: float) -> str:
+    whole = math.ceil(seconds)  # "back in 0s" would say it is back
+    return f"{whole}s" if whole < 60 else clock(whole)
 
 
 def resume_hint(output: OutputOptions) -> str:

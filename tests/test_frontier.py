@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fetchcli.frontier import Again, Frontier, Slot, work
+from fetchcli.stats import Pauses
 from tests.virtual_time import run
 
 EPSILON = 1e-9
@@ -600,10 +601,11 @@ def test_held_counts_the_jobs_that_wait_for_a_time_not_for_a_slot():
         frontier.retry(slot, "a1 again", 2)
         frontier.pause_host("b", 4)
         assert frontier.held == 3  # the retry, and b's two while b is paused
-        assert frontier.paused == 2
+        assert frontier.pauses() == Pauses(waiting=2, hosts=1, first="b", first_ends_in=4.0)
         await asyncio.sleep(2.5)
         assert frontier.held == 2  # a retry that is due waits for a slot, like a2
+        assert frontier.pauses() == Pauses(waiting=2, hosts=1, first="b", first_ends_in=1.5)
         await asyncio.sleep(2)
-        assert frontier.held == frontier.paused == 0
+        assert frontier.held == 0 and frontier.pauses() is None
 
     run(main())

@@ -16,8 +16,8 @@ from fetchcli.kinds import ErrorKind, Skipped
 from fetchcli.live import LiveDisplay, StatusLines, summary_table
 from fetchcli.models import Record
 from fetchcli.progress import estimate
-from fetchcli.stats import RunStats, Transfer
-from fetchcli.summary import status_line, summary_line
+from fetchcli.stats import Pauses, RunStats, Transfer
+from fetchcli.summary import paused_note, status_line, summary_line
 from tests import virtual_time
 
 pytestmark = pytest.mark.anyio
@@ -386,16 +386,17 @@ def test_the_summary_has_an_example_column_only_when_there_is_a_failure_to_show(
 
 
 async def test_jobs_waiting_for_a_paused_host_are_shown_while_they_wait():
-    # A host's Retry-After can hold most of what is left: the counts say so, or a quiet
-    # spell with nothing in flight would look like a hang.
+    # A host's Retry-After can hold most of what is left: the counts say so, and which host
+    # comes back when, or a quiet spell with nothing in flight would look like a hang.
     stats = RunStats(total=10)
-    waiting = [298]
-    stats.count_paused = lambda: waiting[0]
+    pauses: list[Pauses | None] = [Pauses(298, 1, "api.example.com", 4.2)]
+    stats.read_pauses = lambda: pauses[0]
     display, screen = live(stats)
     display.start([])
     await asyncio.sleep(0.05)
-    assert "waiting for paused hosts 298" in screen.getvalue()
-    waiting[0] = 0
+    lines = screen.getvalue().splitlines()  # a line of its own, not a wrapped end of the counts
+    assert "waiting for paused hosts 298 (api.example.com back in 5s)" in lines
+    pauses[0] = None
     screen.seek(0)
     screen.truncate()
     await asyncio.sleep(0.2)
@@ -403,5 +404,21 @@ async def test_jobs_waiting_for_a_paused_host_are_shown_while_they_wait():
     assert "paused" not in screen.getvalue()
     line = status_line(stats, estimate(stats), 0, 0.0, 0.0)
     assert "paused" not in line
-    waiting[0] = 3
-    assert status_line(stats, estimate(stats), 0, 0.0, 0.0).endswith("waiting for paused hosts 3")
+    pauses[0] = Pauses(3, 3, "a.example", 75)
+    line = status_line(stats, estimate(stats), 0, 0.0, 0.0)
+    assert line.endswith("waiting for paused hosts 3 (a.example back in 0:01:15, +2 more)")
+
+
+@pytest.mark.parametrize(
+    ("pauses", "note"),
+    [
+        (Pauses(1, 1, "a.example", 0.2), "waiting for paused hosts 1 (a.example back in 1s)"),
+        (Pauses(7, 0, "", 0.0), "waiting for paused hosts 7"),  # a pause the engines end
+        (
+            Pauses(2, 2, "h" * 50, 3),
+            f"waiting for paused hosts 2 ({'h' * 30}… back in 3s, +1 more)",
+        ),
+    ],
+)
+def test_the_pause_note_names_the_first_host_back(pauses, note):
+    assert paused_note(pauses) == note

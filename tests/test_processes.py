@@ -254,6 +254,28 @@ async def test_the_coordinator_remembers_only_the_pauses_not_over():
     assert pool._pauses["b.test"] - asyncio.get_running_loop().time() > 50
 
 
+@pytest.mark.anyio
+async def test_the_display_learns_the_engines_paused_jobs_and_the_first_host_back():
+    stats = RunStats()
+    pool = _Pool(Settings.create(processes=2), 2, emit=_no_emit, stats=stats)
+    stats.read_pauses = pool._read_pauses  # as start() sets it
+    engines = [
+        _Engine(i, None, None, _Pipe(), window=8, hungry=0)  # type: ignore[arg-type]
+        for i in range(2)
+    ]
+    pool._engines.extend(engines)
+    pool._note_pause("late.test", 60)
+    assert stats.paused == 0  # a pause that holds back no job is not worth a line
+    pool._note_pause("soon.test", 5)
+    engines[0].paused, engines[1].paused = 3, 4  # as their stats reports say
+    pauses = stats.pauses
+    assert pauses is not None
+    assert (pauses.waiting, pauses.hosts, pauses.first) == (7, 2, "soon.test")
+    assert 4 < pauses.first_ends_in <= 5
+    engines[1].finished = True  # a finished engine's last report no longer counts
+    assert stats.paused == 3
+
+
 class _Pipe:
     """An engine's end of the socket as the coordinator writes to it: it takes everything."""
 

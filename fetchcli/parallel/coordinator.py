@@ -58,7 +58,7 @@ from fetchcli.parallel.wire import (
     read_message,
 )
 from fetchcli.shard import host_key, share_of
-from fetchcli.stats import RunStats, Transfer
+from fetchcli.stats import Pauses, RunStats, Transfer
 
 __all__ = ["EngineProcesses"]
 
@@ -91,7 +91,7 @@ class EngineProcesses:
             finally:
                 # Engines hand in what they finished before the records file is closed.
                 await pool.shutdown()
-                self._stats.count_paused = None
+                self._stats.read_pauses = None
 
 
 @dataclasses.dataclass(eq=False)
@@ -172,8 +172,7 @@ class _Pool:
 
     async def start(self, group: asyncio.TaskGroup, deadline_at: float | None) -> None:
         """Spawn the engines, give each its settings, and listen to them."""
-        engines = self._engines
-        self._stats.count_paused = lambda: sum(e.paused for e in engines if not e.finished)
+        self._stats.read_pauses = self._read_pauses
         for index in range(self._count):
             ours, theirs = socket.socketpair()
             try:
@@ -261,6 +260,18 @@ class _Pool:
         # The pauses that are over go: the hosts paused now are all it holds, in a long run too.
         self._pauses = {other: until for other, until in self._pauses.items() if until > now}
         self._pauses[host] = max(now + seconds, self._pauses.get(host, 0))
+
+    def _read_pauses(self) -> Pauses | None:
+        """The engines' jobs held back by pauses, and the pauses as the engines told them."""
+        waiting = sum(engine.paused for engine in self._engines if not engine.finished)
+        if not waiting:
+            return None
+        now = asyncio.get_running_loop().time()
+        live = [(until, host) for host, until in self._pauses.items() if until > now]
+        if not live:  # a pause just over, the engines' counts not yet
+            return Pauses(waiting, 0, "", 0.0)
+        until, host = min(live)
+        return Pauses(waiting, len(live), host, until - now)
 
     def _is_paused(self, job: Job) -> bool:
         host = host_key(job.parsed).decode("ascii")  # as the engines' frontiers count hosts
