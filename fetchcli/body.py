@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fetchcli.errors import PermanentError
 from fetchcli.kinds import ErrorKind
-from fetchcli.partial import Held, sidecar_name, write_sidecar
+from fetchcli.partial import Held
 from fetchcli.tree import SymlinkInTree
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ class Body:
             os.ftruncate(temp.fd, 0)
             os.lseek(temp.fd, 0, os.SEEK_SET)
             if self._kept and self._keep is not None:
-                write_sidecar(sidecar_name(temp.name), self._keep.at(0), dir_fd=temp.dir_fd)
+                self._saver.write_sidecar(temp.dir_fd, temp.name, self._keep.at(0))
         except OSError as exc:
             raise write_error(temp.target, exc) from exc
 

@@ -381,8 +381,14 @@ def sidecar_path(partial: Path) -> Path:
 # never writes through one.
 
 
-def write_sidecar(path: str | Path, held: Held, *, dir_fd: int | None = None) -> None:
-    """Write the sidecar of `held` atomically (a temporary file renamed over it). Blocking."""
+def write_sidecar(
+    path: str | Path, held: Held, *, dir_fd: int | None = None, temp: str | None = None
+) -> None:
+    """Write the sidecar of `held` atomically (the temporary file `temp` renamed over it).
+
+    A run gives one of its own temporary names, which the sweep removes once the run is gone
+    (a kill -9 between the write and the rename); by default a random one. Blocking.
+    """
     document = {
         "fetchcli_partial": SIDECAR_VERSION,
         "url": held.url,
@@ -394,7 +400,8 @@ def write_sidecar(path: str | Path, held: Held, *, dir_fd: int | None = None) ->
     }
     data = json.dumps(document, ensure_ascii=True).encode() + b"\n"
     path = os.fspath(path)
-    temp = f"{path}.{secrets.token_hex(4)}.tmp"
+    if temp is None:
+        temp = f"{path}.{secrets.token_hex(4)}.tmp"
     try:
         fd = os.open(temp, _NEW_FILE, 0o666, dir_fd=dir_fd)
         try:

@@ -289,7 +289,7 @@ class Saver:
                 return None
             try:
                 os.ftruncate(fd, 0)
-                write_sidecar(sidecar_name(partial), held, dir_fd=dir_fd)
+                self.write_sidecar(dir_fd, partial, held)
                 self._track_kept(dir_fd, partial)
             except BaseException:
                 os.close(fd)
@@ -344,11 +344,18 @@ class Saver:
             self._kept.discard((temp.dir_fd, temp.name))
         os.close(temp.dir_fd)
 
+    def write_sidecar(self, dir_fd: int, partial: str, held: Held) -> None:
+        """The sidecar of the kept file `partial` in `dir_fd`, through a temporary name of this
+        run's: one a kill -9 leaves is swept like the run's other temporary files. Blocking."""
+        sidecar = sidecar_name(partial)
+        temp = self._tree.temp_name(sidecar, next(self._serial))
+        write_sidecar(sidecar, held, dir_fd=dir_fd, temp=temp)
+
     def keep_partial(self, temp: TempFile, held: Held) -> None:
         """Leave a kept partial file for the next run, its sidecar saying what it holds; its
         descriptors are closed (and so its lock released)."""
         try:
-            write_sidecar(sidecar_name(temp.name), held, dir_fd=temp.dir_fd)
+            self.write_sidecar(temp.dir_fd, temp.name, held)
         finally:
             os.close(temp.fd)
             self._release_kept(temp)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -217,3 +219,42 @@ async def test_a_cancel_while_a_spill_is_written_still_keeps_the_whole_prefix(
     partial = partial_path(tmp_path / REL)
     assert partial.read_bytes() == DATA[: body.size]
     assert read_sidecar(sidecar_path(partial), URL) == validators().at(body.size)
+
+
+def cut_a_sidecar_with_kill_9(root: Path) -> str:
+    """The temporary file of a sidecar whose run was killed before renaming it."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITING_A_SIDECAR, str(root)], stdout=subprocess.PIPE
+    )
+    with child, child.stdout as said:  # type: ignore[union-attr]
+        assert said.readline() == b"written, not renamed\n"
+        child.kill()
+    (cut,) = [p.name for p in (root / "h").iterdir() if ".json." in p.name]
+    return cut
+
+
+async def test_a_sidecar_cut_by_kill_9_before_its_rename_is_swept_by_the_next_run(tmp_path):
+    cut = cut_a_sidecar_with_kill_9(tmp_path)
+    async with Saver(tmp_path, save=True) as saver:  # the next run that writes in h/
+        body = saver.body(PurePosixPath("h/other.bin"))
+        await feed(body, b"x" * (2 * SPILL_BYTES))  # spilled: a file in h/
+        await body.finish()
+    assert cut not in os.listdir(tmp_path / "h")
+    assert ".a.bin.fetchcli-partial" in os.listdir(tmp_path / "h")  # a kept body stays
+
+
+# A run killed between its sidecar's write and rename: os.replace never returns.
+_KILLED_WRITING_A_SIDECAR = """
+import os, sys, time
+from pathlib import Path, PurePosixPath
+from fetchcli.partial import Held
+from fetchcli.sink import Saver
+
+def killed_here(*args, **kwargs):
+    print("written, not renamed", flush=True)
+    time.sleep(60)
+
+saver = Saver(Path(sys.argv[1]), save=True)
+os.replace = killed_here
+saver.open_partial(PurePosixPath("h/a.bin"), Held(url="http://h.test/a.bin", size=0, etag='"e"'))
+"""
