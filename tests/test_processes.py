@@ -120,6 +120,28 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+_ENGINE_START = (
+    "import sys; from fetchcli.parallel.engine import _die_with_the_coordinator as start; "
+    "start(int(sys.argv[1])); print('serving')"
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="prctl")
+@pytest.mark.parametrize("orphaned", [False, True])
+def test_an_engine_whose_coordinator_died_while_it_started_stops_at_once(orphaned):
+    # A kill -9 of the coordinator while its engines import: no parent is left to send them
+    # the death signal, so an engine that finds another parent than its coordinator goes
+    # before it loads the pipeline or takes a job (before, it lived on for up to a second).
+    coordinator = os.getpid() + 1_000_000 if orphaned else os.getpid()  # not its parent
+    done = subprocess.run(
+        [sys.executable, "-c", _ENGINE_START, str(coordinator)],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (0, b"" if orphaned else b"serving\n")
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="uses /proc")
 def test_a_lost_engine_does_not_lose_its_urls(server, unique):
     hung = [server.url(f"/hang/{unique}/{i}") for i in range(6)]

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import signal
 import socket
 import sys
@@ -182,6 +183,7 @@ class _Pool:
                     "-m",
                     "fetchcli.parallel.engine",
                     str(theirs.fileno()),
+                    str(os.getpid()),  # for the engine to tell if it was orphaned already
                     pass_fds=[theirs.fileno()],
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.DEVNULL,

@@ -1,4 +1,5 @@
-"""One engine process: `python -m fetchcli.parallel.engine FD`, started by the coordinator.
+"""One engine process: `python -m fetchcli.parallel.engine FD PID`, started by the coordinator
+whose process ID is PID.
 
 It runs the same in-process executor as a single-process run, fed with jobs by the
 coordinator over the socket FD, and hands its records, stats and host pauses back over it
@@ -189,14 +190,14 @@ async def _serve(fd: int, executor_type: type[InProcess]) -> None:
     await _EngineSide(reader, writer, executor_type).serve()
 
 
-def _die_with_the_coordinator() -> None:
+def _die_with_the_coordinator(coordinator: int) -> None:
     """On Linux, have the kernel kill this engine when the coordinator dies, `kill -9` too.
 
     Without it, an engine whose coordinator was killed sees its socket close and cleans up
     in order, writing what it still holds to a kept partial body: while the next run may be
     continuing that file already. (In its own session, the engine misses the signals sent to
-    the coordinator's group.) If the coordinator died before this call, the socket is closed
-    and the engine stops before it has any job.
+    the coordinator's group.) A coordinator that died before this call left no one to send
+    the signal: the engine, which has no job yet, exits at once.
     """
     if sys.platform != "linux":
         return
@@ -204,11 +205,13 @@ def _die_with_the_coordinator() -> None:
 
     with contextlib.suppress(OSError, AttributeError):  # no libc, or no prctl: as before
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != coordinator:  # orphaned already (adopted by init or a subreaper)
+        sys.exit(0)
 
 
 def main() -> None:
-    """Entry point of an engine process."""
-    _die_with_the_coordinator()
+    """Entry point of an engine process: `python -m fetchcli.parallel.engine FD COORDINATOR_PID`."""
+    _die_with_the_coordinator(int(sys.argv[2]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when to stop
     trust_store.defer()  # before the pipeline loads aiohttp: no CA store for plain http
     from fetchcli.pipeline import InProcess
