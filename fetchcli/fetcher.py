@@ -1,4 +1,5 @@
-"""Fetch one URL: attempts with per-attempt timeouts, redirects, body checks, and retries.
+"""Fetch one URL: attempts with per-attempt timeouts, body checks, and retries (each request
+and its redirects: fetchcli/hops.py).
 
 A job's way is in steps, so that nothing waits in a worker: `prepare()` once (is there
 anything to fetch? a kept partial body to continue?), then `attempt()` once per request, each
@@ -31,16 +32,14 @@ import httpx
 from fetchcli.bandwidth import Bandwidth, Flow
 from fetchcli.body import Body
 from fetchcli.carry import Carry
-from fetchcli.client import new_request
 from fetchcli.config import HOST_PAUSE_STATUSES, HttpOptions, RetryPolicy, Settings, Timeouts
-from fetchcli.cookies import HostJar
 from fetchcli.decoding import decoder_for
 from fetchcli.digests import BodyCheck, is_encoded, wanted_digests
 from fetchcli.errors import FetchError, PermanentError, TransientError
-from fetchcli.fingerprints import url_key
 from fetchcli.frontier import Again
+from fetchcli.hops import Hops, content_length, drain
 from fetchcli.kinds import ErrorKind, Skipped
-from fetchcli.models import Job, Record, Recorded, shown_url
+from fetchcli.models import Job, Record, Recorded
 from fetchcli.partial import (
     Decision,
     Held,
@@ -57,10 +56,6 @@ from fetchcli.transport_errors import body_cut_short, received, seconds
 
 __all__ = ["Fetcher", "Pending", "backoff_delay", "host_of", "parse_retry_after"]
 
-# Headers that carry credentials: never sent to another origin after a redirect.
-SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-ERROR_BODY_DRAIN = 64 * 1024
 # uvloop's timers count whole milliseconds: the deadline's own timer, or one cutting an
 # attempt at it, may fire that much before the loop's clock reaches it.
 DEADLINE_SLACK = 0.002
@@ -191,19 +186,7 @@ class Fetcher:
         self._clock = clock
         self._sleep = sleep
         self._ids = itertools.count()
-        headers = list(settings.http.headers)
-        if not any(name.lower() == "user-agent" for name, _ in headers):
-            # As with curl, -H "User-Agent: ..." replaces the default instead of adding one.
-            headers.insert(0, ("User-Agent", settings.http.user_agent))
-        # The client's own headers merged in once, as `build_request()` would for each request:
-        # requests are made here, with the client's timeouts, at a fraction of its cost.
-        self._headers = httpx.Headers(client.headers)
-        self._headers.update(headers)
-        self._timeout = client.timeout.as_dict()
-        # Logins and cookies go on at each hop; none of it for a run that has none.
-        http = settings.http
-        self._jar = HostJar() if http.keep_cookies else None
-        self._credentials = bool(http.credentials or http.cookies or self._jar)
+        self._hops = Hops(client, settings.http)
 
     async def fetch(self, job: Job, deadline: float | None = None) -> Record:
         """Fetch one job alone, sleeping out each retry's delay; never raises for a failed URL.
@@ -396,13 +379,13 @@ class Fetcher:
         self, job: Job, relpath: PurePosixPath | None, carry: Carry, turn: _Turn
     ) -> _Fetched:
         """One request and its answer (two requests when a Range answer cannot be trusted)."""
-        response = await self._send(job.parsed, carry.request_headers(), turn.progress)
+        response = await self._hops.send(job.parsed, carry.request_headers(), turn.progress)
         decision = carry.judge(response.status_code, response.headers)
         if decision is not None and decision.verdict is Verdict.REFETCH:
-            await _drain(response)
+            await drain(response)
             await response.aclose()
             await carry.drop()
-            response = await self._send(job.parsed, carry.request_headers(), turn.progress)
+            response = await self._hops.send(job.parsed, carry.request_headers(), turn.progress)
             decision = None
         turn.progress.status = status = response.status_code
         try:
@@ -410,7 +393,7 @@ class Fetcher:
                 if status == 304 and carry.conditional and relpath is not None:
                     return await self._not_modified(response, relpath, carry)
                 if not 200 <= status < 300:
-                    await _drain(response)
+                    await drain(response)
                     self._raise_for_status(response)
             if self._http.method == "HEAD":
                 return self._fetched(response, None, 0, None)
@@ -421,7 +404,7 @@ class Fetcher:
             elif carry.check is None and carry.body is not None:
                 carry.check = _continued_check(job, carry.body.size)  # a kept body's
             if decision is not None and decision.verdict is Verdict.COMPLETE:
-                await _drain(response)
+                await drain(response)
                 return await self._finish(response, carry, status=200)
             carry.note(response.headers, fresh=fresh)
             await self._read_body(response, carry, turn, decision)
@@ -469,7 +452,7 @@ class Fetcher:
         self, response: httpx.Response, relpath: PurePosixPath, carry: Carry
     ) -> _Fetched:
         """A 304 to a conditional request: the saved file is left as it is, and described."""
-        await _drain(response)
+        await drain(response)
         found = carry.hashed or await self._saver.existing(
             relpath, carry.saved.size if carry.saved else None
         )
@@ -490,84 +473,6 @@ class Fetcher:
             skipped=Skipped.NOT_MODIFIED,
         )
 
-    async def _send(
-        self, url: httpx.URL, extra: dict[str, str], progress: _Progress
-    ) -> httpx.Response:
-        """Send the request, following redirects ourselves to bound and police them.
-
-        `extra` (Range, If-Range, If-None-Match ...) goes to every hop: they name the
-        resource, wherever it is served from.
-        """
-        headers = self._headers
-        if extra:
-            headers = headers.copy()
-            headers.update(extra)
-        listed = url
-        seen = {url_key(url)}
-        for hop in itertools.count():
-            sent = self._with_credentials(headers, url, listed) if self._credentials else headers
-            request = new_request(self._http.method, url, sent, self._timeout)
-            if hop:
-                progress.url = str(url)  # a failure from here on is about the redirect's target
-            response = await self._client.send(request, stream=True)
-            progress.url = str(url)
-            if self._jar is not None:
-                # Redirects too: login flows set their cookies on the 302.
-                self._jar.store(url, response.headers.get_list("set-cookie"))
-            location = response.headers.get("location")
-            if (
-                not self._http.follow_redirects
-                or response.status_code not in REDIRECT_STATUSES
-                or location is None
-            ):
-                return response
-            await _drain(response)
-            await response.aclose()
-            try:
-                target = url.join(location)
-            except httpx.InvalidURL as exc:
-                msg = f"redirect to an invalid URL {location!r}"
-                raise PermanentError(ErrorKind.REDIRECT, msg, status=response.status_code) from exc
-            if target.scheme not in ("http", "https"):
-                msg = f"redirect to unsupported scheme {target.scheme!r}"
-                raise PermanentError(ErrorKind.REDIRECT, msg, status=response.status_code)
-            if hop >= self._http.max_redirects:
-                msg = f"more than {self._http.max_redirects} redirects"
-                raise PermanentError(ErrorKind.REDIRECT, msg, status=response.status_code)
-            key = url_key(target)
-            if key in seen:
-                msg = f"redirect loop back to {shown_url(str(target))}"
-                raise PermanentError(ErrorKind.REDIRECT, msg, status=response.status_code)
-            seen.add(key)
-            if _origin(target) != _origin(url):
-                headers = httpx.Headers(
-                    [(k, v) for k, v in headers.multi_items() if k not in SENSITIVE_HEADERS]
-                )
-            url = target
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _with_credentials(
-        self, headers: httpx.Headers, url: httpx.URL, listed: httpx.URL
-    ) -> httpx.Headers:
-        """`headers` with the login and cookies for this hop to `url`, made for `listed`.
-
-        After the cross-origin stripping: what the user gave with -H (and still holds here)
-        wins, and what goes on is chosen for this hop's URL alone.
-        """
-        http = self._http
-        extra = []
-        if http.credentials is not None and "authorization" not in headers:
-            authorization = http.credentials.authorization(url, listed)
-            if authorization is not None:
-                extra.append(("Authorization", authorization))
-        if "cookie" not in headers:
-            cookies = [jar.header_for(url) for jar in (http.cookies, self._jar) if jar is not None]
-            if any(cookies):
-                extra.append(("Cookie", "; ".join(cookie for cookie in cookies if cookie)))
-        if not extra:
-            return headers
-        return httpx.Headers([*headers.multi_items(), *extra])
-
     def _raise_for_status(self, response: httpx.Response) -> None:
         status = response.status_code
         reason = response.reason_phrase
@@ -586,7 +491,7 @@ class Fetcher:
     ) -> None:
         body, decoder, progress = carry.body, carry.decoder, turn.progress
         assert body is not None
-        expected = progress.expected = _content_length(response)
+        expected = progress.expected = content_length(response)
         total = decision.total if decision is not None else expected
         if total is None or total >= SHOWN_TRANSFER_BYTES:
             self._stats.transfers[turn.transfer_id] = Transfer(carry.url, total, body)
@@ -725,32 +630,9 @@ def _continued_check(job: Job, held: int) -> BodyCheck | None:
     return check
 
 
-async def _drain(response: httpx.Response) -> None:
-    """Read a small unwanted body (error page, redirect), so its connection can be reused."""
-    expected = _content_length(response)
-    if expected is not None and expected > ERROR_BODY_DRAIN:
-        return
-    received = 0
-    async for chunk in response.aiter_raw():
-        received += len(chunk)
-        if received > ERROR_BODY_DRAIN:
-            return
-
-
 def _as_expected(job: Job, size: int, sha256: str) -> bool:
     """Whether a file already there is what a manifest row expects (anything, for a URL)."""
     expect = job.expect
     if expect is None:
         return True
     return expect.size in (None, size) and expect.sha256 in (None, sha256)
-
-
-def _content_length(response: httpx.Response) -> int | None:
-    value = response.headers.get("content-length")
-    if value is None or not value.isdigit():
-        return None
-    return int(value)
-
-
-def _origin(url: httpx.URL) -> tuple[bytes, bytes, int | None]:
-    return url.raw_scheme, url.raw_host, url.port
