@@ -167,8 +167,8 @@ class Frontier(Generic[T]):
     def held(self) -> int:
         """Jobs waiting for a time rather than for a slot: every job of a paused host, and
         the other retries not due yet."""
-        paused, later = self._waiting_for_time()
-        return paused + later
+        pauses, later = self._waiting_for_time()
+        return later if pauses is None else pauses.waiting + later
 
     @property
     def hosts(self) -> int:
@@ -177,20 +177,8 @@ class Frontier(Generic[T]):
         return len(self._lanes)
 
     def pauses(self) -> Pauses | None:
-        """The hosts paused now and which comes back first, while they hold back a job
-        (else None)."""
-        now = self._clock()
-        if self._pauses_end <= now:
-            return None
-        waiting = hosts = 0
-        first, first_until = "", _NEVER
-        for lane in self._lanes.values():
-            if lane.paused_until > now:
-                waiting += len(lane.fresh) + len(lane.retries)
-                hosts += 1
-                if lane.paused_until < first_until:
-                    first, first_until = lane.name, lane.paused_until
-        return Pauses(waiting, hosts, first, first_until - now) if waiting else None
+        """The hosts paused now, while they hold back a job (else None)."""
+        return self._waiting_for_time()[0]
 
     def host_pause(self, host: str) -> float:
         """Seconds until `host` may be contacted again (0 when it is not paused)."""
@@ -355,19 +343,24 @@ class Frontier(Generic[T]):
             lane = self._lanes[host] = _Lane(host)
         return lane
 
-    def _waiting_for_time(self) -> tuple[int, int]:
-        """(jobs of paused hosts, other retries not due yet): a walk over the lanes, only
-        while there may be any."""
+    def _waiting_for_time(self) -> tuple[Pauses | None, int]:
+        """(the pauses that hold jobs back, other retries not due yet): a walk over the
+        lanes, only while there may be any."""
         now = self._clock()
-        paused = later = 0
         if not self._retrying and self._pauses_end <= now:
-            return paused, later
+            return None, 0
+        paused = hosts = later = 0
+        first, first_until = "", _NEVER  # the first back of the paused hosts that hold a job
         for lane in self._lanes.values():
             if lane.paused_until > now:
-                paused += len(lane.fresh) + len(lane.retries)
+                hosts += 1
+                if held := len(lane.fresh) + len(lane.retries):
+                    paused += held
+                    if lane.paused_until < first_until:
+                        first, first_until = lane.name, lane.paused_until
             elif lane.retries:
                 later += sum(1 for due, _, _ in lane.retries if due > now)
-        return paused, later
+        return (Pauses(paused, hosts, first, first_until - now) if paused else None), later
 
     def _due(self, lane: _Lane[T]) -> float:
         """When `lane` may start its next job; _NEVER when it has none, or waits for a slot of

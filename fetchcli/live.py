@@ -314,7 +314,7 @@ class LiveDisplay(_Terminal):
             counts.append(f" · skipped {stats.skipped + stats.resumed:,}")
         rows: list[RenderableType] = [top, rates, counts]
         if (pauses := stats.pauses) is not None:  # a quiet spell would otherwise look like a hang
-            rows.append(Text(paused_note(pauses), style="yellow"))  # its own line: 80 columns
+            rows.append(Text(paused_note(pauses), style="yellow"))  # not the counts' end, wrapped
         group = Group(*rows, *self._transfer_rows(now))
         return Constrain(group, width=max(self._console.width - ECHO_ROOM, 20))
 

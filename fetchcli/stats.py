@@ -38,7 +38,9 @@ class Pauses:
 
     waiting: int  # jobs they hold back, retries included
     hosts: int  # paused now, whether or not a job waits for each
-    first: str  # the host whose pause ends first ("": not known yet)
+    # Of the hosts that hold a job (with engines: of all, the coordinator cannot tell), the
+    # one whose pause ends first; "": none known (with engines, a pause just over).
+    first: str
     first_ends_in: float  # seconds
 
 

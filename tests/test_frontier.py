@@ -590,6 +590,25 @@ def test_done_and_next_gives_nothing_when_no_job_may_start():
     run(main())
 
 
+def test_pauses_name_the_first_host_back_of_those_that_hold_a_job():
+    async def main() -> None:
+        frontier: Frontier[str] = Frontier(concurrency=1)
+        for item in ("a1", "b1", "b2", "c1"):
+            await frontier.put(item[0], item)
+        slot = await frontier.get()
+        assert slot is not None and slot.item == "a1"
+        frontier.retry(slot, "a1 again", 1)
+        frontier.pause_host("a", 6)  # holds its retry
+        frontier.pause_host("b", 8)  # holds two fresh jobs
+        frontier.pause_host("z", 2)  # first back, but holds nothing: not worth naming
+        # c1 waits for the slot, not for a time: not counted.
+        assert frontier.pauses() == Pauses(waiting=3, hosts=3, first="a", first_ends_in=6.0)
+        await asyncio.sleep(6.5)
+        assert frontier.pauses() == Pauses(waiting=2, hosts=1, first="b", first_ends_in=1.5)
+
+    run(main())
+
+
 def test_held_counts_the_jobs_that_wait_for_a_time_not_for_a_slot():
     async def main() -> None:
         frontier: Frontier[str] = Frontier(concurrency=1)
