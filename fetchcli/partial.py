@@ -31,7 +31,6 @@ import json
 import math
 import os
 import re
-import secrets
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -381,13 +380,11 @@ def sidecar_path(partial: Path) -> Path:
 # never writes through one.
 
 
-def write_sidecar(
-    path: str | Path, held: Held, *, dir_fd: int | None = None, temp: str | None = None
-) -> None:
+def write_sidecar(path: str | Path, held: Held, *, temp: str, dir_fd: int | None = None) -> None:
     """Write the sidecar of `held` atomically (the temporary file `temp` renamed over it).
 
-    A run gives one of its own temporary names, which the sweep removes once the run is gone
-    (a kill -9 between the write and the rename); by default a random one. Blocking.
+    A run gives one of its own temporary names (`Saver.write_sidecar`), which the sweep
+    removes once the run is gone: a kill -9 between the write and the rename. Blocking.
     """
     document = {
         "fetchcli_partial": SIDECAR_VERSION,
@@ -400,8 +397,6 @@ def write_sidecar(
     }
     data = json.dumps(document, ensure_ascii=True).encode() + b"\n"
     path = os.fspath(path)
-    if temp is None:
-        temp = f"{path}.{secrets.token_hex(4)}.tmp"
     try:
         fd = os.open(temp, _NEW_FILE, 0o666, dir_fd=dir_fd)
         try:

@@ -24,7 +24,7 @@ from fetchcli.config import Settings
 from fetchcli.environment import Environment
 from fetchcli.fetcher import Fetcher
 from fetchcli.models import Job
-from fetchcli.partial import Decision, Held, decide
+from fetchcli.partial import Decision, Held, decide, write_sidecar
 from fetchcli.sink import Saver
 from fetchcli.sources import parse_line
 from fetchcli.stats import RunStats
@@ -46,6 +46,11 @@ def decided(held: Held, status: int, headers: Mapping[str, str]) -> Decision:
     decision = decide(held, status, headers)
     assert decision is not None, (status, headers)
     return decision
+
+
+def put_sidecar(path: str | Path, held: Held) -> None:
+    """The sidecar of `held` at `path`, as a run leaves it (written through a file beside it)."""
+    write_sidecar(path, held, temp=f"{path}.tmp")
 
 
 class RawStream(httpx.AsyncByteStream):

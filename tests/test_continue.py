@@ -29,9 +29,8 @@ from fetchcli.partial import (
     partial_path,
     read_sidecar,
     sidecar_path,
-    write_sidecar,
 )
-from tests.helpers import FETCHCLI, cli
+from tests.helpers import FETCHCLI, cli, put_sidecar
 from tests.nginx import Nginx
 from tests.servers import FaultServer, body_for
 
@@ -207,7 +206,7 @@ def keep_partial(
     held = Held(
         url=nginx.url(uri), size=len(body), etag=etag, last_modified=last_modified, total=None
     )
-    write_sidecar(sidecar_path(partial), held)
+    put_sidecar(sidecar_path(partial), held)
     return partial
 
 

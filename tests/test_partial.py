@@ -35,9 +35,8 @@ from fetchcli.partial import (
     set_mtime,
     sidecar_path,
     update_headers,
-    write_sidecar,
 )
-from tests.helpers import decided
+from tests.helpers import decided, put_sidecar
 
 URL = "http://files.test/a.bin"
 DATE = "Tue, 14 Nov 2023 22:13:20 GMT"  # 1_700_000_000
@@ -383,14 +382,14 @@ def test_the_kept_names_are_stable_and_never_a_run_temp_name(tmp_path):
 def keep(tmp_path: Path, body: bytes, value: Held) -> Path:
     partial = partial_path(tmp_path / "a.bin")
     partial.write_bytes(body)
-    write_sidecar(sidecar_path(partial), value)
+    put_sidecar(sidecar_path(partial), value)
     return partial
 
 
 def test_a_sidecar_round_trips_and_leaves_no_temporary_file(tmp_path):
     value = held(content_encoding="gzip")
     path = tmp_path / "s.json"
-    write_sidecar(path, value)
+    put_sidecar(path, value)
     assert read_sidecar(path, URL) == value
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
     document = json.loads(path.read_text())
@@ -399,9 +398,9 @@ def test_a_sidecar_round_trips_and_leaves_no_temporary_file(tmp_path):
 
 def test_a_sidecar_is_replaced_atomically(tmp_path):
     path = tmp_path / "s.json"
-    write_sidecar(path, held(100))
+    put_sidecar(path, held(100))
     inode = path.stat().st_ino
-    write_sidecar(path, held(900))
+    put_sidecar(path, held(900))
     assert read_sidecar(path, URL) == held(900) and path.stat().st_ino != inode
 
 
@@ -461,7 +460,7 @@ def test_a_sidecar_that_is_a_directory_or_a_link_is_ignored(tmp_path):
     (tmp_path / "dir.json").mkdir()
     assert read_sidecar(tmp_path / "dir.json", URL) is None
     real = tmp_path / "real.json"
-    write_sidecar(real, held())
+    put_sidecar(real, held())
     (tmp_path / "link.json").symlink_to(real)
     assert read_sidecar(tmp_path / "link.json", URL) is None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
@@ -14,10 +15,14 @@ import pytest
 from fetchcli.body import SPILL_BYTES, Body
 from fetchcli.partial import Held, partial_path, read_sidecar, sidecar_path, write_sidecar
 from fetchcli.sink import Saver
+from fetchcli.tree import TEMP_SUFFIX
+from tests.helpers import put_sidecar
 
 pytestmark = pytest.mark.anyio
 
 URL = "http://h.test/a.bin"
+# A run's temporary file, as the sweep finds them: `.NAME.<token>-<serial>.fetchcli-part`.
+TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}-[0-9]+" + re.escape(TEMP_SUFFIX))
 REL = PurePosixPath("h/a.bin")
 ETAG = '"abc"'
 DATA = os.urandom(3 * SPILL_BYTES + 12345)
@@ -100,7 +105,7 @@ async def test_a_kept_body_that_cannot_be_continued_is_removed(tmp_path):
     partial = partial_path(tmp_path / REL)
     partial.parent.mkdir(parents=True)
     partial.write_bytes(b"x" * 100)
-    write_sidecar(sidecar_path(partial), Held(url=URL, size=100))  # no validator at all
+    put_sidecar(sidecar_path(partial), Held(url=URL, size=100))  # no validator at all
     async with Saver(tmp_path, save=True) as saver:
         assert (await saver.look(REL)).partial
         assert await saver.resume(REL, URL) is None
@@ -111,7 +116,7 @@ async def test_another_urls_kept_body_is_not_taken(tmp_path):
     partial = partial_path(tmp_path / REL)
     partial.parent.mkdir(parents=True)
     partial.write_bytes(b"x" * 100)
-    write_sidecar(sidecar_path(partial), validators().at(100))
+    put_sidecar(sidecar_path(partial), validators().at(100))
     async with Saver(tmp_path, save=True) as saver:
         assert await saver.resume(REL, "http://h.test/other") is None
 
@@ -219,6 +224,26 @@ async def test_a_cancel_while_a_spill_is_written_still_keeps_the_whole_prefix(
     partial = partial_path(tmp_path / REL)
     assert partial.read_bytes() == DATA[: body.size]
     assert read_sidecar(sidecar_path(partial), URL) == validators().at(body.size)
+
+
+async def test_every_sidecar_is_written_through_a_temporary_name_of_the_run(tmp_path, monkeypatch):
+    # Opened, renewed by a restart, and kept: each write goes through a name the sweep knows.
+    written: list[str] = []
+
+    def spy(path: str, held: Held, *, temp: str, dir_fd: int | None = None) -> None:
+        written.append(temp)
+        write_sidecar(path, held, temp=temp, dir_fd=dir_fd)
+
+    monkeypatch.setattr("fetchcli.sink.write_sidecar", spy)  # as the Saver calls it
+    async with Saver(tmp_path, save=True) as saver:
+        body = saver.body(REL, keep=validators())
+        await feed(body, DATA[: 2 * SPILL_BYTES])
+        await body.restart(validators())
+        await feed(body, DATA[:SPILL_BYTES])
+        await body.spill()
+        await body.keep(validators())
+    assert len(written) == 3
+    assert all(TEMP_NAME.fullmatch(name) for name in written), written
 
 
 def cut_a_sidecar_with_kill_9(root: Path) -> str:
