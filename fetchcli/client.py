@@ -46,6 +46,7 @@ __all__ = [
     "Client",
     "HttpxTransport",
     "IndexedHeaders",
+    "content_length",
     "make_client",
     "new_request",
 ]
@@ -349,7 +350,7 @@ class HttpxTransport(httpx.AsyncBaseTransport):
         ex = Exchange.of(request)
         with _httpx_translated(ex):
             response = await self._inner.handle_async_request(request)
-        ex.respond(response.status_code, _content_length(response.headers))
+        ex.respond(response.status_code, content_length(response.headers))
         response.stream = _HttpxStream(response.stream, ex)
         return response
 
@@ -399,7 +400,8 @@ def _httpx_translated(ex: Exchange) -> Iterator[None]:
         raise from_os_error(exc, ex) from exc
 
 
-def _content_length(headers: httpx.Headers) -> int | None:
+def content_length(headers: httpx.Headers) -> int | None:
+    """A Content-Length, or None when there is none that is a number."""
     value = headers.get("content-length")
     return int(value) if value is not None and value.isdigit() else None
 

@@ -32,12 +32,13 @@ import httpx
 from fetchcli.bandwidth import Bandwidth, Flow
 from fetchcli.body import Body
 from fetchcli.carry import Carry
+from fetchcli.client import content_length
 from fetchcli.config import HOST_PAUSE_STATUSES, HttpOptions, RetryPolicy, Settings, Timeouts
 from fetchcli.decoding import decoder_for
 from fetchcli.digests import BodyCheck, is_encoded, wanted_digests
 from fetchcli.errors import FetchError, PermanentError, TransientError
 from fetchcli.frontier import Again
-from fetchcli.hops import Hops, content_length, drain
+from fetchcli.hops import Hops, drain
 from fetchcli.kinds import ErrorKind, Skipped
 from fetchcli.models import Job, Record, Recorded
 from fetchcli.partial import (
@@ -171,7 +172,6 @@ class Fetcher:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         bandwidth: Bandwidth | None = None,
     ) -> None:
-        self._client = client
         self._http: HttpOptions = settings.http
         self._timeouts: Timeouts = settings.timeouts
         self._retry: RetryPolicy = settings.retry
@@ -491,7 +491,7 @@ class Fetcher:
     ) -> None:
         body, decoder, progress = carry.body, carry.decoder, turn.progress
         assert body is not None
-        expected = progress.expected = content_length(response)
+        expected = progress.expected = content_length(response.headers)
         total = decision.total if decision is not None else expected
         if total is None or total >= SHOWN_TRANSFER_BYTES:
             self._stats.transfers[turn.transfer_id] = Transfer(carry.url, total, body)

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import httpx
 
-from fetchcli.client import new_request
+from fetchcli.client import content_length, new_request
 from fetchcli.config import HttpOptions
 from fetchcli.cookies import HostJar
 from fetchcli.errors import PermanentError
@@ -21,7 +21,7 @@ from fetchcli.fingerprints import url_key
 from fetchcli.kinds import ErrorKind
 from fetchcli.models import shown_url
 
-__all__ = ["Hops", "content_length", "drain"]
+__all__ = ["Hops", "drain"]
 
 # Headers that carry credentials: never sent to another origin after a redirect.
 SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
@@ -145,7 +145,7 @@ class Hops:
 
 async def drain(response: httpx.Response) -> None:
     """Read a small unwanted body (error page, redirect), so its connection can be reused."""
-    expected = content_length(response)
+    expected = content_length(response.headers)
     if expected is not None and expected > ERROR_BODY_DRAIN:
         return
     received = 0
@@ -153,14 +153,6 @@ async def drain(response: httpx.Response) -> None:
         received += len(chunk)
         if received > ERROR_BODY_DRAIN:
             return
-
-
-def content_length(response: httpx.Response) -> int | None:
-    """The response's Content-Length, or None when it has none that is a number."""
-    value = response.headers.get("content-length")
-    if value is None or not value.isdigit():
-        return None
-    return int(value)
 
 
 def _origin(url: httpx.URL) -> tuple[bytes, bytes, int | None]:
