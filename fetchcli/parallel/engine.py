@@ -194,11 +194,11 @@ def _die_with_the_coordinator(coordinator: int) -> None:
     """On Linux, have the kernel kill this engine when the coordinator dies, `kill -9` too
     (strictly, when the thread that started it ends: the coordinator's event loop's).
 
-        Without it, an engine whose coordinator was killed sees its socket close and cleans up
-        in order, writing what it still holds to a kept partial body: while the next run may be
-        continuing that file already. (In its own session, the engine misses the signals sent to
-        the coordinator's group.) A coordinator that died before this call left no one to send
-        the signal: the engine, which has no job yet, exits at once.
+    Without it, an engine whose coordinator was killed sees its socket close and cleans up in
+    order, writing what it still holds to a kept partial body: while the next run may be
+    continuing that file already. (In its own session, the engine misses the signals sent to
+    the coordinator's group.) A coordinator that died before this call left no one to send
+    the signal: the engine, which has no job yet, exits at once.
     """
     if sys.platform != "linux":
         return
