@@ -327,11 +327,13 @@ def test_a_stopped_download_is_continued_by_the_next_run(
     # Nothing is left running, so nothing still writes to the partial body: a Ctrl-C stops
     # the engines in order, and a kill -9 takes the engine that holds the download with it
     # (before, it went on to write what it held, while the next run may be continuing the
-    # file). The other engine, with no job, has ended on its own (0) or dies the same way.
+    # file). The other engine has no job: it has ended on its own (0), dies the same way, or,
+    # on a busy machine still starting, finds itself orphaned and exits (1).
     if signum == signal.SIGINT or (os.cpu_count() or 1) < 2:  # -P is capped at the cores
         assert ended["orphans"] == []
     else:
-        assert -signal.SIGKILL in ended["orphans"] and set(ended["orphans"]) <= {0, -signal.SIGKILL}
+        assert -signal.SIGKILL in ended["orphans"]
+        assert set(ended["orphans"]) <= {0, 1, -signal.SIGKILL}
     held = read_sidecar(sidecar_path(partial), nginx.url(uri))
     assert held is not None and held.etag and held.total == len(data)  # kill -9 too
     kept = partial.stat().st_size
