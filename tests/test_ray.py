@@ -123,7 +123,9 @@ def test_a_shard_killed_mid_run_is_retried_and_continues(ray_cluster, server, un
         )
     )
     recorded_before = set(before.values())
-    assert len(before) > 50  # the killed try had recorded part of its shard
+    # The killed try had recorded part of its shard: how much depends on the machine's load
+    # (its ledger's writer lags; a clean clone's CI once saw 19), not on the code.
+    assert before
     assert sorted(Counter(record.line for record in records).items()) == [
         (line, 1) for line in range(1, 602)
     ]
