@@ -16,7 +16,7 @@ from fetchcli.kinds import ErrorKind, Skipped
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["BadLine", "Expectation", "Job", "Record", "Recorded", "shown_url"]
+__all__ = ["REPEAT_OWN_FIELDS", "BadLine", "Expectation", "Job", "Record", "Recorded", "shown_url"]
 
 # The userinfo of an absolute URL ("user:password@"), which records never show.
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#@]*@")
@@ -269,3 +269,5 @@ class Record:
 
 
 _FIELDS = tuple(field.name for field in dataclasses.fields(Record))
+# The fields a repeat's record has of its own (`Record.duplicate`); the rest are its first's.
+REPEAT_OWN_FIELDS = frozenset({"url", "elapsed", "attempts", "skipped", "source", "line", "meta"})

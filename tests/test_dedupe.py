@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from typing import Any
 
 import pytest
 
-from fetchcli.dedupe import Dedupe
+from fetchcli.dedupe import MEMORY_OUTCOMES, Dedupe
+from fetchcli.kinds import ErrorKind, Skipped
 from fetchcli.models import Expectation, Job, Record, shown_url
 from tests.helpers import cli, job, write_list
 
@@ -182,6 +184,47 @@ async def test_outcomes_beyond_the_memory_bound_come_back_from_disk():
         assert repeat.skipped == "duplicate" and repeat.url == f"http://a.test/{n}"
     assert len(rig.handed) == 100  # each fetched once
     await rig.dedupe.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_repeat_of_a_first_on_disk_gets_every_field_a_repeat_in_memory_gets():
+    # Every field set, none to its default: a field the disk drops, or a field
+    # `duplicate` sets that the disk keeps of the first, shows as a difference.
+    first = {
+        "ok": False,
+        "status": 503,
+        "path": "out/a.test/x",
+        "bytes": 7,
+        "sha256": "ab" * 32,
+        "elapsed": 1.25,
+        "attempts": 3,
+        "error": "HTTP 503 Service Unavailable (é)",
+        "error_kind": ErrorKind.HTTP,
+        "final_url": "http://a.test/moved",
+        "content_type": "text/html",
+        "skipped": Skipped.NOT_MODIFIED,
+        "etag": 'W/"v1"',
+        "last_modified": "Sun, 13 Sep 2020 12:26:40 GMT",
+        "meta": {"n": 1},
+    }
+    own = {"url", "source", "line"}  # set by `finish` and by `admit`
+    assert set(first) | own == {field.name for field in dataclasses.fields(Record)}
+    repeats = []
+    for memory_outcomes in (MEMORY_OUTCOMES, 2):
+        rig = Rig(memory_outcomes=memory_outcomes)
+        await rig.admit("http://a.test/x", 1)
+        await rig.finish(1, **first)
+        for n in range(2, 6):  # with a bound of 2 these push the first's outcome to disk
+            await rig.admit(f"http://a.test/{n}", n)
+            await rig.finish(n, **saved(n))
+        await rig.admit("http://a.test/x", 9)
+        await rig.dedupe.flush()
+        repeats.append(next(r for r in rig.emitted if r.line == 9))
+        await rig.dedupe.aclose()
+    in_memory, from_disk = repeats
+    assert from_disk == in_memory
+    assert in_memory.error_kind is ErrorKind.HTTP and in_memory.skipped is Skipped.DUPLICATE
+    assert (in_memory.status, in_memory.etag, in_memory.meta) == (503, 'W/"v1"', None)
 
 
 @pytest.mark.anyio

@@ -6,10 +6,10 @@ import dataclasses
 import pickle
 from pathlib import PurePosixPath
 
-import pytest
+import httpx
 
 from fetchcli.models import Expectation, Recorded
-from fetchcli.parallel.wire import Jobs, WireError, WireJob, frame
+from fetchcli.parallel.wire import Jobs, WireJob, frame
 from tests.helpers import job
 
 
@@ -26,6 +26,16 @@ def test_a_job_crosses_the_wire_whole():
     assert pickle.loads(frame(Jobs([wire]))[4:]).jobs[0].to_job() == original
 
 
-def test_a_url_that_does_not_parse_on_the_other_side_is_a_wire_error():
-    with pytest.raises(WireError, match="did not parse"):
-        WireJob("-", 1, "not a url").to_job()
+def test_a_job_crosses_with_its_url_parsed_and_is_not_parsed_again(monkeypatch):
+    original = job("https://a.test/d%C3%A9j%C3%A0/x.bin?q=%20", line=3)
+    payload = frame(Jobs([WireJob.of(original)]))[4:]
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("an engine parsed a URL again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(httpx.URL, "__init__", no_parsing)
+        arrived = pickle.loads(payload).jobs[0].to_job()
+    assert arrived == original
+    assert arrived.parsed.raw_path == b"/d%C3%A9j%C3%A0/x.bin?q=%20"
+    assert arrived.parsed.raw_host == b"a.test"

@@ -111,12 +111,7 @@ class _EngineSide:
     async def _produce(self, handoff: Handoff) -> None:
         while (jobs := await self._incoming.get()) is not None:
             for wire in jobs:
-                try:
-                    job = wire.to_job()
-                except WireError as exc:  # the coordinator validated it: must not hang
-                    await self._emit(Record.lost(wire.source, wire.line, wire.url, str(exc)))
-                else:
-                    await handoff(job)
+                await handoff(wire.to_job())
 
     async def _emit(self, record: Record) -> None:
         self._outbox.append(record)
