@@ -278,7 +278,7 @@ def _unpack(data: bytes) -> Record:
     return Record(url="", **fields)  # its url is the repeat's
 
 
-def _plain(value: object) -> object:
+def _plain(value: Any) -> Any:
     """`value` as marshal takes it: an enum member as its value."""
     return value.value if isinstance(value, enum.Enum) else value
 
