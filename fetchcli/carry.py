@@ -16,7 +16,7 @@ chunk leaves the decoder ahead of any count, and then the body starts over.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from fetchcli.body import Body
@@ -38,7 +38,9 @@ class Carry:
     saved: OnDisk | None = None  # --update: the file saved already (If-Modified-Since)
     hashed: Saved | None = None  # --update: that file, hashed already (its sha256 recorded)
     body: Body | None = None
-    held: Held | None = None  # validators of the response the body came from (size unused)
+    # Validators of the response the body came from (size unused), or how to make them when
+    # first asked for: most bodies arrive whole at their first attempt and never need them.
+    held: Held | Callable[[], Held] | None = None
     decoder: Decoder = IDENTITY
     check: BodyCheck | None = None  # what the whole body must be (a row's sha256, digests)
     raw: int = 0  # encoded bytes taken by the decoder, of an encoded body
@@ -53,11 +55,12 @@ class Carry:
 
     def holding(self) -> Held | None:
         """What the body holds, counted as a Range counts; None when nothing or unsure."""
-        if self.body is None or self.held is None:
+        held = self._validators()
+        if self.body is None or held is None:
             return None
-        if self.held.content_encoding is None:
-            return self.held.at(self.body.size)
-        return self.held.at(self.raw) if self.in_step else None
+        if held.content_encoding is None:
+            return held.at(self.body.size)
+        return held.at(self.raw) if self.in_step else None
 
     def continuable(self) -> bool:
         """Whether the next request can ask for the rest of what is held."""
@@ -85,8 +88,8 @@ class Carry:
             return None
         return decide(held, status, headers)
 
-    def start(self, body: Body, held: Held, decoder: Decoder) -> None:
-        """A new body, from byte 0, for the response `held` describes."""
+    def start(self, body: Body, held: Held | Callable[[], Held], decoder: Decoder) -> None:
+        """A new body, from byte 0, for the response `held` describes (or `held()`)."""
         self.body, self.held, self.decoder = body, held, decoder
         self.raw, self.in_step, self.check = 0, True, None
 
@@ -112,6 +115,11 @@ class Carry:
         body, self.body, self.held, self.check = self.body, None, None, None
         if body is not None:
             await body.discard()
+
+    def _validators(self) -> Held | None:
+        if callable(self.held):
+            self.held = self.held()
+        return self.held
 
     async def close(self) -> None:
         """The URL is done: keep a cut body for a later run (--continue, and only what can be

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import itertools
 import math
 import time
@@ -418,10 +419,15 @@ class Fetcher:
         """A body from byte 0 for `response`: a new one, or the held one emptied (a 200 to a
         Range request). With --continue it goes to a kept file when it could be continued."""
         decoder = decoder_for(response.headers.get("content-encoding"))
-        held = Held.from_response(job.url, response.status_code, response.headers)
+        describe = functools.partial(
+            Held.from_response, job.url, response.status_code, response.headers
+        )
+        held: Held | Callable[[], Held] = describe  # made when first needed (Carry.held)
         keep = None
-        if self._continue and held.content_encoding is None and continue_headers(held.at(1)):
-            keep = held
+        if self._continue:
+            held = describe()
+            if held.content_encoding is None and continue_headers(held.at(1)):
+                keep = held
         if carry.body is None:
             body = self._saver.body(relpath if self._saver.save else None, keep=keep)
         else:
