@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 __all__ = ["REPEAT_OWN_FIELDS", "BadLine", "Expectation", "Job", "Record", "Recorded", "shown_url"]
 
+# One encoder for every record: json.dumps with options makes a new one each call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 # The userinfo of an absolute URL ("user:password@"), which records never show.
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#@]*@")
 
@@ -265,7 +267,7 @@ class Record:
         }
         if self.meta is not None:
             fields["meta"] = self.meta
-        return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+        return _ENCODER.encode(fields)
 
 
 _FIELDS = tuple(field.name for field in dataclasses.fields(Record))
