@@ -25,6 +25,7 @@ import httpx
 
 from fetchcli.errors import UsageError
 from fetchcli.models import BadLine, Job
+from fetchcli.urls import parse_url
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -254,7 +255,7 @@ def _check_url(text: str) -> tuple[str, httpx.URL | None]:
     if scheme.lower() not in ("http", "https"):
         return f"unsupported scheme {scheme[:20]!r}: only http and https are fetched", None
     try:
-        url = httpx.URL(text)
+        url = parse_url(text)
     except httpx.InvalidURL as exc:
         return f"invalid URL: {exc}", None
     host = url.raw_host.decode("ascii", "replace")
